@@ -1,0 +1,1 @@
+"""Triggers only: decode the binding, call shared/, map errors to retry / no-retry."""

@@ -1,0 +1,1 @@
+"""Subcommands of the ``tuneloop`` CLI: one module each (``add_arguments`` + ``run``)."""

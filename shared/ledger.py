@@ -1,0 +1,386 @@
+"""The run ledger on Azure Table storage: one entity per run, moved forward only, ETag-guarded.
+
+Layout: ``PartitionKey`` = the line, ``RowKey`` = the run id (= the Azure ML job name).
+Claims (idempotency keys such as a blob version) live in partition ``_claims``.
+
+Every write is conditional: ``create`` fails if the row exists, ``advance``/``update`` fail
+with :class:`LedgerConflictError` if someone else wrote since we read. Callers re-read and
+decide again; that is what makes duplicate and concurrent deliveries safe.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.errors import LedgerConflictError, NotFoundError, TransientError, TuneloopError
+
+__all__ = [
+    "CLAIMS_PARTITION",
+    "IN_RELEASE",
+    "TERMINAL",
+    "Claim",
+    "InvalidTransitionError",
+    "Ledger",
+    "RunRecord",
+    "RunState",
+    "can_move",
+]
+
+log = logging.getLogger(__name__)
+
+CLAIMS_PARTITION = "_claims"
+
+
+class RunState(StrEnum):
+    RECEIVED = "RECEIVED"
+    ACCEPTED = "ACCEPTED"
+    REJECTED = "REJECTED"
+    DUPLICATE = "DUPLICATE"
+    SUBMITTED = "SUBMITTED"
+    TRAINING = "TRAINING"
+    TRAINED = "TRAINED"
+    REGISTERED = "REGISTERED"
+    DEPLOYING = "DEPLOYING"
+    DEPLOYED = "DEPLOYED"
+    PROMOTED = "PROMOTED"
+    HELD = "HELD"
+    FAILED = "FAILED"
+    RETIRED = "RETIRED"
+
+
+# The main line of progress; a run only ever moves to a higher rank.
+_RANK: dict[RunState, int] = {
+    RunState.RECEIVED: 0,
+    RunState.ACCEPTED: 1,
+    RunState.SUBMITTED: 2,
+    RunState.TRAINING: 3,
+    RunState.TRAINED: 4,
+    RunState.REGISTERED: 5,
+    RunState.DEPLOYING: 6,
+    RunState.DEPLOYED: 7,
+    RunState.PROMOTED: 8,
+    RunState.RETIRED: 9,
+}
+
+TERMINAL = frozenset(
+    {RunState.REJECTED, RunState.DUPLICATE, RunState.FAILED, RunState.RETIRED}
+)
+# States in which a release is under way on the run's line (the sweeper keeps away).
+IN_RELEASE = frozenset(
+    {RunState.TRAINED, RunState.REGISTERED, RunState.DEPLOYING, RunState.DEPLOYED}
+)
+
+
+def can_move(current: RunState, target: RunState) -> bool:
+    """Whether the ledger allows ``current -> target`` (forward only; terminal stays put)."""
+    if current in TERMINAL or current == target:
+        return False
+    if target in (RunState.REJECTED, RunState.DUPLICATE):
+        return current in (RunState.RECEIVED, RunState.ACCEPTED)
+    if target == RunState.FAILED:
+        return True
+    if target == RunState.HELD:
+        return _RANK.get(current, -1) >= _RANK[RunState.TRAINED]
+    if current == RunState.HELD:
+        # A held run can be promoted by hand (manual gate) or retired.
+        return target in (RunState.PROMOTED, RunState.RETIRED)
+    return _RANK[target] > _RANK[current]
+
+
+class InvalidTransitionError(TuneloopError):
+    """The requested state change would move a run backwards or out of a terminal state."""
+
+    code = "invalid_transition"
+
+
+@dataclass
+class RunRecord:
+    """One run as stored. ``fields`` holds everything but the keys, state and timeline."""
+
+    line: str
+    run_id: str
+    state: RunState
+    fields: dict[str, Any] = field(default_factory=dict)
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    etag: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        value = self.fields.get("reason")
+        return str(value) if value is not None else None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.fields.get(key, default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "line": self.line,
+            "run_id": self.run_id,
+            "state": self.state.value,
+            **self.fields,
+            "timeline": self.timeline,
+        }
+
+
+@dataclass
+class Claim:
+    key: str
+    fields: dict[str, Any]
+    etag: str | None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _wrap_transient(exc: Exception) -> TransientError:
+    return TransientError(f"ledger storage unavailable: {exc}", hint="the host will retry")
+
+
+_RESERVED = {"PartitionKey", "RowKey", "state", "timeline", "Timestamp"}
+
+
+def _to_entity(rec: RunRecord) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "PartitionKey": rec.line,
+        "RowKey": rec.run_id,
+        "state": rec.state.value,
+        "timeline": json.dumps(rec.timeline, separators=(",", ":")),
+    }
+    for key, value in rec.fields.items():
+        if key in _RESERVED:
+            raise ValueError(f"{key} is reserved in ledger entities")
+        if value is None:
+            continue
+        if isinstance(value, dict | list):
+            entity[f"{key}__json"] = json.dumps(value, separators=(",", ":"), sort_keys=True)
+        else:
+            entity[key] = value
+    return entity
+
+
+def _from_entity(entity: Mapping[str, Any]) -> RunRecord:
+    fields: dict[str, Any] = {}
+    for key, value in entity.items():
+        if key in _RESERVED:
+            continue
+        if key.endswith("__json"):
+            fields[key[: -len("__json")]] = json.loads(value)
+        else:
+            fields[key] = value
+    etag = getattr(entity, "metadata", {}).get("etag")
+    return RunRecord(
+        line=entity["PartitionKey"],
+        run_id=entity["RowKey"],
+        state=RunState(entity["state"]),
+        fields=fields,
+        timeline=json.loads(entity.get("timeline") or "[]"),
+        etag=etag,
+    )
+
+
+class Ledger:
+    """Run records on one Azure table. All methods raise TransientError on storage outages."""
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    def ensure_table(self) -> None:
+        try:
+            self._table.create_table()
+        except ResourceExistsError:
+            pass
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _wrap_transient(exc) from exc
+
+    # -- runs ---------------------------------------------------------------------------
+    def create(
+        self, line: str, run_id: str, state: RunState, *, note: str | None = None, **fields: Any
+    ) -> RunRecord:
+        """Create a run; raises ``ResourceExistsError`` if the run exists (callers decide)."""
+        now = _now()
+        rec = RunRecord(
+            line=line, run_id=run_id, state=state, fields={"created": now, "updated": now, **fields}
+        )
+        rec.timeline.append(_event(state, note))
+        try:
+            meta = self._table.create_entity(_to_entity(rec))
+        except ResourceExistsError:
+            raise
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _wrap_transient(exc) from exc
+        rec.etag = meta.get("etag")
+        log.info("ledger create run=%s line=%s state=%s", run_id, line, state.value)
+        return rec
+
+    def get(self, line: str, run_id: str) -> RunRecord:
+        try:
+            return _from_entity(self._table.get_entity(line, run_id))
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"run {run_id!r} on line {line!r} is not in the ledger") from exc
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _wrap_transient(exc) from exc
+
+    def find(self, run_id: str) -> RunRecord:
+        """The run with this id on any line. Raises NotFoundError."""
+        rows = list(
+            self._query("RowKey eq @rk and PartitionKey ne @claims", rk=run_id)
+        )
+        if not rows:
+            raise NotFoundError(f"run {run_id!r} is not in the ledger")
+        return rows[0]
+
+    def list(
+        self, *, line: str | None = None, states: Iterable[RunState] | None = None
+    ) -> list[RunRecord]:
+        """Runs, oldest first by creation time, optionally for one line / some states."""
+        if line is not None:
+            rows = self._query("PartitionKey eq @pk", pk=line)
+        else:
+            rows = self._query("PartitionKey ne @claims")
+        wanted = set(states) if states is not None else None
+        out = [r for r in rows if wanted is None or r.state in wanted]
+        out.sort(key=lambda r: (str(r.fields.get("created", "")), r.run_id))
+        return out
+
+    def advance(
+        self,
+        rec: RunRecord,
+        state: RunState,
+        *,
+        note: str | None = None,
+        reason: str | None = None,
+        **fields: Any,
+    ) -> RunRecord:
+        """Move ``rec`` to ``state`` if the ledger allows it, guarded by the record's ETag.
+
+        Raises InvalidTransitionError for a backward move and LedgerConflictError when the
+        stored run changed since ``rec`` was read.
+        """
+        if not can_move(rec.state, state):
+            raise InvalidTransitionError(
+                f"run {rec.run_id} cannot move {rec.state.value} -> {state.value}",
+                hint="runs only move forward; re-read the run",
+            )
+        new = RunRecord(
+            line=rec.line,
+            run_id=rec.run_id,
+            state=state,
+            fields={**rec.fields, **fields, "updated": _now()},
+            timeline=[*rec.timeline, _event(state, note or reason)],
+            etag=rec.etag,
+        )
+        if reason is not None:
+            new.fields["reason"] = reason
+        out = self._replace(new)
+        log.info(
+            "ledger advance run=%s line=%s %s->%s reason=%s",
+            rec.run_id, rec.line, rec.state.value, state.value, reason or "",
+        )
+        return out
+
+    def update(self, rec: RunRecord, *, note: str | None = None, **fields: Any) -> RunRecord:
+        """Record fields (and optionally a timeline note) without changing state; ETag-guarded."""
+        timeline = [*rec.timeline, _event(rec.state, note)] if note else list(rec.timeline)
+        new = RunRecord(
+            line=rec.line,
+            run_id=rec.run_id,
+            state=rec.state,
+            fields={**rec.fields, **fields, "updated": _now()},
+            timeline=timeline,
+            etag=rec.etag,
+        )
+        return self._replace(new)
+
+    # -- claims -------------------------------------------------------------------------
+    def claim(self, key: str, **fields: Any) -> Claim | None:
+        """Insert the claim ``key``; returns None if it exists already (someone has it)."""
+        entity = {"PartitionKey": CLAIMS_PARTITION, "RowKey": key, "claimed": _now(), **fields}
+        try:
+            meta = self._table.create_entity(entity)
+        except ResourceExistsError:
+            return None
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _wrap_transient(exc) from exc
+        return Claim(key=key, fields=dict(fields) | {"claimed": entity["claimed"]}, etag=meta.get("etag"))
+
+    def get_claim(self, key: str) -> Claim:
+        try:
+            entity = self._table.get_entity(CLAIMS_PARTITION, key)
+        except ResourceNotFoundError as exc:
+            raise NotFoundError(f"claim {key!r} not found") from exc
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _wrap_transient(exc) from exc
+        fields = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
+        return Claim(key=key, fields=fields, etag=entity.metadata.get("etag"))
+
+    def update_claim(self, claim: Claim, **fields: Any) -> Claim:
+        """Replace the claim's fields, guarded by its ETag (LedgerConflictError if stale)."""
+        merged = {**claim.fields, **fields}
+        entity = {"PartitionKey": CLAIMS_PARTITION, "RowKey": claim.key, **merged}
+        meta = self._conditional_update(entity, claim.etag, what=f"claim {claim.key}")
+        return Claim(key=claim.key, fields=merged, etag=meta.get("etag"))
+
+    # -- internals ----------------------------------------------------------------------
+    def _replace(self, rec: RunRecord) -> RunRecord:
+        meta = self._conditional_update(_to_entity(rec), rec.etag, what=f"run {rec.run_id}")
+        rec.etag = meta.get("etag")
+        return rec
+
+    def _conditional_update(
+        self, entity: dict[str, Any], etag: str | None, *, what: str
+    ) -> Mapping[str, Any]:
+        try:
+            return self._table.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise LedgerConflictError(
+                f"{what} changed since it was read", hint="re-read and decide again"
+            ) from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                raise LedgerConflictError(
+                    f"{what} changed since it was read", hint="re-read and decide again"
+                ) from exc
+            if exc.status_code is not None and (exc.status_code >= 500 or exc.status_code == 429):
+                raise _wrap_transient(exc) from exc
+            raise
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _wrap_transient(exc) from exc
+
+    def _query(self, query: str, **params: str) -> list[RunRecord]:
+        try:
+            entities = self._table.query_entities(
+                query, parameters={"claims": CLAIMS_PARTITION, **params}
+            )
+            return [_from_entity(e) for e in entities]
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _wrap_transient(exc) from exc
+
+
+def _event(state: RunState, note: str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"at": _now(), "state": state.value}
+    if note:
+        event["note"] = note
+    return event

@@ -1,0 +1,11 @@
+"""Not built yet: see the open issue that owns these operations."""
+
+from __future__ import annotations
+
+from shared.platform.azureml._base import AzureMLBase
+
+__all__ = ["JobsMixin"]
+
+
+class JobsMixin(AzureMLBase):
+    pass

@@ -1,0 +1,217 @@
+"""Domain types and the :class:`Platform` Protocol both adapters implement."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = [
+    "TERMINAL_JOB_STATUSES",
+    "BaseModelInfo",
+    "DeploymentInfo",
+    "DeploymentSpec",
+    "EndpointInfo",
+    "FinetunePlan",
+    "JobInfo",
+    "ModelVersionInfo",
+    "Platform",
+    "ProvisioningState",
+]
+
+
+class ProvisioningState:
+    """Azure ML provisioning states (strings as the REST API returns them)."""
+
+    CREATING = "Creating"
+    UPDATING = "Updating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    DELETING = "Deleting"
+    CANCELED = "Canceled"
+
+    IN_PROGRESS = frozenset({CREATING, UPDATING, DELETING})
+
+
+# Azure ML job statuses after which nothing changes.
+TERMINAL_JOB_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding"})
+
+
+@dataclass(frozen=True)
+class BaseModelInfo:
+    """A registry model: its asset id, tags and system metadata (allow-lists, defaults)."""
+
+    id: str  # azureml://registries/azureml/models/<name>/versions/<v>, or a local path/id
+    name: str
+    version: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    properties: Mapping[str, str] = field(default_factory=dict)
+    system_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FinetunePlan:
+    """Everything needed to submit one fine-tune job, decided before anything is spent.
+
+    ``parameters`` are the component's inputs, already coerced to their declared types.
+    ``train_blob`` / ``validation_blob`` name blobs in ``data_container`` (the prepared
+    container); the Azure ML adapter maps them to ``azureml://datastores/<ds>/paths/<blob>``.
+    """
+
+    run_id: str  # = the job name; deterministic from dataset sha256 + fingerprint
+    line: str
+    dataset_sha256: str
+    fingerprint: str
+    base_model: BaseModelInfo
+    component_name: str
+    component_version: str
+    parameters: Mapping[str, Any]
+    data_container: str
+    train_blob: str
+    validation_blob: str
+    experiment_name: str
+    display_name: str
+    compute: str | None = None  # cluster name; None = serverless
+    instance_type: str | None = None  # serverless instance type or the cluster's size
+    tags: Mapping[str, str] = field(default_factory=dict)
+    warnings: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job's state as the platform reports it. ``status`` uses Azure ML's names."""
+
+    name: str
+    status: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    outputs: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+    studio_url: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_JOB_STATUSES
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    name: str
+    version: str
+    id: str
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EndpointInfo:
+    """A managed online endpoint as listed: enough for the sweeper to decide without a GET."""
+
+    name: str
+    id: str  # ARM resource id (or the local equivalent)
+    tags: Mapping[str, str]
+    created: datetime | None
+    modified: datetime | None
+    provisioning_state: str
+    traffic: Mapping[str, int]
+    scoring_uri: str | None = None
+    location: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    endpoint: str
+    name: str
+    model: ModelVersionInfo
+    instance_type: str
+    instance_count: int = 1
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DeploymentInfo:
+    endpoint: str
+    name: str
+    model_id: str
+    provisioning_state: str
+    error: str | None = None
+
+
+@runtime_checkable
+class Platform(Protocol):
+    """The ML platform port. Optional parameters are keyword-only."""
+
+    kind: str  # "azureml" or "local"
+
+    # -- fine-tuning --------------------------------------------------------------------
+    def get_base_model(self, name: str, version_or_label: str = "latest") -> BaseModelInfo:
+        """The base model's id, tags and system metadata. Raises NotFoundError."""
+        ...
+
+    def submit_finetune(self, plan: FinetunePlan) -> JobInfo:
+        """Submit the job named ``plan.run_id``; a second call returns the existing job."""
+        ...
+
+    def get_job(self, name: str) -> JobInfo:
+        """Status, outputs, metrics and error of a job. Raises NotFoundError."""
+        ...
+
+    # -- release ------------------------------------------------------------------------
+    def register_model(
+        self, name: str, version: str, *, job_name: str, tags: Mapping[str, str]
+    ) -> ModelVersionInfo:
+        """Register the job's trained model as ``name:version``; idempotent on (name, version)."""
+        ...
+
+    def get_model_version(self, name: str, version: str) -> ModelVersionInfo:
+        """Raises NotFoundError."""
+        ...
+
+    def ensure_endpoint(self, name: str, *, tags: Mapping[str, str]) -> EndpointInfo:
+        """Start creating the endpoint if missing; return its current state (may be Creating)."""
+        ...
+
+    def get_endpoint(self, name: str) -> EndpointInfo:
+        """Raises NotFoundError."""
+        ...
+
+    def deploy(self, spec: DeploymentSpec) -> DeploymentInfo:
+        """Start the deployment if missing (at 0 % traffic); return its current state."""
+        ...
+
+    def get_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
+        """Raises NotFoundError."""
+        ...
+
+    def invoke(
+        self, endpoint: str, payload: Mapping[str, Any], *, deployment: str | None = None
+    ) -> Any:
+        """POST the scoring payload; ``deployment`` targets one deployment (header)."""
+        ...
+
+    def set_traffic(self, endpoint: str, split: Mapping[str, int]) -> None:
+        """Set the endpoint's traffic split (percentages summing to 100, or all zero)."""
+        ...
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        """Delete a deployment; already gone is success."""
+        ...
+
+    # -- sweeping -----------------------------------------------------------------------
+    def list_endpoints(self) -> list[EndpointInfo]:
+        """Every online endpoint of the workspace, in one list pass."""
+        ...
+
+    def endpoint_requests(
+        self, endpoints: Sequence[EndpointInfo], window: timedelta, *, now: datetime
+    ) -> dict[str, int]:
+        """Requests per endpoint name over ``[now - window, now]``.
+
+        An endpoint whose count cannot be established is absent from the result (never 0);
+        a failed query raises UnknownTrafficError.
+        """
+        ...
+
+    def delete_endpoint(self, name: str) -> None:
+        """Start deleting the endpoint without waiting for it; already gone is success."""
+        ...

@@ -1,0 +1,169 @@
+"""Typed settings, read once from ``TUNELOOP_*`` environment variables (or app settings).
+
+Nothing reads the environment at import time: call :func:`load_settings` in the composition
+root and pass the object in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "AZURITE_ACCOUNT",
+    "AZURITE_KEY",
+    "LOCAL_WORKSPACE_ID",
+    "Settings",
+    "load_settings",
+    "parse_iso_duration",
+]
+
+# The ARM-shaped id the embedded local platform uses as its Event Grid topic.
+LOCAL_WORKSPACE_ID = (
+    "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/tuneloop-local"
+    "/providers/Microsoft.MachineLearningServices/workspaces/tuneloop-local"
+)
+
+# Azurite's well-known development account (public, documented by Microsoft; not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+_DURATION = re.compile(
+    r"^P(?:(?P<days>\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def parse_iso_duration(text: str) -> timedelta:
+    """Parse an ISO-8601 duration of days/hours/minutes/seconds, e.g. ``PT24H`` or ``P1DT30M``."""
+    match = _DURATION.match(text.strip().upper())
+    if not match or text.strip().upper() in {"P", "PT"}:
+        raise ValueError(f"{text!r} is not an ISO-8601 duration such as PT24H or P1DT6H")
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    return timedelta(**parts)
+
+
+class Settings(BaseSettings):
+    """Every tuneloop setting. Environment names are ``TUNELOOP_`` + the field name, upper case."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNELOOP_", extra="ignore", frozen=True)
+
+    # --- storage -------------------------------------------------------------------------
+    storage_connection_string: str | None = Field(
+        default=None,
+        description="Storage connection string (Azurite locally). Use storage_account_url in Azure.",
+    )
+    storage_account_url: str | None = Field(
+        default=None,
+        description="https://<account>.blob.core.windows.net; identity via azure-identity.",
+    )
+    incoming_container: str = "incoming"
+    reports_container: str = "reports"
+    rejected_container: str = "rejected"
+    prepared_container: str = "prepared"
+    ledger_table: str = "tuneloopruns"
+
+    # --- validation ----------------------------------------------------------------------
+    max_line_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    min_examples: int = Field(default=10, ge=1)
+    max_seq_length: int = Field(default=4096, gt=0)
+    validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    tokenizer_path: str | None = Field(
+        default=None, description="Local Hugging Face tokenizer dir for exact token counts."
+    )
+
+    # --- platform selection --------------------------------------------------------------
+    platform: Literal["auto", "local", "azureml"] = Field(
+        default="auto", description="auto = azureml when a workspace is configured, else local."
+    )
+
+    # --- Azure ML ------------------------------------------------------------------------
+    subscription_id: str | None = None
+    resource_group: str | None = None
+    workspace_name: str | None = None
+    registry_name: str = "azureml"
+    component_name: str = "chat_completion_pipeline"
+    component_version: str | None = Field(default=None, description="None = label latest.")
+    base_model: str = "Phi-3-mini-4k-instruct"
+    base_model_version: str | None = Field(default=None, description="None = label latest.")
+    compute: str | None = Field(default=None, description="Named AML cluster for fine-tuning.")
+    finetune_instance_type: str | None = Field(
+        default=None, description="Serverless instance type when no cluster is named."
+    )
+    datastore: str = Field(
+        default="tuneloop", description="AML datastore pointing at the prepared container."
+    )
+    line_overrides: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description='Per-line parameter overrides, JSON: {"line": {"num_train_epochs": 2}}.',
+    )
+    inference_instance_type: str = "Standard_NC6s_v3"
+    inference_instance_count: int = Field(default=1, ge=1)
+
+    # --- release ---------------------------------------------------------------------------
+    promotion: Literal["auto", "gate", "manual"] = "auto"
+    gate_tolerance: float = Field(default=0.0, ge=0.0)
+    smoke_examples: int = Field(default=2, ge=1, le=3)
+    reconcile_schedule: str = "0 */5 * * * *"
+
+    # --- sweeper ---------------------------------------------------------------------------
+    sweep_schedule: str = "0 */30 * * * *"
+    idle_after: timedelta = Field(default=timedelta(hours=24))
+    idle_max_requests: int = Field(default=0, ge=0)
+    sweep_max_deletions: int = Field(default=5, ge=0)
+    sweep_mode: Literal["delete", "dry-run"] = "delete"
+
+    # --- local platform --------------------------------------------------------------------
+    home: Path = Field(default=Path(".tuneloop"), description="Local state directory.")
+    local_base_model: str | None = Field(
+        default=None, description="Local HF model dir; None = tiny built-in model."
+    )
+    local_device: str = Field(default="cpu", description="torch device for local training.")
+
+    @field_validator("idle_after", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_iso_duration(value) if isinstance(value, str) else value
+
+    @field_validator("line_overrides", mode="before")
+    @classmethod
+    def _json_mapping(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return value
+
+    @property
+    def workspace_configured(self) -> bool:
+        return bool(self.subscription_id and self.resource_group and self.workspace_name)
+
+    @property
+    def platform_kind(self) -> Literal["local", "azureml"]:
+        if self.platform == "auto":
+            return "azureml" if self.workspace_configured else "local"
+        return self.platform
+
+    @property
+    def workspace_arm_id(self) -> str:
+        """The Event Grid topic job events must come from (the local platform has its own)."""
+        if self.platform_kind == "local":
+            return LOCAL_WORKSPACE_ID
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.workspace_name}"
+        )
+
+
+@lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    """Read the settings once per process."""
+    return Settings()

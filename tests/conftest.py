@@ -1,0 +1,55 @@
+"""Shared fixtures: one in-memory Azurite per test session, fresh containers/table per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.clients import Clients
+from shared.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[str]:
+    """Connection string of an Azurite started for this session (or TUNELOOP_TEST_AZURITE)."""
+    existing = os.environ.get("TUNELOOP_TEST_AZURITE")
+    if existing:
+        yield existing
+        return
+    from shared.platform.local.azurite import start_azurite
+
+    server = start_azurite()
+    try:
+        yield server.connection_string
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(azurite: str, tmp_path: Path) -> Settings:
+    """Settings on the session's Azurite with per-test container and table names."""
+    tag = uuid.uuid4().hex[:8]
+    return Settings(
+        storage_connection_string=azurite,
+        incoming_container=f"incoming-{tag}",
+        reports_container=f"reports-{tag}",
+        rejected_container=f"rejected-{tag}",
+        prepared_container=f"prepared-{tag}",
+        ledger_table=f"runs{tag}",
+        platform="local",
+        home=tmp_path / "home",
+        min_examples=10,
+    )
+
+
+@pytest.fixture
+def clients(settings: Settings) -> Iterator[Clients]:
+    """Clients on Azurite with the containers and the ledger table created."""
+    c = Clients(settings)
+    c.storage.ensure_containers()
+    c.ledger.ensure_table()
+    yield c
