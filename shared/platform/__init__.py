@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from shared.platform.port import (
     BaseModelInfo,
+    ComponentInput,
+    ComponentInterface,
+    ComputeInfo,
     DeploymentInfo,
     DeploymentSpec,
     EndpointInfo,
@@ -22,6 +25,9 @@ from shared.platform.port import (
 
 __all__ = [
     "BaseModelInfo",
+    "ComponentInput",
+    "ComponentInterface",
+    "ComputeInfo",
     "DeploymentInfo",
     "DeploymentSpec",
     "EndpointInfo",

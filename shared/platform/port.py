@@ -10,6 +10,9 @@ from typing import Any, Protocol, runtime_checkable
 __all__ = [
     "TERMINAL_JOB_STATUSES",
     "BaseModelInfo",
+    "ComponentInput",
+    "ComponentInterface",
+    "ComputeInfo",
     "DeploymentInfo",
     "DeploymentSpec",
     "EndpointInfo",
@@ -48,6 +51,40 @@ class BaseModelInfo:
     tags: Mapping[str, str] = field(default_factory=dict)
     properties: Mapping[str, str] = field(default_factory=dict)
     system_metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ComponentInput:
+    """One declared input of a component, as its spec states it."""
+
+    name: str
+    type: str  # string | integer | number | boolean | uri_file | uri_folder | mlflow_model ...
+    optional: bool = False
+    default: Any = None
+    enum: tuple[str, ...] | None = None
+    description: str | None = None
+
+
+@dataclass(frozen=True)
+class ComponentInterface:
+    """A (pipeline) component's identity and declared inputs: what a plan is checked against."""
+
+    name: str
+    version: str
+    inputs: Mapping[str, ComponentInput]
+    id: str | None = None  # azureml://registries/azureml/components/<name>/versions/<v>
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ComputeInfo:
+    """A compute target for fine-tuning: cluster (or local) name, VM size, state, GPUs/node."""
+
+    name: str
+    size: str | None
+    provisioning_state: str
+    gpus_per_node: int | None = None
+    location: str | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +183,14 @@ class Platform(Protocol):
     # -- fine-tuning --------------------------------------------------------------------
     def get_base_model(self, name: str, version_or_label: str = "latest") -> BaseModelInfo:
         """The base model's id, tags and system metadata. Raises NotFoundError."""
+        ...
+
+    def get_component(self, name: str, version_or_label: str = "latest") -> ComponentInterface:
+        """The fine-tune pipeline component's interface. Raises NotFoundError."""
+        ...
+
+    def get_compute(self, name: str) -> ComputeInfo:
+        """A compute target's size, state and GPUs per node. Raises NotFoundError."""
         ...
 
     def submit_finetune(self, plan: FinetunePlan) -> JobInfo:
