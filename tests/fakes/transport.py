@@ -14,7 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from azure.core.pipeline._tools import is_rest
 from azure.core.pipeline.transport import HttpRequest, HttpResponse, HttpTransport
+from azure.core.rest._http_response_impl import HttpResponseImpl
+from azure.core.utils import case_insensitive_dict
 
 Handler = Callable[["Recorded"], "Reply"]
 
@@ -65,6 +68,30 @@ class FakeResponse(HttpResponse):
         yield self._data
 
 
+class FakeRestResponse(HttpResponseImpl):
+    """The same canned reply for SDK code that sends ``azure.core.rest.HttpRequest`` (``.json()``)."""
+
+    def __init__(self, request: Any, reply: Reply) -> None:
+        legacy = FakeResponse(request, reply)
+        super().__init__(
+            request=request,
+            internal_response=legacy,
+            status_code=legacy.status_code,
+            reason=legacy.reason,
+            content_type=legacy.content_type,
+            headers=case_insensitive_dict(legacy.headers),
+            stream_download_generator=legacy.stream_download,
+        )
+        self._content = legacy.body()
+        self._is_closed = True
+        self._is_stream_consumed = True
+
+
+def _respond(request: Any, reply: Reply) -> Any:
+    """A legacy or a rest response, matching the kind of request the SDK sent (as real transports do)."""
+    return FakeRestResponse(request, reply) if is_rest(request) else FakeResponse(request, reply)
+
+
 class FakeTransport(HttpTransport):
     """Routes ``(METHOD, url regex)`` to replies; unmatched requests answer 404 and are recorded.
 
@@ -102,13 +129,13 @@ class FakeTransport(HttpTransport):
         for method, rx, reply in self.routes:
             if method == rec.method and rx.search(rec.url):
                 if callable(reply):
-                    return FakeResponse(request, reply(rec))
+                    return _respond(request, reply(rec))
                 if isinstance(reply, list):
                     with self._lock:
                         current = reply.pop(0) if len(reply) > 1 else reply[0]
-                    return FakeResponse(request, current)
-                return FakeResponse(request, reply)
-        return FakeResponse(
+                    return _respond(request, current)
+                return _respond(request, reply)
+        return _respond(
             request,
             Reply(404, {"error": {"code": "NotFound", "message": f"no route for {rec.url}"}}),
         )
