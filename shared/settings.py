@@ -56,7 +56,9 @@ def parse_iso_duration(text: str) -> timedelta:
 class Settings(BaseSettings):
     """Every tuneloop setting. Environment names are ``TUNELOOP_`` + the field name, upper case."""
 
-    model_config = SettingsConfigDict(env_prefix="TUNELOOP_", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="TUNELOOP_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     # --- storage -------------------------------------------------------------------------
     storage_connection_string: str | None = Field(
