@@ -63,6 +63,8 @@ class ComponentInput:
     default: Any = None
     enum: tuple[str, ...] | None = None
     description: str | None = None
+    min_value: float | None = None  # the spec's ``min`` (integer/number inputs)
+    max_value: float | None = None  # the spec's ``max``
 
 
 @dataclass(frozen=True)
