@@ -1,11 +1,344 @@
-"""Not built yet: see the open issue that owns these operations."""
+"""Fine-tuning on Azure ML: base model, component and compute facts; submit once; job status.
+
+The job is built with the SDK's ``@pipeline`` DSL from the SDK's own component object (from
+the registry, or ``load_component`` on a local spec for ``tuneloop plan``) and validated by the
+SDK before it is sent. Submission is idempotent on the job name (= the run id): an existing job
+is returned, and a 409 on create means another worker won the race, so its job is returned.
+"""
 
 from __future__ import annotations
 
-from shared.platform.azureml._base import AzureMLBase
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["JobsMixin"]
+from shared.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    PlanError,
+    PlatformError,
+    TransientError,
+)
+from shared.finetune import SERVERLESS
+from shared.platform.azureml._base import AzureMLBase
+from shared.platform.port import (
+    BaseModelInfo,
+    ComponentInput,
+    ComponentInterface,
+    ComputeInfo,
+    FinetunePlan,
+    JobInfo,
+)
+
+if TYPE_CHECKING:
+    from azure.ai.ml.entities import PipelineJob
+
+__all__ = [
+    "PIPELINE_OUTPUT",
+    "JobsMixin",
+    "build_pipeline_job",
+    "component_interface",
+    "datastore_uri",
+    "job_to_dict",
+    "map_sdk_errors",
+]
+
+log = logging.getLogger(__name__)
+
+# The pipeline job's output holding the fine-tuned MLflow model (the notebook's name).
+PIPELINE_OUTPUT = "trained_model"
+_ASSET_TYPES = frozenset(
+    {"uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model", "triton_model"}
+)
+
+
+@contextmanager
+def map_sdk_errors(what: str) -> Iterator[None]:
+    """Translate azure-core / azure-ai-ml exceptions into the port's error tree."""
+    from azure.ai.ml.exceptions import MlException
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        HttpResponseError,
+        ResourceExistsError,
+        ResourceNotFoundError,
+        ServiceRequestError,
+        ServiceResponseError,
+    )
+
+    try:
+        yield
+    except ResourceNotFoundError as exc:
+        raise NotFoundError(f"{what}: not found ({_service_message(exc)})") from exc
+    except ResourceExistsError as exc:
+        raise ConflictError(f"{what}: already exists ({_service_message(exc)})") from exc
+    except ClientAuthenticationError as exc:
+        raise PlatformError(
+            f"{what}: not authorised ({_service_message(exc)})",
+            hint="check the identity's roles (AzureML Data Scientist on the workspace, "
+            "read on the registry)",
+        ) from exc
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise TransientError(f"{what}: connection failed ({exc})") from exc
+    except HttpResponseError as exc:
+        status = exc.status_code or 0
+        message = f"{what}: HTTP {status} ({_service_message(exc)})"
+        if status == 404:
+            raise NotFoundError(message) from exc
+        if status == 409:
+            raise ConflictError(message) from exc
+        if status == 429 or status >= 500:
+            raise TransientError(message) from exc
+        raise PlatformError(message) from exc
+    except MlException as exc:
+        raise PlatformError(f"{what}: {exc}") from exc
+
+
+def _service_message(exc: Any) -> str:
+    error = getattr(exc, "error", None)
+    message = getattr(error, "message", None) or getattr(exc, "message", None) or str(exc)
+    return " ".join(str(message).split())[:500]
+
+
+def datastore_uri(datastore: str, blob: str) -> str:
+    """The ``azureml://`` URI of a blob in the container the datastore points at."""
+    return f"azureml://datastores/{datastore}/paths/{blob}"
+
+
+def component_interface(component: Any) -> ComponentInterface:
+    """The port's view of an SDK component object (registry or ``load_component``)."""
+    inputs: dict[str, ComponentInput] = {}
+    for name, spec in component.inputs.items():
+        enum = getattr(spec, "enum", None)
+        inputs[name] = ComponentInput(
+            name=name,
+            type=str(spec.type),
+            optional=bool(getattr(spec, "optional", False)),
+            default=getattr(spec, "default", None),
+            enum=tuple(str(e) for e in enum) if enum else None,
+            description=getattr(spec, "description", None),
+            min_value=_float_or_none(getattr(spec, "min", None)),
+            max_value=_float_or_none(getattr(spec, "max", None)),
+        )
+    return ComponentInterface(
+        name=str(component.name),
+        version=str(component.version),
+        inputs=inputs,
+        id=component.id,
+        outputs=tuple(component.outputs or ()),
+    )
+
+
+def _float_or_none(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def build_pipeline_job(plan: FinetunePlan, component: Any, *, datastore: str) -> PipelineJob:
+    """The pipeline job for ``plan`` from the SDK component, built with the ``@pipeline`` DSL."""
+    from azure.ai.ml import Input
+    from azure.ai.ml.dsl import pipeline
+
+    declared = {name: str(spec.type) for name, spec in component.inputs.items()}
+    inputs: dict[str, Any] = {}
+    for key, value in plan.parameters.items():
+        kind = declared.get(key)
+        inputs[key] = Input(type=kind, path=value) if kind in _ASSET_TYPES else value
+    inputs["train_file_path"] = Input(
+        type="uri_file", path=datastore_uri(datastore, plan.train_blob)
+    )
+    inputs["validation_file_path"] = Input(
+        type="uri_file", path=datastore_uri(datastore, plan.validation_blob)
+    )
+    inputs["mlflow_model_path"] = Input(type="mlflow_model", path=plan.base_model.id)
+
+    def tuneloop_finetune() -> dict[str, Any]:
+        chat_completion_pipeline = component(**inputs)
+        return {PIPELINE_OUTPUT: chat_completion_pipeline.outputs.mlflow_model_folder}
+
+    build = pipeline(
+        tuneloop_finetune,
+        name=f"tuneloop_{plan.component_name}",
+        display_name=plan.display_name,
+        experiment_name=plan.experiment_name,
+        tags=dict(plan.tags),
+        description=f"tuneloop run {plan.run_id} of line {plan.line}",
+    )
+    job: PipelineJob = build()
+    job.name = plan.run_id
+    settings = job.settings
+    assert settings is not None  # the DSL always attaches settings
+    settings.force_rerun = True
+    settings.continue_on_step_failure = False
+    return job
+
+
+def validate_job(job: PipelineJob) -> None:
+    """Run the SDK's own validation; PlanError lists what it found."""
+    result = job._validate()
+    if not result.passed:
+        problems = [f"SDK validation: {d.yaml_path}: {d.message}" for d in result._errors] or [
+            f"SDK validation failed: {result.error_messages}"
+        ]
+        raise PlanError(problems, hint="the job does not match the component's interface")
+
+
+def job_to_dict(
+    plan: FinetunePlan,
+    component_spec: str | Path,
+    *,
+    datastore: str,
+    component_id: str | None = None,
+) -> dict[str, Any]:
+    """The job exactly as it would be submitted, in the SDK's dict form; offline.
+
+    The component comes from a local spec via ``load_component``; the submitted job refers to
+    the registry component by id, so ``component_id`` replaces the inlined spec in the output.
+    """
+    from azure.ai.ml import load_component
+
+    with map_sdk_errors(f"load component spec {component_spec}"):
+        component = load_component(source=str(component_spec))
+    job = build_pipeline_job(plan, component, datastore=datastore)
+    validate_job(job)
+    data: dict[str, Any] = job._to_dict()
+    if component_id:
+        for node in (data.get("jobs") or {}).values():
+            if isinstance(node.get("component"), Mapping):
+                node["component"] = component_id
+    return data
 
 
 class JobsMixin(AzureMLBase):
-    pass
+    """Base model, component and compute lookups; submit; job status."""
+
+    # -- facts --------------------------------------------------------------------------
+
+    def get_base_model(self, name: str, version_or_label: str = "latest") -> BaseModelInfo:
+        """The registry model's id, tags, properties and system metadata."""
+        version, label = _version_or_label(version_or_label)
+        with map_sdk_errors(
+            f"model {name}:{version_or_label} in registry {self.settings.registry_name}"
+        ):
+            model = self.registry_client.models.get(name, version=version, label=label)
+        system_metadata = getattr(model, "_system_metadata", None) or {}
+        return BaseModelInfo(
+            id=str(model.id),
+            name=str(model.name),
+            version=str(model.version),
+            tags={str(k): str(v) for k, v in (model.tags or {}).items()},
+            properties={str(k): str(v) for k, v in (model.properties or {}).items()},
+            system_metadata=dict(system_metadata) if isinstance(system_metadata, Mapping) else {},
+        )
+
+    def get_component(self, name: str, version_or_label: str = "latest") -> ComponentInterface:
+        """The registry component's interface (the SDK object is kept for submit)."""
+        component = self._sdk_component(name, version_or_label)
+        return component_interface(component)
+
+    def _sdk_component(self, name: str, version_or_label: str) -> Any:
+        cache: dict[tuple[str, str], Any] = self.__dict__.setdefault("_component_cache", {})
+        if (name, version_or_label) in cache:
+            return cache[(name, version_or_label)]
+        version, label = _version_or_label(version_or_label)
+        where = f"component {name}:{version_or_label} in registry {self.settings.registry_name}"
+        with map_sdk_errors(where):
+            component = self.registry_client.components.get(name, version=version, label=label)
+        cache[(name, version_or_label)] = component
+        cache[(name, str(component.version))] = component
+        return component
+
+    def get_compute(self, name: str) -> ComputeInfo:
+        """A cluster's size, state and GPUs per node; ``serverless``: the configured VM size."""
+        if name == SERVERLESS:
+            size = self.settings.finetune_instance_type
+            if not size:
+                raise ConfigError(
+                    "no fine-tuning compute configured",
+                    hint="set TUNELOOP_COMPUTE (cluster) or TUNELOOP_FINETUNE_INSTANCE_TYPE",
+                )
+            gpus = self._gpus_per_node(size)
+            if gpus is None:
+                raise NotFoundError(
+                    f"VM size {size} is not offered in the workspace's region",
+                    hint="pick a size from the workspace's VM size list",
+                )
+            return ComputeInfo(SERVERLESS, size, "Succeeded", gpus)
+        with map_sdk_errors(f"compute {name} in workspace {self.settings.workspace_name}"):
+            compute = self.ml_client.compute.get(name)
+        size = getattr(compute, "size", None)
+        return ComputeInfo(
+            name=str(compute.name),
+            size=size,
+            provisioning_state=str(compute.provisioning_state or "Unknown"),
+            gpus_per_node=self._gpus_per_node(size) if size else None,
+            location=getattr(compute, "location", None),
+        )
+
+    def _gpus_per_node(self, size: str) -> int | None:
+        with map_sdk_errors(f"VM sizes of workspace {self.settings.workspace_name}"):
+            sizes = list(self.ml_client.compute.list_sizes())
+        for vm in sizes:
+            if str(vm.name).lower() == size.lower():
+                return int(vm.gpus or 0)
+        return None
+
+    # -- submit and status ----------------------------------------------------------------
+
+    def submit_finetune(self, plan: FinetunePlan) -> JobInfo:
+        """Submit the job named ``plan.run_id`` once; an existing job is returned as it is."""
+        try:
+            existing = self.get_job(plan.run_id)
+        except NotFoundError:
+            pass
+        else:
+            log.info("job exists run=%s line=%s status=%s", plan.run_id, plan.line, existing.status)
+            return existing
+        component = self._sdk_component(plan.component_name, plan.component_version)
+        job = build_pipeline_job(plan, component, datastore=self.settings.datastore)
+        validate_job(job)
+        try:
+            with map_sdk_errors(f"create job {plan.run_id}"):
+                created = self.ml_client.jobs.create_or_update(
+                    job, experiment_name=plan.experiment_name
+                )
+        except ConflictError:
+            log.info("job created concurrently run=%s line=%s", plan.run_id, plan.line)
+            return self.get_job(plan.run_id)
+        log.info("job submitted run=%s line=%s status=%s", plan.run_id, plan.line, created.status)
+        return _job_info(created)
+
+    def get_job(self, name: str) -> JobInfo:
+        """Status, tags, outputs and error of a job."""
+        with map_sdk_errors(f"job {name} in workspace {self.settings.workspace_name}"):
+            job = self.ml_client.jobs.get(name)
+        return _job_info(job)
+
+
+def _version_or_label(version_or_label: str) -> tuple[str | None, str | None]:
+    return (None, version_or_label) if version_or_label == "latest" else (version_or_label, None)
+
+
+def _job_info(job: Any) -> JobInfo:
+    outputs: dict[str, str] = {}
+    for key, output in (getattr(job, "outputs", None) or {}).items():
+        path = getattr(output, "path", None)
+        outputs[key] = str(path) if path else f"azureml://jobs/{job.name}/outputs/{key}"
+    error = None
+    properties = getattr(job, "properties", None) or {}
+    if job.status == "Failed":
+        error = str(properties.get("azureml.failureReason") or "job failed; see its logs in studio")
+    return JobInfo(
+        name=str(job.name),
+        status=str(job.status),
+        tags={str(k): str(v) for k, v in (job.tags or {}).items()},
+        outputs=outputs,
+        error=error,
+        studio_url=getattr(job, "studio_url", None),
+    )

@@ -1,0 +1,702 @@
+"""Plan a fine-tune job from facts, before anything is spent.
+
+``plan_finetune`` is pure: settings, the base model's metadata, the component's interface and
+the compute target in; a :class:`~shared.platform.port.FinetunePlan` out, or a
+:class:`~shared.errors.PlanError` listing every problem, one line each. Parameters merge as
+tuneloop defaults < the model's ``model_specific_defaults`` < per-line overrides < command-line
+overrides, then each value is coerced to the type its component input declares.
+:class:`Planner` gathers the facts from a :class:`~shared.platform.port.Platform`.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from shared.errors import NotFoundError, PlanError
+from shared.naming import is_valid_line, slug
+from shared.naming import run_id as make_run_id
+from shared.platform.port import (
+    BaseModelInfo,
+    ComponentInput,
+    ComponentInterface,
+    ComputeInfo,
+    FinetunePlan,
+    Platform,
+)
+from shared.settings import Settings
+
+__all__ = [
+    "ALLOW_LIST_TAG",
+    "BUNDLED_COMPONENT_SPEC",
+    "BUNDLED_MODEL_SPEC",
+    "COMPUTE_INPUTS",
+    "MODEL_DEFAULTS_KEY",
+    "OWNED_INPUTS",
+    "SERVERLESS",
+    "TUNELOOP_DEFAULTS",
+    "UNSUPPORTED_FINETUNE_SIZES",
+    "Planner",
+    "bundled_base_model",
+    "bundled_component",
+    "coerce_value",
+    "finetune_allow_list",
+    "load_component_spec",
+    "load_model_spec",
+    "model_specific_defaults",
+    "plan_finetune",
+]
+
+log = logging.getLogger(__name__)
+
+_DATA = Path(__file__).resolve().parent / "data"
+BUNDLED_COMPONENT_SPEC = _DATA / "chat_completion_pipeline.yaml"
+BUNDLED_MODEL_SPEC = _DATA / "phi-3-mini-4k-instruct.yaml"
+
+# The Azure ML fine-tuning notebook's defaults (training + optimisation parameters).
+TUNELOOP_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "num_train_epochs": 3,
+        "per_device_train_batch_size": 1,
+        "per_device_eval_batch_size": 1,
+        "learning_rate": 5e-6,
+        "lr_scheduler_type": "cosine",
+        "apply_lora": "true",
+        "apply_deepspeed": "true",
+        "deepspeed_stage": 2,  # the notebook's int; coerced to the component's string enum "2"
+    }
+)
+
+# The notebook's sizes that cannot fine-tune (compared case-insensitively).
+UNSUPPORTED_FINETUNE_SIZES = frozenset(
+    {"standard_nc6", "standard_nc12", "standard_nc24", "standard_nc24r"}
+)
+SERVERLESS = "serverless"
+ALLOW_LIST_TAG = "finetune_compute_allow_list"
+MODEL_DEFAULTS_KEY = "model_specific_defaults"
+
+COMPUTE_INPUTS = (
+    "compute_model_import",
+    "compute_preprocess",
+    "compute_finetune",
+    "compute_model_evaluation",
+)
+# Inputs tuneloop sets from the run and the settings; overrides of them are refused.
+OWNED_INPUTS = frozenset(
+    {
+        "train_file_path",
+        "validation_file_path",
+        "mlflow_model_path",
+        "instance_type_finetune",
+        *COMPUTE_INPUTS,
+    }
+)
+GPU_INPUT = "number_of_gpu_to_use_finetuning"
+_ASSET_TYPES = frozenset(
+    {"uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model", "triton_model"}
+)
+_BAD_COMPUTE_STATES = frozenset({"failed", "canceled", "deleting"})
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+# --- specs -------------------------------------------------------------------------------
+
+
+def _read_yaml(path: str | Path, what: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PlanError([f"cannot read {what} {path}: {exc.strerror or exc}"]) from exc
+    except yaml.YAMLError as exc:
+        raise PlanError([f"{what} {path} is not valid YAML: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise PlanError([f"{what} {path} is not a YAML mapping"])
+    return data
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def component_from_dict(data: Mapping[str, Any], *, id: str | None = None) -> ComponentInterface:
+    """A component interface from a spec mapping (the azureml-assets YAML shape)."""
+    inputs: dict[str, ComponentInput] = {}
+    for name, spec in (data.get("inputs") or {}).items():
+        spec = spec or {}
+        enum = spec.get("enum")
+        inputs[str(name)] = ComponentInput(
+            name=str(name),
+            type=str(spec.get("type", "string")),
+            optional=bool(spec.get("optional", False)),
+            default=spec.get("default"),
+            enum=tuple(_enum_text(e) for e in enum) if enum is not None else None,
+            description=spec.get("description"),
+            min_value=_number(spec.get("min")),
+            max_value=_number(spec.get("max")),
+        )
+    return ComponentInterface(
+        name=str(data.get("name", "")),
+        version=str(data.get("version", "")),
+        inputs=MappingProxyType(inputs),
+        id=id,
+        outputs=tuple(str(o) for o in (data.get("outputs") or {})),
+    )
+
+
+def _enum_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def load_component_spec(path: str | Path) -> ComponentInterface:
+    """The interface of a component from its YAML spec (the azureml-assets ``spec.yaml`` format)."""
+    data = _read_yaml(path, "component spec")
+    if not data.get("name") or not data.get("inputs"):
+        raise PlanError([f"component spec {path} has no name or no inputs"])
+    return component_from_dict(data)
+
+
+def load_model_spec(path: str | Path, *, registry: str = "azureml") -> BaseModelInfo:
+    """A registry model's facts from its YAML spec (the azureml-assets model ``spec.yaml``).
+
+    Tag values that are not strings (the spec may hold ``model_specific_defaults`` as a
+    mapping) are stored as JSON text, the way registry tags are strings.
+    """
+    data = _read_yaml(path, "model spec")
+    name, version = data.get("name"), data.get("version")
+    if not name or version is None:
+        raise PlanError([f"model spec {path} has no name or no version"])
+    tags = {
+        str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        for k, v in (data.get("tags") or {}).items()
+    }
+    properties = {str(k): str(v) for k, v in (data.get("properties") or {}).items()}
+    return BaseModelInfo(
+        id=f"azureml://registries/{registry}/models/{name}/versions/{version}",
+        name=str(name),
+        version=str(version),
+        tags=MappingProxyType(tags),
+        properties=MappingProxyType(properties),
+        system_metadata=MappingProxyType(dict(data.get("system_metadata") or {})),
+    )
+
+
+@lru_cache(maxsize=1)
+def bundled_component() -> ComponentInterface:
+    """``chat_completion_pipeline`` 0.0.82 as bundled in ``shared/data`` (offline, local)."""
+    spec = load_component_spec(BUNDLED_COMPONENT_SPEC)
+    return ComponentInterface(
+        name=spec.name,
+        version=spec.version,
+        inputs=spec.inputs,
+        id=f"azureml://registries/azureml/components/{spec.name}/versions/{spec.version}",
+        outputs=spec.outputs,
+    )
+
+
+@lru_cache(maxsize=1)
+def bundled_base_model() -> BaseModelInfo:
+    """Phi-3-mini-4k-instruct's registry facts as shipped in ``shared/data``."""
+    return load_model_spec(BUNDLED_MODEL_SPEC)
+
+
+# --- model metadata ----------------------------------------------------------------------
+
+
+def _parse_literal(text: str) -> Any:
+    """A JSON or Python literal, never evaluated; ``OrderedDict(...)``/``dict(...)`` unwrapped."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        pass
+    tree = ast.parse(text.strip(), mode="eval").body
+    if (
+        isinstance(tree, ast.Call)
+        and isinstance(tree.func, ast.Name)
+        and tree.func.id.lower() in {"ordereddict", "dict"}
+        and len(tree.args) == 1
+        and not tree.keywords
+    ):
+        tree = tree.args[0]
+    value = ast.literal_eval(tree)
+    if isinstance(value, list | tuple) and all(
+        isinstance(p, tuple | list) and len(p) == 2 for p in value
+    ):
+        return dict(value)
+    return value
+
+
+def _metadata_value(model: BaseModelInfo, *keys: str) -> tuple[Any, str] | None:
+    for key in keys:
+        if key in model.tags:
+            return model.tags[key], f"tag {key}"
+    for key in keys:
+        if key in model.system_metadata:
+            return model.system_metadata[key], f"system metadata {key}"
+    return None
+
+
+def model_specific_defaults(model: BaseModelInfo) -> dict[str, Any]:
+    """The model's ``model_specific_defaults`` (a mapping or a literal string); {} if none."""
+    found = _metadata_value(model, MODEL_DEFAULTS_KEY, "modelSpecificDefaults")
+    if found is None:
+        return {}
+    raw, where = found
+    value: Any = raw
+    if isinstance(raw, str):
+        try:
+            value = _parse_literal(raw)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+            raise PlanError(
+                [f"{model.name} {where} is not a JSON or Python literal mapping: {exc}"]
+            ) from exc
+    if not isinstance(value, Mapping):
+        raise PlanError([f"{model.name} {where} is not a mapping but {type(value).__name__}"])
+    return {str(k): v for k, v in value.items()}
+
+
+def _as_list(raw: Any, model: BaseModelInfo, where: str) -> list[str]:
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = _parse_literal(raw)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
+            raise PlanError([f"{model.name} {where} is not a list literal: {exc}"]) from exc
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise PlanError([f"{model.name} {where} is not a list of VM sizes"])
+    return list(value)
+
+
+def finetune_allow_list(model: BaseModelInfo) -> list[str] | None:
+    """The VM sizes the model allows for fine-tuning, wherever it keeps them; None if nowhere.
+
+    Sources: the tag ``finetune_compute_allow_list`` (a list literal), the system metadata's
+    ``SKU.finetuneRecommendedSkus`` and ``supportedComputes.finetuneComputes`` (union).
+    """
+    sizes: list[str] = []
+    found = False
+    if ALLOW_LIST_TAG in model.tags:
+        sizes += _as_list(model.tags[ALLOW_LIST_TAG], model, f"tag {ALLOW_LIST_TAG}")
+        found = True
+    meta = model.system_metadata
+    for group, key in (
+        ("SKU", "finetuneRecommendedSkus"),
+        ("supportedComputes", "finetuneComputes"),
+    ):
+        section = meta.get(group)
+        if isinstance(section, Mapping) and key in section:
+            sizes += _as_list(section[key], model, f"system metadata {group}.{key}")
+            found = True
+    if not found:
+        return None
+    seen: dict[str, str] = {}
+    for size in sizes:
+        seen.setdefault(size.lower(), size)
+    return list(seen.values())
+
+
+def _deprecation_warnings(model: BaseModelInfo) -> list[str]:
+    dep = model.system_metadata.get("deprecation")
+    if not isinstance(dep, Mapping):
+        return []
+    out = []
+    for key, what in (
+        ("finetuneDeprecationDate", "deprecated"),
+        ("finetuneRetirementDate", "retired"),
+    ):
+        if dep.get(key):
+            out.append(
+                f"{model.name} {model.version}: fine-tuning {what} from {dep[key]} (metadata)"
+            )
+    return out
+
+
+# --- coercion ----------------------------------------------------------------------------
+
+
+def _bounds(spec: ComponentInput, n: float) -> None:
+    if spec.min_value is not None and n < spec.min_value:
+        raise ValueError(f"is below the minimum {_fmt(spec.min_value)}")
+    if spec.max_value is not None and n > spec.max_value:
+        raise ValueError(f"is above the maximum {_fmt(spec.max_value)}")
+
+
+def _fmt(n: float) -> str:
+    return str(int(n)) if float(n).is_integer() else repr(n)
+
+
+def coerce_value(spec: ComponentInput, value: Any) -> Any:
+    """``value`` as the type ``spec`` declares; ValueError says why it cannot be."""
+    kind = spec.type.lower()
+    if kind == "string":
+        return _coerce_string(spec, value)
+    if kind == "integer":
+        return _coerce_integer(spec, value)
+    if kind == "number":
+        return _coerce_number(spec, value)
+    if kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
+            return value.strip().lower() == "true"
+        raise ValueError("is not a boolean (true or false)")
+    if kind in _ASSET_TYPES:
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        raise ValueError(f"is not a path or URI for a {kind} input")
+    return value
+
+
+def _coerce_string(spec: ComponentInput, value: Any) -> str:
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, int):
+        text = str(value)
+    elif isinstance(value, float):
+        text = str(int(value)) if value.is_integer() else repr(value)
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, Mapping | list) and spec.enum is None:
+        text = json.dumps(value, sort_keys=True)
+    else:
+        raise ValueError(f"is a {type(value).__name__}, not a string")
+    if spec.enum is None or text in spec.enum:
+        return text
+    folded = [e for e in spec.enum if e.lower() == text.strip().lower()]
+    if len(folded) == 1:
+        return folded[0]
+    raise ValueError(f"is not one of the allowed values: {', '.join(spec.enum)}")
+
+
+def _coerce_integer(spec: ComponentInput, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("is a boolean, not an integer")
+    if isinstance(value, int):
+        n = value
+    elif (isinstance(value, float) and value.is_integer()) or (
+        isinstance(value, str) and re.fullmatch(r"\s*[-+]?\d+\s*", value)
+    ):
+        n = int(value)
+    else:
+        raise ValueError("is not an integer")
+    _bounds(spec, n)
+    return n
+
+
+def _coerce_number(spec: ComponentInput, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("is a boolean, not a number")
+    if isinstance(value, int | float):
+        x = float(value)
+    elif isinstance(value, str):
+        try:
+            x = float(value.strip())
+        except ValueError:
+            raise ValueError("is not a number") from None
+    else:
+        raise ValueError("is not a number")
+    if not math.isfinite(x):
+        raise ValueError("is not a finite number")
+    _bounds(spec, x)
+    return x
+
+
+# --- the plan ----------------------------------------------------------------------------
+
+
+def _layers(
+    settings: Settings,
+    line: str,
+    base_model: BaseModelInfo,
+    cli_overrides: Mapping[str, Any] | None,
+) -> list[tuple[str, Mapping[str, Any], bool]]:
+    """(source, values, written by the user) from lowest to highest precedence."""
+    return [
+        ("tuneloop defaults", TUNELOOP_DEFAULTS, False),
+        (f"{base_model.name} model_specific_defaults", model_specific_defaults(base_model), False),
+        (f"TUNELOOP_LINE_OVERRIDES[{line}]", settings.line_overrides.get(line, {}), True),
+        ("command line", cli_overrides or {}, True),
+    ]
+
+
+def _suggest(key: str, names: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(names), n=1, cutoff=0.75)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _merge(
+    layers: list[tuple[str, Mapping[str, Any], bool]],
+    component: ComponentInterface,
+    problems: list[str],
+    warnings: list[str],
+) -> dict[str, tuple[Any, str, bool]]:
+    merged: dict[str, tuple[Any, str, bool]] = {}
+    where = f"{component.name} {component.version}"
+    for source, values, by_user in layers:
+        for key, value in values.items():
+            if key not in component.inputs:
+                if by_user:
+                    problems.append(
+                        f"{key} ({source}) is not an input of {where}"
+                        f"{_suggest(key, component.inputs)}"
+                    )
+                else:
+                    warnings.append(
+                        f"dropped {key}={value!r} from {source}: not an input of {where}"
+                    )
+                continue
+            if key in OWNED_INPUTS:
+                message = (
+                    f"{key} ({source}) is set by tuneloop from the run and the compute settings"
+                )
+                if by_user:
+                    problems.append(message)
+                else:
+                    warnings.append(f"ignored {message}")
+                continue
+            merged[key] = (value, source, by_user)
+    return merged
+
+
+def _compute_inputs(
+    settings: Settings,
+    base_model: BaseModelInfo,
+    compute: ComputeInfo | None,
+    problems: list[str],
+    warnings: list[str],
+) -> tuple[dict[str, Any], str | None, str | None, int | None]:
+    """(compute inputs, cluster name or None, instance type, GPUs per node)."""
+    if compute is None:
+        if settings.compute:
+            warnings.append(
+                f"compute {settings.compute} was not looked up: size and GPUs not checked"
+            )
+            return dict.fromkeys(COMPUTE_INPUTS, settings.compute), settings.compute, None, None
+        if not settings.finetune_instance_type:
+            problems.append(
+                "no compute: set TUNELOOP_COMPUTE (a GPU cluster) or "
+                "TUNELOOP_FINETUNE_INSTANCE_TYPE (serverless), or pass --compute-size"
+            )
+            return {}, None, None, None
+        compute = ComputeInfo(SERVERLESS, settings.finetune_instance_type, "Succeeded")
+    name, size = compute.name, compute.size
+    if compute.provisioning_state.lower() in _BAD_COMPUTE_STATES:
+        problems.append(
+            f"compute {name} is {compute.provisioning_state}: repair or recreate it, then retry"
+        )
+    if size is not None:
+        if size.lower() in UNSUPPORTED_FINETUNE_SIZES:
+            problems.append(
+                f"compute {name} size {size} cannot fine-tune (unsupported sizes: "
+                f"{', '.join(sorted(UNSUPPORTED_FINETUNE_SIZES))})"
+            )
+        allowed = finetune_allow_list(base_model)
+        if allowed is not None and size.lower() not in {a.lower() for a in allowed}:
+            problems.append(
+                f"compute {name} size {size} is not in {base_model.name}'s fine-tune allow-list: "
+                f"{', '.join(allowed)}"
+            )
+    if compute.gpus_per_node is not None and compute.gpus_per_node < 1:
+        problems.append(f"compute {name} size {size} has no GPUs; fine-tuning needs a GPU size")
+    if name == SERVERLESS:
+        inputs: dict[str, Any] = dict.fromkeys(COMPUTE_INPUTS, SERVERLESS)
+        if size:
+            inputs["instance_type_finetune"] = size
+        return inputs, None, size, compute.gpus_per_node
+    return dict.fromkeys(COMPUTE_INPUTS, name), name, size, compute.gpus_per_node
+
+
+def _fingerprint(
+    component: ComponentInterface,
+    base_model: BaseModelInfo,
+    parameters: Mapping[str, Any],
+) -> str:
+    """What makes two plans the same job: component, base model and every parameter."""
+    doc = {
+        "component": [component.name, component.version],
+        "base_model": base_model.id,
+        "parameters": dict(sorted(parameters.items())),
+    }
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def display_name(base_model: BaseModelInfo, line: str, parameters: Mapping[str, Any]) -> str:
+    """The notebook's scheme: model-line-bs…-scheduler-ds…-lora…-save_limit…-seqlen…."""
+    p = parameters
+    batch = (
+        int(p.get("per_device_train_batch_size", 1))
+        * int(p.get("gradient_accumulation_steps", 1))
+        * int(p.get(GPU_INPUT, 1))
+        * int(p.get("num_nodes_finetune", 1))
+    )
+    ds = f"ds{p.get('deepspeed_stage', '2')}" if p.get("apply_deepspeed") == "true" else "nods"
+    lora = "lora" if p.get("apply_lora") == "true" else "nolora"
+    return (
+        f"{base_model.name}-{line}-bs{batch}-{p.get('lr_scheduler_type', 'linear')}-{ds}-{lora}"
+        f"-save_limit{p.get('save_total_limit', -1)}-seqlen{p.get('max_seq_length', -1)}"
+    )
+
+
+def plan_finetune(
+    settings: Settings,
+    *,
+    line: str,
+    dataset_sha256: str,
+    base_model: BaseModelInfo,
+    component: ComponentInterface,
+    data_container: str,
+    compute: ComputeInfo | None = None,
+    cli_overrides: Mapping[str, Any] | None = None,
+) -> FinetunePlan:
+    """The plan for fine-tuning ``base_model`` on one prepared dataset of ``line``.
+
+    Raises PlanError with one line per problem (unknown or owned input, value outside an enum
+    or of the wrong type, compute not allowed or not usable).
+    """
+    problems: list[str] = []
+    warnings: list[str] = []
+    if not is_valid_line(line):
+        problems.append(f"line {line!r} is not a valid line name (1–63 of A-Z a-z 0-9 . _ -)")
+    if not _SHA256.match(dataset_sha256):
+        problems.append(f"dataset sha256 {dataset_sha256!r} is not 64 lower-case hex digits")
+    merged = _merge(
+        _layers(settings, line, base_model, cli_overrides), component, problems, warnings
+    )
+    compute_params, cluster, instance_type, gpus = _compute_inputs(
+        settings, base_model, compute, problems, warnings
+    )
+    parameters: dict[str, Any] = {}
+    for key, (value, source, _) in merged.items():
+        try:
+            parameters[key] = coerce_value(component.inputs[key], value)
+        except ValueError as exc:
+            problems.append(f"input {key} = {value!r} ({source}) {exc}")
+    _set_gpus(parameters, merged, component, compute, gpus, problems, warnings)
+    parameters.update({k: v for k, v in compute_params.items() if k in component.inputs})
+    for spec in component.inputs.values():
+        missing = spec.name not in parameters and spec.name not in OWNED_INPUTS
+        if missing and not spec.optional and spec.default is None:
+            problems.append(f"input {spec.name} is required by {component.name} and has no value")
+    if problems:
+        raise PlanError(problems, hint="fix the overrides, the compute or the specs and plan again")
+    warnings += _deprecation_warnings(base_model)
+    fingerprint = _fingerprint(component, base_model, parameters)
+    rid = make_run_id(line, dataset_sha256, fingerprint)
+    plan = FinetunePlan(
+        run_id=rid,
+        line=line,
+        dataset_sha256=dataset_sha256,
+        fingerprint=fingerprint,
+        base_model=base_model,
+        component_name=component.name,
+        component_version=component.version,
+        parameters=MappingProxyType(dict(sorted(parameters.items()))),
+        data_container=data_container,
+        train_blob=f"{rid}/train.jsonl",
+        validation_blob=f"{rid}/validation.jsonl",
+        experiment_name=f"tuneloop-{slug(line)}",
+        display_name=display_name(base_model, line, parameters),
+        compute=cluster,
+        instance_type=instance_type,
+        tags=MappingProxyType(
+            {
+                "tuneloop_run": rid,
+                "tuneloop_line": line,
+                "tuneloop_dataset": dataset_sha256,
+                "tuneloop_base_model": base_model.id,
+                "tuneloop_fingerprint": fingerprint,
+            }
+        ),
+        warnings=tuple(warnings),
+    )
+    log.info(
+        "planned run=%s line=%s model=%s compute=%s",
+        rid,
+        line,
+        base_model.id,
+        cluster or instance_type,
+    )
+    return plan
+
+
+def _set_gpus(
+    parameters: dict[str, Any],
+    merged: Mapping[str, tuple[Any, str, bool]],
+    component: ComponentInterface,
+    compute: ComputeInfo | None,
+    gpus: int | None,
+    problems: list[str],
+    warnings: list[str],
+) -> None:
+    if GPU_INPUT not in component.inputs or gpus is None or gpus < 1:
+        if compute is not None and compute.size is not None and gpus is None:
+            warnings.append(f"GPUs per node of {compute.size} unknown; {GPU_INPUT} not set from it")
+        return
+    chosen = merged.get(GPU_INPUT)
+    if chosen is not None and chosen[2] and isinstance(parameters.get(GPU_INPUT), int):
+        if parameters[GPU_INPUT] > gpus:
+            problems.append(
+                f"input {GPU_INPUT} = {parameters[GPU_INPUT]} ({chosen[1]}) exceeds the "
+                f"{gpus} GPUs per node of {compute.size if compute else 'the compute'}"
+            )
+        return
+    parameters[GPU_INPUT] = gpus
+
+
+class Planner:
+    """Plans a run from what a Platform reports: base model, component and compute."""
+
+    def __init__(self, settings: Settings, platform: Platform) -> None:
+        self.settings = settings
+        self.platform = platform
+
+    def plan(
+        self,
+        *,
+        line: str,
+        dataset_sha256: str,
+        cli_overrides: Mapping[str, Any] | None = None,
+    ) -> FinetunePlan:
+        """Look up the facts (NotFoundError for a missing compute becomes PlanError) and plan."""
+        s = self.settings
+        base_model = self.platform.get_base_model(s.base_model, s.base_model_version or "latest")
+        component = self.platform.get_component(s.component_name, s.component_version or "latest")
+        target = s.compute or SERVERLESS
+        try:
+            compute = self.platform.get_compute(target)
+        except NotFoundError as exc:
+            raise PlanError(
+                [f"compute {target} not found: {exc.message}"],
+                hint="create the cluster or fix TUNELOOP_COMPUTE",
+            ) from exc
+        return plan_finetune(
+            s,
+            line=line,
+            dataset_sha256=dataset_sha256,
+            base_model=base_model,
+            component=component,
+            data_container=s.prepared_container,
+            compute=compute,
+            cli_overrides=cli_overrides,
+        )
