@@ -12,6 +12,7 @@ import hashlib
 import re
 
 __all__ = [
+    "deployment_name",
     "endpoint_name",
     "is_valid_line",
     "model_name",
@@ -53,3 +54,19 @@ def endpoint_name(line: str) -> str:
 def model_name(line: str) -> str:
     """The registered model name of a line (Azure ML model names allow [A-Za-z0-9_.-])."""
     return f"tuneloop-{slug(line)}"
+
+
+_DEPLOYMENT = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]$")
+
+
+def deployment_name(version: str | int) -> str:
+    """The deployment of a model version on its line's endpoint: ``v<version>`` (3–32 chars)."""
+    name = f"v{version}"
+    if len(name) < 3:
+        name = f"v{int(version):02d}" if str(version).isdigit() else name
+    if not _DEPLOYMENT.match(name):
+        raise ValueError(
+            f"model version {version!r} gives the invalid deployment name {name!r}: "
+            "3–32 letters, digits or hyphens, a letter first"
+        )
+    return name
