@@ -223,19 +223,31 @@ class JobsMixin(AzureMLBase):
     def get_base_model(self, name: str, version_or_label: str = "latest") -> BaseModelInfo:
         """The registry model's id, tags, properties and system metadata."""
         version, label = _version_or_label(version_or_label)
-        with map_sdk_errors(
-            f"model {name}:{version_or_label} in registry {self.settings.registry_name}"
-        ):
+        where = f"model {name}:{version_or_label} in registry {self.settings.registry_name}"
+        with map_sdk_errors(where):
             model = self.registry_client.models.get(name, version=version, label=label)
-        system_metadata = getattr(model, "_system_metadata", None) or {}
+            system_metadata = self._registry_system_metadata(name, str(model.version))
         return BaseModelInfo(
             id=str(model.id),
             name=str(model.name),
             version=str(model.version),
             tags={str(k): str(v) for k, v in (model.tags or {}).items()},
             properties={str(k): str(v) for k, v in (model.properties or {}).items()},
-            system_metadata=dict(system_metadata) if isinstance(system_metadata, Mapping) else {},
+            system_metadata=system_metadata,
         )
+
+    def _registry_system_metadata(self, name: str, version: str) -> dict[str, Any]:
+        """The model version's ``systemMetadata`` (where fine-tune SKUs live now).
+
+        The SDK's ``Model`` entity drops it for registry models, so the version's REST body is
+        read again through the SDK's own registry operations.
+        """
+        rest = self.registry_client.models._get(name, version)
+        props = getattr(rest, "properties", None)
+        meta = props.get("systemMetadata") if isinstance(props, Mapping) else None
+        if meta is None:
+            meta = getattr(props, "system_metadata", None)
+        return dict(meta) if isinstance(meta, Mapping) else {}
 
     def get_component(self, name: str, version_or_label: str = "latest") -> ComponentInterface:
         """The registry component's interface (the SDK object is kept for submit)."""
@@ -332,11 +344,11 @@ def _job_info(job: Any) -> JobInfo:
         outputs[key] = str(path) if path else f"azureml://jobs/{job.name}/outputs/{key}"
     error = None
     properties = getattr(job, "properties", None) or {}
-    if job.status == "Failed":
+    if str(getattr(job.status, "value", job.status)) == "Failed":
         error = str(properties.get("azureml.failureReason") or "job failed; see its logs in studio")
     return JobInfo(
         name=str(job.name),
-        status=str(job.status),
+        status=str(getattr(job.status, "value", job.status)),
         tags={str(k): str(v) for k, v in (job.tags or {}).items()},
         outputs=outputs,
         error=error,
