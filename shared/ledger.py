@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -337,6 +337,23 @@ class Ledger:
         entity = {"PartitionKey": CLAIMS_PARTITION, "RowKey": claim.key, **merged}
         meta = self._conditional_update(entity, claim.etag, what=f"claim {claim.key}")
         return Claim(key=claim.key, fields=merged, etag=meta.get("etag"))
+
+    def list_claims(self) -> Sequence[Claim]:
+        """Every claim, for sweeps that resume work whose handler died (oldest key first)."""
+        try:
+            entities = self._table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": CLAIMS_PARTITION}
+            )
+            return [
+                Claim(
+                    key=e["RowKey"],
+                    fields={k: v for k, v in e.items() if k not in ("PartitionKey", "RowKey")},
+                    etag=e.metadata.get("etag"),
+                )
+                for e in entities
+            ]
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _wrap_transient(exc) from exc
 
     # -- internals ----------------------------------------------------------------------
     def _replace(self, rec: RunRecord) -> RunRecord:

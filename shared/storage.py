@@ -20,12 +20,12 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
-from shared.errors import NotFoundError, TransientError
+from shared.errors import NotFoundError, TransientError, TuneloopError
 from shared.settings import Settings
 
-__all__ = ["BlobRef", "Storage"]
+__all__ = ["BlobChangedError", "BlobRef", "BlockWriter", "Storage"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,74 @@ class BlobRef:
 
 def _transient(exc: Exception, what: str) -> TransientError:
     return TransientError(f"storage unavailable while {what}: {exc}", hint="the host will retry")
+
+
+class BlobChangedError(TuneloopError):
+    """The blob was overwritten since the version we pinned (ETag no longer matches)."""
+
+    code = "blob_changed"
+
+
+def _is_transient_status(exc: HttpResponseError) -> bool:
+    status = exc.status_code
+    return status is not None and (status >= 500 or status in (408, 429))
+
+
+class BlockWriter:
+    """One blob written as staged blocks: ``write`` any sizes, ``commit`` once (atomic).
+
+    Memory stays at one block; nothing is visible until :meth:`commit`, so a crash leaves
+    the previous version (or nothing) in place. Several writers can be open at once, which
+    is how one pass over a dataset fills two outputs.
+    """
+
+    def __init__(self, storage: Storage, ref: BlobRef, *, block_size: int = CHUNK) -> None:
+        self.ref = ref
+        self._blob = storage.service.get_blob_client(ref.container, ref.name)
+        self._block_size = block_size
+        self._digest = hashlib.sha256()
+        self._ids: list[str] = []
+        self._buffer = bytearray()
+        self.bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self._digest.update(data)
+        self.bytes += len(data)
+        self._buffer += data
+        if len(self._buffer) >= self._block_size:
+            self._stage()
+
+    def commit(self, *, content_type: str = "application/octet-stream") -> str:
+        """Stage what is buffered, commit the block list; return the content's sha256."""
+        if self._buffer or not self._ids:
+            self._stage()
+        try:
+            self._blob.commit_block_list(
+                [BlobBlock(block_id) for block_id in self._ids],
+                content_settings=ContentSettings(content_type=content_type),
+            )
+        except HttpResponseError as exc:
+            if _is_transient_status(exc):
+                raise _transient(exc, f"writing {self.ref}") from exc
+            raise
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _transient(exc, f"writing {self.ref}") from exc
+        return self._digest.hexdigest()
+
+    def _stage(self) -> None:
+        import base64
+
+        block_id = base64.b64encode(f"{len(self._ids):08d}".encode()).decode()
+        try:
+            self._blob.stage_block(block_id, bytes(self._buffer))
+        except HttpResponseError as exc:
+            if _is_transient_status(exc):
+                raise _transient(exc, f"writing {self.ref}") from exc
+            raise
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise _transient(exc, f"writing {self.ref}") from exc
+        self._ids.append(block_id)
+        self._buffer.clear()
 
 
 class Storage:
@@ -97,6 +165,15 @@ class Storage:
             yield from downloader.chunks()
         except ResourceNotFoundError as exc:
             raise NotFoundError(f"blob {ref} does not exist") from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                raise BlobChangedError(
+                    f"blob {ref} changed since version {etag} was read",
+                    hint="the newer version is processed by its own event",
+                ) from exc
+            if _is_transient_status(exc):
+                raise _transient(exc, f"reading {ref}") from exc
+            raise
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise _transient(exc, f"reading {ref}") from exc
 
@@ -137,31 +214,14 @@ class Storage:
 
     def write_stream(self, ref: BlobRef, chunks: Iterable[bytes]) -> str:
         """Upload by staged blocks (flat memory); commit once; return the content's sha256."""
-        import base64
+        writer = self.open_writer(ref)
+        for chunk in chunks:
+            writer.write(chunk)
+        return writer.commit()
 
-        blob = self.service.get_blob_client(ref.container, ref.name)
-        digest = hashlib.sha256()
-        block_ids: list[str] = []
-        buffer = bytearray()
-
-        def stage(data: bytes) -> None:
-            block_id = base64.b64encode(f"{len(block_ids):08d}".encode()).decode()
-            blob.stage_block(block_id, data)
-            block_ids.append(block_id)
-
-        try:
-            for chunk in chunks:
-                digest.update(chunk)
-                buffer += chunk
-                if len(buffer) >= CHUNK:
-                    stage(bytes(buffer))
-                    buffer.clear()
-            if buffer or not block_ids:
-                stage(bytes(buffer))
-            blob.commit_block_list(block_ids)
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _transient(exc, f"writing {ref}") from exc
-        return digest.hexdigest()
+    def open_writer(self, ref: BlobRef) -> BlockWriter:
+        """A staged-block writer for ``ref`` (see :class:`BlockWriter`)."""
+        return BlockWriter(self, ref)
 
     def copy_verified(self, src: BlobRef, dst: BlobRef, *, etag: str | None = None) -> str:
         """Copy ``src`` to ``dst`` by streaming and verify the copy's sha256; return it.

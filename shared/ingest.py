@@ -1,0 +1,632 @@
+"""Ingest one dataset drop: claim → validate (streamed) → report → quarantine, or split → submit.
+
+The trigger hands us a blob name; everything else is decided here, with side effects passed
+in (storage, ledger, platform, planner, clock) so that tests wire fakes and the composition
+root wires the real adapters.
+
+Exactly-once effect under at-least-once delivery:
+
+* A *delivery* is one blob version: key = sha256(``container/name@etag``). The first handler
+  to insert the key's claim into the ledger does the work; a later or concurrent delivery of
+  the same version finds the claim and returns (done, or another handler holds a fresh lease).
+* The claim carries a heartbeat. A handler that raises a TransientError releases it so that
+  the host's retry resumes at once; one that died (killed, timed out) leaves a heartbeat that
+  goes stale after ``lease`` (= the host's function timeout), after which a retry or
+  :meth:`Ingest.resume_stale` takes over, fenced by the claim's ETag.
+* Every step is idempotent and the ledger records how far a run got, so a resumed handler
+  re-validates (cheap, deterministic, pinned to the ETag) and continues from the run's state:
+  RECEIVED → split → ACCEPTED → submit (idempotent on the job name) → SUBMITTED.
+* The same content under another name plans the same run id; the ledger already holds that
+  run for another delivery, so this delivery is recorded as DUPLICATE and nothing is submitted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from azure.core.exceptions import ResourceExistsError
+
+from shared.dataset import ValidationConfig, split_to, validate_stream
+from shared.errors import (
+    LedgerConflictError,
+    NotFoundError,
+    PlanError,
+    TransientError,
+    TuneloopError,
+)
+from shared.ledger import TERMINAL, Claim, Ledger, RunRecord, RunState
+from shared.naming import is_valid_line, slug
+from shared.reports import report_prefix, validation_refs, write_run_report
+from shared.storage import BlobChangedError, BlobRef, Storage
+
+if TYPE_CHECKING:
+    from shared.clients import Clients
+    from shared.dataset.report import ValidationReport
+    from shared.platform.port import FinetunePlan, Platform
+    from shared.settings import Settings
+
+__all__ = [
+    "LEASE",
+    "DatasetPath",
+    "Ingest",
+    "IngestResult",
+    "Outcome",
+    "PlanDataset",
+    "claim_status",
+    "delivery_key",
+    "delivery_run_id",
+    "ingest_blob",
+    "parse_dataset_path",
+]
+
+log = logging.getLogger(__name__)
+
+# A handler older than the host's function timeout (host.json: 10 min) is dead for sure.
+LEASE = timedelta(minutes=10)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_JSONL = "application/jsonl"
+
+
+class PlanDataset(Protocol):
+    """Plans the fine-tune of a validated dataset; raises PlanError when it cannot."""
+
+    def __call__(self, *, line: str, dataset_sha256: str) -> FinetunePlan: ...
+
+
+class Outcome(StrEnum):
+    IGNORED = "ignored"  # not a dataset path
+    GONE = "gone"  # the blob no longer exists
+    SUPERSEDED = "superseded"  # overwritten while read; the new version has its own event
+    ALREADY_DONE = "already_done"  # this blob version was processed before
+    IN_PROGRESS = "in_progress"  # another handler holds a fresh claim on this version
+    REJECTED = "rejected"
+    DUPLICATE = "duplicate"
+    SUBMITTED = "submitted"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: Outcome
+    blob: str
+    line: str | None = None
+    run_id: str | None = None
+    state: RunState | None = None
+
+
+@dataclass(frozen=True)
+class DatasetPath:
+    """``<line>/<name>.jsonl`` in the incoming container."""
+
+    blob: str
+    line: str
+    name: str  # without the line folder and the .jsonl suffix; may contain folders
+
+
+def parse_dataset_path(blob: str) -> DatasetPath:
+    """Split a blob name into line and name; ValueError says why it is not a dataset."""
+    if not blob.lower().endswith(".jsonl"):
+        raise ValueError("not a .jsonl file")
+    line, sep, rest = blob.partition("/")
+    if not sep:
+        raise ValueError("not under a <line>/ folder")
+    if not is_valid_line(line):
+        raise ValueError(f"folder {line!r} is not a valid line name (1-63 of A-Z a-z 0-9 . _ -)")
+    name = rest[: -len(".jsonl")]
+    if not name or name.endswith("/") or "//" in rest or name.startswith("/"):
+        raise ValueError("empty file or folder name")
+    return DatasetPath(blob=blob, line=line, name=name)
+
+
+def delivery_key(container: str, blob: str, etag: str) -> str:
+    """The idempotency key of one blob version."""
+    return hashlib.sha256(f"{container}/{blob}@{etag}".encode()).hexdigest()
+
+
+def delivery_run_id(line: str, key: str) -> str:
+    """Ledger id for a delivery that never becomes a job (rejected, duplicate, failed)."""
+    return f"in-{slug(line)[:40]}-{key[:16]}"
+
+
+def claim_status(
+    fields: dict[str, Any], *, now: datetime, lease: timedelta
+) -> Literal["done", "busy", "stale"]:
+    """Whether a claim is finished, held by a live handler, or abandoned (takeover allowed)."""
+    if fields.get("done"):
+        return "done"
+    beat = fields.get("heartbeat") or fields.get("claimed")
+    when = datetime.fromisoformat(beat) if isinstance(beat, str) else _EPOCH
+    return "busy" if now - when < lease else "stale"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class _LostClaimError(Exception):
+    """Another handler took the claim over (our heartbeat went stale); stop quietly."""
+
+
+@dataclass
+class _Delivery:
+    """What one handler knows about the blob version it is working on."""
+
+    path: DatasetPath
+    ref: BlobRef
+    etag: str
+    key: str
+    claim: Claim
+    record: RunRecord | None = None
+    report: ValidationReport | None = None
+    ingest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        return report_prefix(self.path.line, self.path.name)
+
+
+class Ingest:
+    """The ingest flow over injected ports. One instance serves many deliveries (thread-safe)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        storage: Storage,
+        ledger: Ledger,
+        platform: Platform,
+        planner: PlanDataset,
+        clock: Callable[[], datetime] = _utcnow,
+        lease: timedelta = LEASE,
+    ) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.ledger = ledger
+        self.platform = platform
+        self.planner = planner
+        self.clock = clock
+        self.lease = lease
+        self.config = ValidationConfig.from_settings(settings)
+
+    @classmethod
+    def from_clients(
+        cls,
+        clients: Clients,
+        *,
+        planner: PlanDataset | None = None,
+        clock: Callable[[], datetime] = _utcnow,
+        lease: timedelta = LEASE,
+    ) -> Ingest:
+        """Wire the real adapters; the planner defaults to :class:`shared.finetune.Planner`."""
+        if planner is None:
+            from shared.finetune import Planner
+
+            planner = Planner(clients.settings, clients.platform).plan
+        return cls(
+            settings=clients.settings,
+            storage=clients.storage,
+            ledger=clients.ledger,
+            platform=clients.platform,
+            planner=planner,
+            clock=clock,
+            lease=lease,
+        )
+
+    # -- entry points -------------------------------------------------------------------
+    def handle(self, container: str, blob: str) -> IngestResult:
+        """Process the current version of ``container/blob`` (a BlobCreated delivery)."""
+        where = f"{container}/{blob}"
+        if container != self.settings.incoming_container:
+            log.info("ingest ignored blob=%s reason=not the incoming container", where)
+            return IngestResult(Outcome.IGNORED, where)
+        try:
+            path = parse_dataset_path(blob)
+        except ValueError as why:
+            log.info("ingest ignored blob=%s reason=%s", where, why)
+            return IngestResult(Outcome.IGNORED, where)
+        ref = BlobRef(container, blob)
+        try:
+            etag = str(self.storage.properties(ref)["etag"])
+        except NotFoundError:
+            log.info("ingest gone blob=%s line=%s (deleted before it was read)", where, path.line)
+            return IngestResult(Outcome.GONE, where, path.line)
+        return self._deliver(path, ref, etag)
+
+    def resume_stale(self) -> list[IngestResult]:
+        """Finish every delivery whose handler died (claim not done, heartbeat stale)."""
+        results = []
+        now = self.clock()
+        for claim in self.ledger.list_claims():
+            if claim_status(claim.fields, now=now, lease=self.lease) != "stale":
+                continue
+            f = claim.fields
+            path = parse_dataset_path(str(f["blob_name"]))
+            ref = BlobRef(str(f["container"]), path.blob)
+            results.append(self._deliver(path, ref, str(f["etag"])))
+        return results
+
+    # -- one delivery -------------------------------------------------------------------
+    def _deliver(self, path: DatasetPath, ref: BlobRef, etag: str) -> IngestResult:
+        key = delivery_key(ref.container, ref.name, etag)
+        claim_or_result = self._acquire(path, ref, etag, key)
+        if isinstance(claim_or_result, IngestResult):
+            return claim_or_result
+        d = _Delivery(path=path, ref=ref, etag=etag, key=key, claim=claim_or_result)
+        try:
+            try:
+                return self._work(d)
+            except (_LostClaimError, TransientError):
+                raise
+            except (BlobChangedError, NotFoundError) as exc:
+                if d.record is not None or (isinstance(exc, NotFoundError) and d.report):
+                    return self._fail(d, exc)  # a run was under way: record why it stopped
+                changed = isinstance(exc, BlobChangedError)
+                return self._close(d, Outcome.SUPERSEDED if changed else Outcome.GONE, exc)
+            except Exception as exc:  # a bug must end in a recorded state, not a retry loop
+                log.exception("ingest internal error blob=%s line=%s", ref, path.line)
+                return self._fail(d, exc)
+        except _LostClaimError:
+            return self._result(d, Outcome.IN_PROGRESS, note="claim taken over by another handler")
+        except TransientError:
+            self._release(d)
+            raise
+
+    def _acquire(
+        self, path: DatasetPath, ref: BlobRef, etag: str, key: str
+    ) -> Claim | IngestResult:
+        where = str(ref)
+        attempt = uuid.uuid4().hex[:12]
+        now = self.clock().isoformat()
+        claim = self.ledger.claim(
+            key,
+            container=ref.container,
+            blob_name=ref.name,
+            etag=etag,
+            line=path.line,
+            attempt=attempt,
+            heartbeat=now,
+            step="claimed",
+            done=False,
+        )
+        if claim is not None:
+            return claim
+        try:
+            existing = self.ledger.get_claim(key)
+        except NotFoundError:  # pragma: no cover - claims are never deleted
+            raise TransientError(f"claim {key} vanished", hint="the host will retry") from None
+        status = claim_status(existing.fields, now=self.clock(), lease=self.lease)
+        run_id = existing.fields.get("run_id")
+        if status == "done":
+            log.info(
+                "ingest already_done run=%s line=%s state=%s blob=%s",
+                run_id, path.line, existing.fields.get("state"), where,
+            )
+            state = existing.fields.get("state")
+            return IngestResult(
+                Outcome.ALREADY_DONE, where, path.line, run_id, RunState(state) if state else None
+            )
+        if status == "busy":
+            log.info("ingest in_progress run=%s line=%s blob=%s", run_id, path.line, where)
+            return IngestResult(Outcome.IN_PROGRESS, where, path.line, run_id)
+        try:
+            taken = self.ledger.update_claim(existing, attempt=attempt, heartbeat=now)
+        except LedgerConflictError:
+            log.info("ingest in_progress run=%s line=%s blob=%s", run_id, path.line, where)
+            return IngestResult(Outcome.IN_PROGRESS, where, path.line, run_id)
+        log.warning(
+            "ingest resume run=%s line=%s step=%s blob=%s (previous handler died)",
+            run_id, path.line, existing.fields.get("step"), where,
+        )
+        return taken
+
+    def _work(self, d: _Delivery) -> IngestResult:
+        if d.claim.fields.get("step") == "quarantined":
+            # The verified copy and REJECTED are recorded; only the delete may be missing.
+            rec = self.ledger.get(d.path.line, str(d.claim.fields["run_id"]))
+            return self._finish_reject(d, rec)
+        report = validate_stream(
+            self.storage.read_chunks(d.ref, etag=d.etag), name=d.path.blob, config=self.config
+        )
+        d.report = report
+        self._step(d, "validated", valid=report.valid, dataset_sha256=report.dataset.sha256)
+        self._write_validation(d)
+        if not report.valid:
+            return self._reject(d)
+        try:
+            plan = self.planner(line=d.path.line, dataset_sha256=report.dataset.sha256)
+        except PlanError as exc:
+            return self._fail(d, exc)
+        return self._accept(d, plan)
+
+    # -- invalid: quarantine -------------------------------------------------------------
+    def _reject(self, d: _Delivery) -> IngestResult:
+        assert d.report is not None
+        rec = self._create_or_get(d, delivery_run_id(d.path.line, d.key), RunState.RECEIVED)
+        d.record = rec
+        write_run_report(self.storage, self.settings, rec)
+        target = BlobRef(self.settings.rejected_container, d.ref.name)
+        copied = self.storage.copy_verified(d.ref, target, etag=d.etag)
+        if copied != d.report.dataset.sha256:
+            raise TransientError(
+                f"quarantine copy {target} has sha256 {copied}, "
+                f"the dataset {d.report.dataset.sha256}",
+                hint="the original is kept; the host will retry",
+            )
+        d.ingest = {"outcome": "rejected", "run_id": rec.run_id, "quarantined": str(target)}
+        self._write_validation(d)
+        if rec.state == RunState.RECEIVED:
+            rec = self._advance(
+                d, rec, RunState.REJECTED, reason=_reason(d.report), quarantined=str(target)
+            )
+        self._step(d, "quarantined", run_id=rec.run_id)
+        return self._finish_reject(d, rec)
+
+    def _finish_reject(self, d: _Delivery, rec: RunRecord) -> IngestResult:
+        d.record = rec
+        write_run_report(self.storage, self.settings, rec)
+        self.storage.delete(d.ref, etag=d.etag)
+        return self._close(d, Outcome.REJECTED)
+
+    # -- valid: duplicate, or split and submit --------------------------------------------
+    def _accept(self, d: _Delivery, plan: FinetunePlan) -> IngestResult:
+        assert d.report is not None
+        previous = d.claim.fields.get("run_id")
+        if previous and previous != plan.run_id:
+            self._supersede(d, str(previous), plan.run_id)
+        rec = self._create_or_get(d, plan.run_id, RunState.RECEIVED, plan=plan)
+        if rec.get("delivery") != d.key:
+            return self._duplicate(d, rec)
+        d.record = rec
+        write_run_report(self.storage, self.settings, rec)
+        self._step(d, "planned", run_id=plan.run_id)
+        while rec.state not in TERMINAL and rec.state != RunState.SUBMITTED:
+            try:
+                if rec.state == RunState.RECEIVED:
+                    split = self._split(d, plan)
+                    d.ingest = {"outcome": "accepted", "run_id": plan.run_id}
+                    self._write_validation(d, split=split)
+                    rec = self._advance(d, rec, RunState.ACCEPTED, split=split)
+                    self._step(d, "split")
+                elif rec.state == RunState.ACCEPTED:
+                    job = self.platform.submit_finetune(plan)
+                    rec = self._advance(
+                        d, rec, RunState.SUBMITTED, job_name=job.name, studio_url=job.studio_url,
+                        note=f"job {job.name} submitted",
+                    )
+                else:
+                    break  # already beyond SUBMITTED (a resumed handler arrives late)
+            except LedgerConflictError:
+                rec = self.ledger.get(rec.line, rec.run_id)
+            d.record = rec
+        if rec.state == RunState.FAILED:
+            return self._close(d, Outcome.FAILED)
+        return self._close(d, Outcome.SUBMITTED)
+
+    def _split(self, d: _Delivery, plan: FinetunePlan) -> dict[str, Any]:
+        """One pass over the pinned blob into two staged-block writers; commit both."""
+        assert d.report is not None
+        container = plan.data_container or self.settings.prepared_container
+        train = self.storage.open_writer(BlobRef(container, plan.train_blob))
+        validation = self.storage.open_writer(BlobRef(container, plan.validation_blob))
+        counts = split_to(
+            self.storage.read_chunks(d.ref, etag=d.etag),
+            train.write,
+            validation.write,
+            validation_fraction=self.settings.validation_fraction,
+            max_line_bytes=self.settings.max_line_bytes,
+        )
+        if counts.sha256 != d.report.dataset.sha256:  # pinned reads make this unreachable
+            raise BlobChangedError(f"{d.ref} read for the split is not the validated content")
+        return {
+            "validation_fraction": self.settings.validation_fraction,
+            "train_examples": counts.train,
+            "validation_examples": counts.validation,
+            "duplicates_dropped": counts.duplicates,
+            "train_blob": f"{container}/{plan.train_blob}",
+            "validation_blob": f"{container}/{plan.validation_blob}",
+            "train_sha256": train.commit(content_type=_JSONL),
+            "validation_sha256": validation.commit(content_type=_JSONL),
+        }
+
+    def _duplicate(self, d: _Delivery, original: RunRecord) -> IngestResult:
+        rec = self._create_or_get(
+            d,
+            delivery_run_id(d.path.line, d.key),
+            RunState.DUPLICATE,
+            duplicate_of=original.run_id,
+            note=f"same content as run {original.run_id} ({original.get('blob')})",
+        )
+        d.record = rec
+        # Re-uploading the very same file under its own name must not clobber its reports.
+        if original.get("report_prefix") != d.prefix:
+            d.ingest = {
+                "outcome": "duplicate",
+                "run_id": rec.run_id,
+                "duplicate_of": original.run_id,
+                "duplicate_of_blob": original.get("blob"),
+            }
+            self._write_validation(d)
+            write_run_report(self.storage, self.settings, rec)
+        return self._close(d, Outcome.DUPLICATE)
+
+    def _supersede(self, d: _Delivery, old_id: str, new_id: str) -> None:
+        """A resumed handler planned another run id (settings changed): close the old run."""
+        try:
+            old = self.ledger.get(d.path.line, old_id)
+        except NotFoundError:
+            return
+        if old.state not in TERMINAL and old.get("delivery") == d.key:
+            reason = f"superseded: the plan changed between attempts; now run {new_id}"
+            old = self.ledger.advance(old, RunState.FAILED, reason=reason)
+            write_run_report(self.storage, self.settings, old)
+
+    # -- failures ----------------------------------------------------------------------
+    def _fail(self, d: _Delivery, exc: Exception) -> IngestResult:
+        """Record a non-retryable failure: the run (or the delivery) FAILED with the reason."""
+        error = (
+            exc.to_dict()
+            if isinstance(exc, TuneloopError)
+            else {"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}
+        )
+        reason = f"{error['code']}: {error['message']}"
+        rec = d.record
+        if rec is None:
+            rec = self._create_or_get(
+                d, delivery_run_id(d.path.line, d.key), RunState.FAILED, reason=reason,
+                note=reason,
+            )
+        elif rec.state not in TERMINAL:
+            rec = self._advance(d, rec, RunState.FAILED, reason=reason)
+        d.record = rec
+        d.ingest = {"outcome": "failed", "run_id": rec.run_id, "error": error}
+        if d.report is not None:
+            self._write_validation(d)
+        write_run_report(self.storage, self.settings, rec)
+        return self._close(d, Outcome.FAILED)
+
+    def _release(self, d: _Delivery) -> None:
+        """Let the host's retry take over at once (best effort: else the lease expires)."""
+        try:
+            d.claim = self.ledger.update_claim(d.claim, heartbeat=_EPOCH.isoformat())
+        except Exception:  # the storage may be what is down; the lease covers it then
+            log.warning("ingest could not release claim blob=%s; it expires after the lease", d.ref)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _create_or_get(
+        self,
+        d: _Delivery,
+        run_id: str,
+        state: RunState,
+        *,
+        plan: FinetunePlan | None = None,
+        note: str | None = None,
+        **extra: Any,
+    ) -> RunRecord:
+        json_ref, md_ref = validation_refs(self.settings, d.prefix)
+        fields: dict[str, Any] = {
+            "blob": str(d.ref),
+            "name": d.path.name,
+            "etag": d.etag,
+            "delivery": d.key,
+            "report_prefix": d.prefix,
+            **extra,
+        }
+        if d.report is not None:
+            fields.update(
+                dataset_sha256=d.report.dataset.sha256,
+                dataset_bytes=d.report.dataset.bytes,
+                examples=d.report.stats.get("examples"),
+                reports={"json": str(json_ref), "md": str(md_ref)},
+            )
+        if plan is not None:
+            fields.update(
+                fingerprint=plan.fingerprint,
+                base_model=plan.base_model.id,
+                train_blob=f"{plan.data_container}/{plan.train_blob}",
+                validation_blob=f"{plan.data_container}/{plan.validation_blob}",
+            )
+        try:
+            return self.ledger.create(d.path.line, run_id, state, note=note, **fields)
+        except ResourceExistsError:
+            return self.ledger.get(d.path.line, run_id)
+
+    def _advance(
+        self, d: _Delivery, rec: RunRecord, state: RunState, **fields: Any
+    ) -> RunRecord:
+        self._heartbeat(d)
+        rec = self.ledger.advance(rec, state, **fields)
+        write_run_report(self.storage, self.settings, rec)
+        return rec
+
+    def _step(self, d: _Delivery, step: str, **fields: Any) -> None:
+        self._heartbeat(d, step=step, **fields)
+
+    def _heartbeat(self, d: _Delivery, **fields: Any) -> None:
+        """Prove we still own the claim (ETag-fenced) and push the lease forward."""
+        try:
+            d.claim = self.ledger.update_claim(
+                d.claim, heartbeat=self.clock().isoformat(), **fields
+            )
+        except LedgerConflictError:
+            raise _LostClaimError from None
+
+    def _close(
+        self, d: _Delivery, outcome: Outcome, exc: Exception | None = None
+    ) -> IngestResult:
+        rec = d.record
+        fields: dict[str, Any] = {"done": True, "step": "done", "outcome": outcome.value}
+        if rec is not None:
+            fields.update(run_id=rec.run_id, state=rec.state.value)
+        self._heartbeat(d, **fields)
+        return self._result(d, outcome, note=str(exc) if exc else None)
+
+    def _result(self, d: _Delivery, outcome: Outcome, *, note: str | None = None) -> IngestResult:
+        rec = d.record
+        log.info(
+            "ingest %s run=%s line=%s state=%s blob=%s%s",
+            outcome.value,
+            rec.run_id if rec else None,
+            d.path.line,
+            rec.state.value if rec else None,
+            d.ref,
+            f" note={note}" if note else "",
+        )
+        run_id, state = (rec.run_id, rec.state) if rec else (None, None)
+        return IngestResult(outcome, str(d.ref), d.path.line, run_id, state)
+
+    def _write_validation(self, d: _Delivery, *, split: dict[str, Any] | None = None) -> None:
+        assert d.report is not None
+        if split is not None:
+            d.report = d.report.with_split(split)
+        json_ref, md_ref = validation_refs(self.settings, d.prefix)
+        doc = d.report.to_dict()
+        if d.ingest:
+            doc["ingest"] = d.ingest
+        self.storage.write_json(json_ref, doc)
+        self.storage.write_text(md_ref, d.report.to_markdown() + _ingest_markdown(d.ingest))
+
+
+def _reason(report: ValidationReport) -> str:
+    """The REJECTED reason: the top error codes with counts and the first error's line."""
+    top = sorted(report.error_counts.items(), key=lambda kv: (-kv[1], kv[0]))[:3]
+    codes = ", ".join(f"{code}×{n}" for code, n in top)
+    first = report.errors[0] if report.errors else None
+    where = f"; first at line {first.line}" if first and first.line is not None else ""
+    return f"invalid dataset: {codes}{where}"
+
+
+def _ingest_markdown(ingest: dict[str, Any]) -> str:
+    outcome = ingest.get("outcome")
+    if outcome == "rejected":
+        text = (
+            f"Not accepted: the dataset was moved to `{ingest['quarantined']}`. "
+            "Fix the errors above and drop it again."
+        )
+    elif outcome == "accepted":
+        text = f"Accepted as run `{ingest['run_id']}`; a fine-tune job of that name is submitted."
+    elif outcome == "duplicate":
+        text = (
+            f"Not submitted: the same content was already ingested as run "
+            f"`{ingest['duplicate_of']}` ({ingest.get('duplicate_of_blob')})."
+        )
+    elif outcome == "failed":
+        error = ingest["error"]
+        hint = f" {error['hint']}" if error.get("hint") else ""
+        text = f"Not submitted (`{error['code']}`): {error['message']}.{hint}"
+    else:
+        return ""
+    return f"\n## Ingest\n\n{text}\n"
+
+
+def ingest_blob(
+    clients: Clients, container: str, blob: str, *, planner: PlanDataset | None = None
+) -> IngestResult:
+    """The composition the trigger uses: real adapters from ``clients``."""
+    return Ingest.from_clients(clients, planner=planner).handle(container, blob)
