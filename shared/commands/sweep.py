@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from shared.clients import Clients
     from shared.sweep import SweepReport
 
 __all__ = ["add_arguments", "format_table", "run"]
@@ -66,24 +67,29 @@ def format_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _sweep(args: argparse.Namespace) -> SweepReport:
-    from shared.clients import Clients
-    from shared.settings import load_settings
+def _sweep(args: argparse.Namespace, clients: Clients | None) -> SweepReport:
     from shared.sweep import run_sweep
 
-    settings = load_settings()
-    c = Clients(settings)
-    c.storage.ensure_containers(settings.reports_container)
+    if clients is None:
+        from shared.clients import Clients
+        from shared.settings import load_settings
+
+        clients = Clients(load_settings())
+    settings = clients.settings
+    clients.storage.ensure_containers(settings.reports_container)
     return run_sweep(
-        platform=c.platform,
-        ledger=c.ledger,
-        storage=c.storage,
+        platform=clients.platform,
+        ledger=clients.ledger,
+        storage=clients.storage,
         settings=settings,
         mode="dry-run" if args.dry_run else None,
     )
 
 
-def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+def run(
+    args: argparse.Namespace, *, out: TextIO | None = None, clients: Clients | None = None
+) -> int:
+    """Sweep once and print the decision table (or the JSON report); 1 if a deletion failed."""
     from shared.errors import TuneloopError
 
     out = out or sys.stdout
@@ -91,7 +97,7 @@ def run(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
     # threads: send those to stderr so that the table / JSON on ``out`` stays clean.
     with contextlib.redirect_stdout(sys.stderr):
         try:
-            report = _sweep(args)
+            report = _sweep(args, clients)
         except TuneloopError as exc:
             print(f"tuneloop sweep: {exc.code}: {exc}", file=sys.stderr)
             return 1

@@ -1,0 +1,318 @@
+"""The Azure ML adapter's sweeping operations through the real SDKs over a FakeTransport.
+
+azure-ai-ml and azure-monitor-querymetrics serialise, page, retry and map errors for real;
+the fake answers with realistic ARM / Azure Monitor bodies and records what we sent.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from shared.errors import ConflictError, UnknownTrafficError
+from shared.platform.azureml import AzureMLPlatform
+from shared.platform.azureml._sweep import BATCH_SIZE, metrics_interval
+from shared.settings import Settings
+from tests.fixtures.azureml_sweep import (
+    RG,
+    SUB,
+    WS,
+    FakeAzure,
+    FakeEndpoint,
+    StaticCredential,
+)
+
+pytestmark = [
+    # azure-ai-ml's marshmallow schemas warn at import (third-party, not fixable here).
+    pytest.mark.filterwarnings("ignore::marshmallow.warnings.RemovedInMarshmallow4Warning"),
+    pytest.mark.filterwarnings("ignore::marshmallow.warnings.ChangedInMarshmallow4Warning"),
+]
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
+
+
+def managed(line: str) -> dict[str, str]:
+    return {"tuneloop_managed": "true", "tuneloop_line": line}
+
+
+def platform_for(azure: FakeAzure) -> AzureMLPlatform:
+    settings = Settings(
+        subscription_id=SUB, resource_group=RG, workspace_name=WS, platform="azureml"
+    )
+    return AzureMLPlatform(settings, credential=StaticCredential(), transport=azure.transport)
+
+
+def world(n: int, *, location: str = "eastus", prefix: str = "ep") -> list[FakeEndpoint]:
+    return [
+        FakeEndpoint(
+            f"{prefix}-{i:04d}", created=NOW - 10 * DAY, modified=NOW - 5 * DAY,
+            location=location, tags=managed(f"{prefix}{i}"), requests=[0.0],
+        )
+        for i in range(n)
+    ]
+
+
+def query(url: str) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+
+
+# -- listing ---------------------------------------------------------------------------------
+
+
+def test_list_follows_next_link_once_and_reads_system_data() -> None:
+    """One paged list pass (nextLink followed), no per-endpoint GET, systemData times kept."""
+    eps = world(5)
+    eps[0].tags = {"tuneloop_managed": "true", "tuneloop_line": "alpha", "tuneloop_protect": "true"}
+    eps[1].state = "Updating"
+    azure = FakeAzure(eps, page_size=2)
+    listed = platform_for(azure).list_endpoints()
+
+    assert [e.name for e in listed] == [e.name for e in eps]
+    calls = azure.list_calls()
+    assert len(calls) == 3  # 5 endpoints at 2 per page
+    assert "$skip=2" in calls[1].url
+    assert "$skip=4" in calls[2].url
+    assert all(query(c.url)["api-version"] == "2022-02-01-preview" for c in calls)
+    assert azure.endpoint_gets() == []
+
+    first = listed[0]
+    assert first.id == eps[0].id
+    assert first.created == NOW - 10 * DAY
+    assert first.modified == NOW - 5 * DAY
+    assert first.created.tzinfo is not None
+    assert first.provisioning_state == "Succeeded"
+    assert first.tags["tuneloop_protect"] == "true"
+    assert first.traffic == {"blue": 100}
+    assert first.location == "eastus"
+    assert first.scoring_uri == f"https://{first.name}.eastus.inference.ml.azure.com/score"
+    assert listed[1].provisioning_state == "Updating"
+
+
+def test_empty_workspace_lists_nothing() -> None:
+    """A workspace without endpoints lists an empty list, not None."""
+    azure = FakeAzure([])
+    assert platform_for(azure).list_endpoints() == []
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def test_metrics_request_shape() -> None:
+    """getBatch is POSTed to the region's endpoint with the metric, namespace, Total, grain
+    and window we mean, and the resource ids in the body."""
+    eps = world(3)
+    eps[0].requests = [2.0, 5.0]
+    azure = FakeAzure(eps)
+    counts = platform_for(azure).endpoint_requests(
+        platform_for(azure).list_endpoints(), DAY, now=NOW
+    )
+    assert counts == {eps[0].name: 7, eps[1].name: 0, eps[2].name: 0}
+
+    [call] = azure.metrics_calls()
+    url = urlparse(call.url)
+    assert url.hostname == "eastus.metrics.monitor.azure.com"
+    assert url.path == f"/subscriptions/{SUB}/metrics:getBatch"
+    q = query(call.url)
+    assert q["metricnames"] == "RequestsPerMinute"
+    assert q["metricnamespace"] == NAMESPACE
+    assert q["aggregation"] == "Total"
+    assert q["interval"] == "PT1H"
+    assert q["starttime"] == "2026-02-28T12:00:00.000Z"
+    assert q["endtime"] == "2026-03-01T12:00:00.000Z"
+    assert call.json() == {"resourceids": [e.id for e in eps]}
+    assert call.headers["Authorization"] == "Bearer fake-token"
+
+
+def test_batches_hold_at_most_50_ids_grouped_by_region() -> None:
+    """120 endpoints in eastus and 7 in westeurope: 3 + 1 calls, each one region, ≤ 50 ids."""
+    eps = world(120) + world(7, location="westeurope", prefix="eu")
+    azure = FakeAzure(eps)
+    platform = platform_for(azure)
+    counts = platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+    assert len(counts) == 127
+
+    calls = azure.metrics_calls()
+    assert len(calls) == 4
+    by_host: dict[str, list[int]] = {}
+    for call in calls:
+        ids = call.json()["resourceids"]
+        assert 0 < len(ids) <= BATCH_SIZE
+        host = urlparse(call.url).hostname
+        assert host is not None
+        region = host.split(".")[0]
+        assert all(e.location == region for e in eps if e.id in ids)
+        by_host.setdefault(region, []).append(len(ids))
+    assert sorted(by_host["eastus"]) == [20, 50, 50]
+    assert by_host["westeurope"] == [7]
+
+
+def test_results_are_matched_by_resource_id_case_insensitively() -> None:
+    """Azure Monitor may echo ids in another case; counts still land on the right endpoint."""
+    eps = world(2)
+    eps[1].requests = [4.0]
+    azure = FakeAzure(eps)
+
+    def lower_ids(req):  # type: ignore[no-untyped-def]
+        reply = azure._metrics(req)
+        for value in reply.body["values"]:
+            value["resourceid"] = value["resourceid"].lower()
+            for metric in value["value"]:
+                metric["id"] = metric["id"].lower()
+        reply.body["values"].reverse()
+        return reply
+
+    azure.transport.add("POST", r"metrics:getBatch", lower_ids)
+    platform = platform_for(azure)
+    assert platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW) == {
+        eps[0].name: 0, eps[1].name: 4,
+    }
+
+
+def test_missing_data_points_count_zero_and_omitted_endpoints_are_unknown() -> None:
+    """In one answer: points without "total" and empty series count 0; an endpoint left out
+    of the answer, or whose metric has an errorCode, is absent (unknown), never 0."""
+    eps = world(5)
+    eps[0].requests = [None, None, None]  # points with no "total"
+    eps[1].requests = []  # no time series at all
+    eps[2].requests = [None, 3.0]
+    eps[3].requests = None  # omitted from the answer
+    eps[4].metric_error = "InternalServerError"
+    azure = FakeAzure(eps)
+    platform = platform_for(azure)
+    counts = platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+    assert counts == {eps[0].name: 0, eps[1].name: 0, eps[2].name: 3}
+
+
+def test_one_region_down_leaves_only_its_endpoints_unknown() -> None:
+    """Endpoints across two regions: westus2's 503 makes its endpoints unknown, eastus counts."""
+    eps = world(3) + world(2, location="westus2", prefix="wu")
+    azure = FakeAzure(eps, metrics_status={"westus2": 503})
+    platform = platform_for(azure)
+    platform.metrics_client("westus2")._config.retry_policy.total_retries = 0
+    counts = platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+    assert set(counts) == {e.name for e in eps[:3]}
+
+
+def test_metrics_outage_raises_unknown_traffic() -> None:
+    """When every batch fails (403 everywhere), the adapter raises UnknownTrafficError."""
+    azure = FakeAzure(world(3), metrics_status={"eastus": 403})
+    platform = platform_for(azure)
+    with pytest.raises(UnknownTrafficError, match="Monitoring Reader"):
+        platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+
+
+def test_endpoint_without_location_is_unknown_not_queried() -> None:
+    """No region means no regional metrics endpoint: the endpoint's traffic is unknown."""
+    azure = FakeAzure(world(1))
+    platform = platform_for(azure)
+    [ep] = platform.list_endpoints()
+    from dataclasses import replace
+
+    assert platform.endpoint_requests([replace(ep, location=None)], DAY, now=NOW) == {}
+    assert azure.metrics_calls() == []
+
+
+@pytest.mark.parametrize(
+    ("window", "grain"),
+    [
+        (timedelta(hours=24), "PT1H"),
+        (timedelta(minutes=90), "PT30M"),
+        (timedelta(minutes=20), "PT5M"),
+        (timedelta(minutes=7), "PT1M"),
+        (timedelta(days=7), "PT1H"),
+    ],
+)
+def test_metrics_grain_divides_the_window(window: timedelta, grain: str) -> None:
+    """The grain is a supported one that divides the window (≤ 1 h: over-counts, never under)."""
+    import isodate
+
+    assert isodate.duration_isoformat(metrics_interval(window)) == grain
+
+
+# -- deletion --------------------------------------------------------------------------------
+
+
+def test_delete_starts_the_operation_without_waiting() -> None:
+    """202 with an operation that stays InProgress: delete_endpoint returns at once."""
+    azure = FakeAzure(world(1), operation_status="InProgress")
+    platform = platform_for(azure)
+    platform.delete_endpoint("ep-0000")
+    [call] = azure.delete_calls()
+    assert call.url.startswith(
+        f"https://management.azure.com/subscriptions/{SUB}/resourceGroups/{RG}/providers/"
+        f"Microsoft.MachineLearningServices/workspaces/{WS}/onlineEndpoints/ep-0000?"
+    )
+    assert azure.deleted == ["ep-0000"]
+
+
+def test_delete_of_a_missing_endpoint_is_success() -> None:
+    """404 (already gone) is success."""
+    azure = FakeAzure([])
+    platform_for(azure).delete_endpoint("ep-gone")
+    assert len(azure.delete_calls()) == 1
+
+
+def test_delete_conflict_raises_conflict_error() -> None:
+    """409 (an operation in progress) raises ConflictError with a hint."""
+    azure = FakeAzure(world(1), delete_status={"ep-0000": 409})
+    with pytest.raises(ConflictError) as info:
+        platform_for(azure).delete_endpoint("ep-0000")
+    assert info.value.code == "conflict"
+    assert "next sweep" in (info.value.hint or "")
+    assert json.dumps(info.value.to_dict())
+
+
+# -- the whole sweep over the Azure adapter ------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_sweep_over_azure_two_regions_one_metrics_outage(settings: Settings) -> None:
+    """Real adapter + sweep shell + Azurite: eastus's idle endpoint is deleted (one list
+    pass, no GET per endpoint); westus2's metrics fail, so its idle endpoint is kept."""
+    from shared.clients import Clients
+    from shared.ledger import RunState
+    from shared.sweep import Action, run_sweep
+
+    eps = [
+        FakeEndpoint("tl-east-idle", created=NOW - 9 * DAY, modified=NOW - 8 * DAY,
+                     tags=managed("east-idle"), requests=[0.0, None]),
+        FakeEndpoint("tl-east-busy", created=NOW - 9 * DAY, modified=NOW - 8 * DAY,
+                     tags=managed("east-busy"), requests=[1.0, 4.0]),
+        FakeEndpoint("tl-east-skewed", created=NOW - 9 * DAY, modified=NOW + timedelta(minutes=3),
+                     tags=managed("east-skewed"), requests=[]),
+        FakeEndpoint("tl-west-idle", created=NOW - 9 * DAY, modified=NOW - 8 * DAY,
+                     location="westus2", tags=managed("west-idle"), requests=[]),
+        FakeEndpoint("someone-elses", created=NOW - 90 * DAY, modified=NOW - 90 * DAY,
+                     tags={"team": "search"}, requests=[]),
+    ]
+    azure = FakeAzure(eps, page_size=2, metrics_status={"westus2": 403})
+    s = settings.model_copy(update={"idle_after": DAY, "sweep_max_deletions": 5})
+    c = Clients(s)
+    c.storage.ensure_containers()
+    c.ledger.create("east-idle", "run-live", RunState.PROMOTED)
+    platform = platform_for(azure)
+
+    report = run_sweep(platform=platform, ledger=c.ledger, storage=c.storage, settings=s, now=NOW)
+
+    actions = {d.endpoint: d.action for d in report.decisions}
+    assert actions == {
+        "tl-east-idle": Action.DELETE,
+        "tl-east-busy": Action.KEEP,
+        "tl-east-skewed": Action.KEEP,
+        "tl-west-idle": Action.KEEP,
+        "someone-elses": Action.KEEP,
+    }
+    assert azure.deleted == ["tl-east-idle"]
+    assert len(azure.list_calls()) == 3
+    assert azure.endpoint_gets() == []
+    # The unmanaged endpoint's traffic is never asked for.
+    asked = [rid for call in azure.metrics_calls() for rid in call.json()["resourceids"]]
+    assert not any(rid.endswith("/someone-elses") for rid in asked)
+    assert c.ledger.get("east-idle", "run-live").state is RunState.RETIRED
+    west = next(d for d in report.decisions if d.endpoint == "tl-west-idle")
+    assert "request count unknown" in west.reason
