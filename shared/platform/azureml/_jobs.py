@@ -170,7 +170,15 @@ def build_pipeline_job(plan: FinetunePlan, component: Any, *, datastore: str) ->
         tags=dict(plan.tags),
         description=f"tuneloop run {plan.run_id} of line {plan.line}",
     )
-    job: PipelineJob = build()
+    from azure.ai.ml.exceptions import MlException
+
+    try:
+        job: PipelineJob = build()
+    except MlException as exc:  # e.g. UnexpectedKeywordError for an input the component lacks
+        raise PlanError(
+            [f"SDK refused the job: {' '.join(str(exc).split())[:400]}"],
+            hint="plan against the same component version that is submitted",
+        ) from exc
     job.name = plan.run_id
     settings = job.settings
     assert settings is not None  # the DSL always attaches settings
@@ -288,7 +296,7 @@ class JobsMixin(AzureMLBase):
         return ComputeInfo(
             name=str(compute.name),
             size=size,
-            provisioning_state=str(compute.provisioning_state or "Unknown"),
+            provisioning_state=_text(compute.provisioning_state) or "Unknown",
             gpus_per_node=self._gpus_per_node(size) if size else None,
             location=getattr(compute, "location", None),
         )
@@ -333,6 +341,13 @@ class JobsMixin(AzureMLBase):
         return _job_info(job)
 
 
+def _text(value: Any) -> str:
+    """An SDK enum member (``JobStatus.RUNNING``) or string as the REST API spells it."""
+    if value is None:
+        return ""
+    return str(getattr(value, "value", value))
+
+
 def _version_or_label(version_or_label: str) -> tuple[str | None, str | None]:
     return (None, version_or_label) if version_or_label == "latest" else (version_or_label, None)
 
@@ -344,11 +359,11 @@ def _job_info(job: Any) -> JobInfo:
         outputs[key] = str(path) if path else f"azureml://jobs/{job.name}/outputs/{key}"
     error = None
     properties = getattr(job, "properties", None) or {}
-    if str(getattr(job.status, "value", job.status)) == "Failed":
+    if _text(job.status) == "Failed":
         error = str(properties.get("azureml.failureReason") or "job failed; see its logs in studio")
     return JobInfo(
         name=str(job.name),
-        status=str(getattr(job.status, "value", job.status)),
+        status=_text(job.status),
         tags={str(k): str(v) for k, v in (job.tags or {}).items()},
         outputs=outputs,
         error=error,
