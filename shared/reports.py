@@ -51,8 +51,11 @@ def validation_refs(settings: Settings, prefix: str) -> tuple[BlobRef, BlobRef]:
 
 
 def run_report_ref(settings: Settings, record: RunRecord) -> BlobRef:
-    """Where ``record``'s ``run.json`` lives (falls back to ``<line>/runs/<run id>``)."""
-    prefix = record.get("report_prefix") or f"{record.line}/runs/{record.run_id}"
+    """Where ``record``'s ``run.json`` lives: its dataset's folder, else ``<line>/runs/<id>``."""
+    prefix = record.get("report_prefix")
+    if not prefix:
+        name = record.get("name")
+        prefix = report_prefix(record.line, name) if name else f"{record.line}/runs/{record.run_id}"
     return BlobRef(settings.reports_container, f"{prefix}/run.json")
 
 

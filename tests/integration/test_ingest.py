@@ -72,7 +72,8 @@ class ModelBindingData:
 
 def blob_created_event(container: str, name: str, *, schema: str = "eventgrid") -> dict[str, Any]:
     """The fixture event re-pointed at ``container/name`` (subject and URL, as Storage sends)."""
-    event = copy.deepcopy(json.loads((EVENTS / f"storage_BlobCreated.{schema}.json").read_text())[0])
+    fixture = EVENTS / f"storage_BlobCreated.{schema}.json"
+    event: dict[str, Any] = copy.deepcopy(json.loads(fixture.read_text())[0])
     event["subject"] = f"/blobServices/default/containers/{container}/blobs/{name}"
     event["data"]["url"] = f"https://tuneloopdata.blob.core.windows.net/{container}/{name}"
     return event
@@ -152,7 +153,8 @@ def read(clients: Clients, container: str, name: str) -> bytes:
 
 
 def report(clients: Clients, prefix: str, file: str) -> Any:
-    return clients.storage.read_json(BlobRef(clients.settings.reports_container, f"{prefix}/{file}"))
+    ref = BlobRef(clients.settings.reports_container, f"{prefix}/{file}")
+    return clients.storage.read_json(ref)
 
 
 # -- behaviour ------------------------------------------------------------------------------
@@ -194,7 +196,8 @@ def test_valid_dataset_is_reported_split_and_submitted(
     md = wired.storage.service.get_blob_client(
         wired.settings.reports_container, "chat/first/validation.md"
     ).download_blob().readall().decode()
-    assert "valid" in md and run.run_id in md
+    assert "✅ valid" in md
+    assert run.run_id in md
     assert report(wired, "chat/first", "run.json")["state"] == "SUBMITTED"
 
     prepared = wired.settings.prepared_container
@@ -228,7 +231,8 @@ def test_invalid_dataset_is_reported_and_quarantined(
 
     (run,) = wired.ledger.list(line="chat")
     assert run.state is RunState.REJECTED
-    assert "empty_messages" in (run.reason or "") and "invalid_json" in (run.reason or "")
+    assert "empty_messages" in (run.reason or "")
+    assert "invalid_json" in (run.reason or "")
     assert read(wired, wired.settings.rejected_container, "chat/broken.jsonl") == data
     assert not wired.storage.exists(BlobRef(wired.settings.incoming_container, "chat/broken.jsonl"))
     doc = report(wired, "chat/broken", "validation.json")
