@@ -1,11 +1,247 @@
-"""Not built yet: see the open issue that owns these operations."""
+"""Release on Azure ML: register the job's MLflow model, endpoints, deployments, traffic, invoke.
+
+Long operations never block: ``begin_create_or_update`` is started and its poller left to
+run (the caller polls through ``get_*`` later). ``get_*`` raise NotFoundError, ``delete_*``
+succeed when the thing is already gone. Deployment settings follow the Azure ML fine-tuning
+notebook for chat completion (``liveness_probe=ProbeSettings(initial_delay=600)``,
+``request_settings=OnlineRequestSettings(request_timeout_ms=90000)``).
+"""
 
 from __future__ import annotations
 
-from shared.platform.azureml._base import AzureMLBase
+import logging
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["ReleaseMixin"]
+from shared.errors import NotFoundError, PlatformError, TransientError
+from shared.platform.azureml._base import AzureMLBase
+from shared.platform.azureml._jobs import PIPELINE_OUTPUT, map_sdk_errors
+from shared.platform.port import (
+    DeploymentInfo,
+    DeploymentSpec,
+    EndpointInfo,
+    ModelVersionInfo,
+    ProvisioningState,
+)
+
+__all__ = [
+    "LIVENESS_INITIAL_DELAY_S",
+    "REQUEST_TIMEOUT_MS",
+    "TRAFFIC_WAIT_S",
+    "ReleaseMixin",
+    "model_path",
+]
+
+log = logging.getLogger(__name__)
+
+# From the azureml-examples chat-completion fine-tuning notebook: a fine-tuned LLM takes
+# minutes to load (liveness probe) and seconds to minutes to answer (request timeout).
+LIVENESS_INITIAL_DELAY_S = 600
+REQUEST_TIMEOUT_MS = 90_000
+# Traffic updates are quick; wait this long so the previous deployment can be deleted next.
+TRAFFIC_WAIT_S = 120.0
+MODEL_DEPLOYMENT_HEADER = "azureml-model-deployment"
+
+
+def model_path(job_name: str) -> str:
+    """Where a fine-tune pipeline job leaves its MLflow model (the job's named output)."""
+    return f"azureml://jobs/{job_name}/outputs/{PIPELINE_OUTPUT}"
+
+
+def _state(value: Any) -> str:
+    """The REST spelling of a provisioning state (the SDK hands enums or strings)."""
+    if value is None:
+        return ProvisioningState.CREATING
+    return str(getattr(value, "value", value))
+
+
+def _model_info(model: Any) -> ModelVersionInfo:
+    return ModelVersionInfo(
+        name=str(model.name), version=str(model.version), id=str(model.id),
+        tags=dict(model.tags or {}),
+    )
+
+
+def _endpoint_info(endpoint: Any) -> EndpointInfo:
+    data = getattr(endpoint, "creation_context", None)
+    return EndpointInfo(
+        name=str(endpoint.name),
+        id=str(endpoint.id or ""),
+        tags=dict(endpoint.tags or {}),
+        created=getattr(data, "created_at", None),
+        modified=getattr(data, "last_modified_at", None),
+        provisioning_state=_state(endpoint.provisioning_state),
+        traffic={str(k): int(v) for k, v in (endpoint.traffic or {}).items()},
+        scoring_uri=endpoint.scoring_uri,
+        location=endpoint.location,
+    )
+
+
+def _deployment_info(deployment: Any) -> DeploymentInfo:
+    return DeploymentInfo(
+        endpoint=str(deployment.endpoint_name),
+        name=str(deployment.name),
+        model_id=str(deployment.model or ""),
+        provisioning_state=_state(deployment.provisioning_state),
+    )
 
 
 class ReleaseMixin(AzureMLBase):
-    pass
+    """register_model, endpoints, deployments, invoke, traffic: the release half of the port."""
+
+    # -- models -------------------------------------------------------------------------
+    def register_model(
+        self, name: str, version: str, *, job_name: str, tags: Mapping[str, str]
+    ) -> ModelVersionInfo:
+        """Register the job's trained model as an MLflow model ``name:version`` (once)."""
+        try:
+            return self.get_model_version(name, version)
+        except NotFoundError:
+            pass
+        from azure.ai.ml.constants import AssetTypes
+        from azure.ai.ml.entities import Model
+
+        model = Model(
+            name=name,
+            version=version,
+            type=AssetTypes.MLFLOW_MODEL,
+            path=model_path(job_name),
+            tags=dict(tags),
+            description=f"tuneloop: fine-tuned by job {job_name}",
+        )
+        with map_sdk_errors(f"registering model {name}:{version}"):
+            created = self.ml_client.models.create_or_update(model)
+        log.info("registered model %s:%s from job %s", name, version, job_name)
+        return _model_info(created)
+
+    def get_model_version(self, name: str, version: str) -> ModelVersionInfo:
+        with map_sdk_errors(f"model {name}:{version}"):
+            return _model_info(self.ml_client.models.get(name=name, version=version))
+
+    # -- endpoints ----------------------------------------------------------------------
+    def ensure_endpoint(self, name: str, *, tags: Mapping[str, str]) -> EndpointInfo:
+        """Start creating the key-auth managed endpoint if missing; return its state now."""
+        try:
+            return self.get_endpoint(name)
+        except NotFoundError:
+            pass
+        from azure.ai.ml.entities import ManagedOnlineEndpoint
+
+        endpoint = ManagedOnlineEndpoint(
+            name=name, auth_mode="key", tags=dict(tags),
+            description="tuneloop: the live fine-tuned model of one line",
+        )
+        with map_sdk_errors(f"creating endpoint {name}"):
+            self.ml_client.online_endpoints.begin_create_or_update(endpoint)  # not waited on
+        log.info("endpoint %s: creation started", name)
+        return self.get_endpoint(name)
+
+    def get_endpoint(self, name: str) -> EndpointInfo:
+        with map_sdk_errors(f"endpoint {name}"):
+            return _endpoint_info(self.ml_client.online_endpoints.get(name=name))
+
+    # -- deployments --------------------------------------------------------------------
+    def deploy(self, spec: DeploymentSpec) -> DeploymentInfo:
+        """Start the deployment at 0 % traffic if missing; return its state now."""
+        try:
+            return self.get_deployment(spec.endpoint, spec.name)
+        except NotFoundError:
+            pass
+        from azure.ai.ml.entities import (
+            ManagedOnlineDeployment,
+            OnlineRequestSettings,
+            ProbeSettings,
+        )
+
+        deployment = ManagedOnlineDeployment(
+            name=spec.name,
+            endpoint_name=spec.endpoint,
+            model=spec.model.id,
+            instance_type=spec.instance_type,
+            instance_count=spec.instance_count,
+            liveness_probe=ProbeSettings(initial_delay=LIVENESS_INITIAL_DELAY_S),
+            request_settings=OnlineRequestSettings(request_timeout_ms=REQUEST_TIMEOUT_MS),
+            tags=dict(spec.tags),
+        )
+        with map_sdk_errors(f"creating deployment {spec.endpoint}/{spec.name}"):
+            self.ml_client.online_deployments.begin_create_or_update(deployment)  # not waited on
+        log.info("deployment %s/%s: creation started", spec.endpoint, spec.name)
+        return self.get_deployment(spec.endpoint, spec.name)
+
+    def get_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
+        with map_sdk_errors(f"deployment {endpoint}/{name}"):
+            return _deployment_info(
+                self.ml_client.online_deployments.get(name=name, endpoint_name=endpoint)
+            )
+
+    def delete_deployment(self, endpoint: str, name: str) -> None:
+        """Start deleting the deployment; already gone (or no endpoint) is success."""
+        try:
+            with map_sdk_errors(f"deleting deployment {endpoint}/{name}"):
+                self.ml_client.online_deployments.begin_delete(name=name, endpoint_name=endpoint)
+        except NotFoundError:
+            return
+        log.info("deployment %s/%s: deletion started", endpoint, name)
+
+    # -- traffic and scoring ------------------------------------------------------------
+    def set_traffic(self, endpoint: str, split: Mapping[str, int]) -> None:
+        """Set the endpoint's traffic (omitted deployments get 0 %); idempotent."""
+        with map_sdk_errors(f"traffic of endpoint {endpoint}"):
+            entity = self.ml_client.online_endpoints.get(name=endpoint)
+            current = {k: int(v) for k, v in (entity.traffic or {}).items() if int(v)}
+            wanted = {k: int(v) for k, v in split.items() if int(v)}
+            if current == wanted:
+                return
+            entity.traffic = dict(split)
+            poller = self.ml_client.online_endpoints.begin_create_or_update(entity)
+            poller.wait(timeout=TRAFFIC_WAIT_S)
+        log.info("endpoint %s: traffic %s", endpoint, wanted)
+
+    def invoke(
+        self, endpoint: str, payload: Mapping[str, Any], *, deployment: str | None = None
+    ) -> Any:
+        """POST the payload to the scoring URI with the endpoint key (deployment header)."""
+        from azure.core import PipelineClient
+        from azure.core.exceptions import (
+            HttpResponseError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
+        from azure.core.pipeline.policies import RetryPolicy
+        from azure.core.rest import HttpRequest
+
+        with map_sdk_errors(f"endpoint {endpoint}"):
+            info = self.ml_client.online_endpoints.get(name=endpoint)
+            keys = self.ml_client.online_endpoints.get_keys(name=endpoint)
+        if not info.scoring_uri:
+            raise PlatformError(f"endpoint {endpoint} has no scoring URI yet")
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {keys.primary_key}",
+        }
+        if deployment:
+            headers[MODEL_DEPLOYMENT_HEADER] = deployment
+        request = HttpRequest("POST", info.scoring_uri, headers=headers, json=dict(payload))
+        client: PipelineClient[Any, Any] = PipelineClient(
+            base_url=info.scoring_uri, policies=[RetryPolicy(retry_total=1)],
+            **self._client_kwargs(),
+        )
+        target = f"{endpoint}/{deployment}" if deployment else endpoint
+        try:
+            with client:
+                response = client.send_request(request, stream=False)
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise TransientError(f"scoring {target}: connection failed ({exc})") from exc
+        status = response.status_code
+        if status >= 400:
+            text = response.text()[:300]
+            message = f"scoring {target}: HTTP {status} ({text})"
+            if status == 404:
+                raise NotFoundError(message)
+            if status in (408, 429) or status >= 500:
+                raise TransientError(message)
+            raise PlatformError(message)
+        try:
+            return response.json()
+        except (ValueError, HttpResponseError):
+            return response.text()
