@@ -1,16 +1,80 @@
-"""`tuneloop status` — not built yet (see the open issue that owns it)."""
+"""`tuneloop status [--line L] [--json]` — each run's state, timeline and reason (ledger)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from shared.clients import Clients
+    from shared.ledger import RunRecord
+
+__all__ = ["add_arguments", "format_runs", "run"]
+
+_COLUMNS = ("run", "line", "state", "version", "updated", "reason")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument("--line", help="only the runs of this line")
+    parser.add_argument("--json", action="store_true", help="print the runs as JSON")
 
 
-def run(args: argparse.Namespace) -> int:
-    del args
-    print("tuneloop status is not available yet", file=sys.stderr)
-    return 2
+def _row(rec: RunRecord) -> tuple[str, ...]:
+    return (
+        rec.run_id,
+        rec.line,
+        rec.state.value,
+        str(rec.get("model_version") or "-"),
+        str(rec.get("updated") or "-"),
+        rec.reason or "",
+    )
+
+
+def format_runs(runs: Sequence[RunRecord]) -> str:
+    """A table of runs, each followed by its timeline (time, state, note)."""
+    if not runs:
+        return "no runs"
+    rows = [_COLUMNS, *(_row(r) for r in runs)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_COLUMNS) - 1)]
+
+    def line(row: tuple[str, ...]) -> str:
+        cells = "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True))
+        return f"{cells}  {row[-1]}".rstrip()
+
+    out = [line(rows[0])]
+    for rec, row in zip(runs, rows[1:], strict=True):
+        out.append(line(row))
+        for event in rec.timeline:
+            note = f"  {event['note']}" if event.get("note") else ""
+            out.append(f"    {event.get('at', '?')}  {event['state']}{note}")
+        if rec.get("scoring_uri") and rec.state.value == "PROMOTED":
+            out.append(f"    serving: {rec.get('endpoint')}/{rec.get('deployment')} "
+                       f"{rec.get('scoring_uri')}")
+    return "\n".join(out)
+
+
+def run(
+    args: argparse.Namespace, *, clients: Clients | None = None, out: TextIO | None = None
+) -> int:
+    from shared.errors import TuneloopError
+
+    stream = out or sys.stdout
+    try:
+        if clients is None:
+            from shared.clients import Clients
+            from shared.settings import load_settings
+
+            clients = Clients(load_settings())
+        runs = clients.ledger.list(line=args.line)
+    except TuneloopError as exc:
+        print(f"tuneloop status: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        json.dump([r.to_dict() for r in runs], stream, indent=2, default=str)
+        stream.write("\n")
+    else:
+        stream.write(format_runs(runs) + "\n")
+    return 0
