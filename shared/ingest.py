@@ -72,6 +72,7 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=10)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _JSONL = "application/jsonl"
+_CLAIM_KIND = "ingest"  # other stages keep claims in the same ledger partition
 
 
 class PlanDataset(Protocol):
@@ -243,7 +244,7 @@ class Ingest:
         """Finish every delivery whose handler died (claim not done, heartbeat stale)."""
         results = []
         now = self.clock()
-        for claim in self.ledger.list_claims():
+        for claim in self.ledger.list_claims(kind=_CLAIM_KIND, done=False):
             if claim_status(claim.fields, now=now, lease=self.lease) != "stale":
                 continue
             f = claim.fields
@@ -286,6 +287,7 @@ class Ingest:
         now = self.clock().isoformat()
         claim = self.ledger.claim(
             key,
+            kind=_CLAIM_KIND,
             container=ref.container,
             blob_name=ref.name,
             etag=etag,

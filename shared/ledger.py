@@ -338,11 +338,13 @@ class Ledger:
         meta = self._conditional_update(entity, claim.etag, what=f"claim {claim.key}")
         return Claim(key=claim.key, fields=merged, etag=meta.get("etag"))
 
-    def list_claims(self) -> Sequence[Claim]:
-        """Every claim, for sweeps that resume work whose handler died (oldest key first)."""
+    def list_claims(self, **equals: str | bool) -> Sequence[Claim]:
+        """Claims whose fields equal ``equals`` (e.g. ``kind="ingest", done=False``), for
+        sweeps that resume work whose handler died."""
+        query = " and ".join(["PartitionKey eq @pk", *(f"{k} eq @{k}" for k in equals)])
         try:
             entities = self._table.query_entities(
-                "PartitionKey eq @pk", parameters={"pk": CLAIMS_PARTITION}
+                query, parameters={"pk": CLAIMS_PARTITION, **equals}
             )
             return [
                 Claim(
