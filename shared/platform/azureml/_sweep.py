@@ -221,7 +221,7 @@ class SweepMixin(AzureMLBase):
             for (region, batch), future in zip(batches, futures, strict=True):
                 try:
                     counts.update(future.result())
-                except AzureError as exc:
+                except Exception as exc:  # any failure: this batch's traffic is unknown
                     log.warning(
                         "sweep: metrics query for %d endpoints in %s failed: %s",
                         len(batch), region, exc,
