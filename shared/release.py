@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
+from shared import reports
 from shared.errors import (
     LedgerConflictError,
     NotFoundError,
@@ -92,11 +93,8 @@ class ReleaseContext:
 
 # -- reports --------------------------------------------------------------------------------
 def write_run_report(ctx: ReleaseContext, run: RunRecord) -> None:
-    """Write ``reports/<line>/<name>/run.json``: the run as recorded, timeline included."""
-    # The one place that knows the report layout: switch to the ingest helper when it lands.
-    name = str(run.get("name") or run.run_id)
-    ref = BlobRef(ctx.settings.reports_container, f"{run.line}/{name}/run.json")
-    ctx.storage.write_json(ref, run.to_dict())
+    """Rewrite the run's ``run.json`` (the ingest side owns its place and shape)."""
+    reports.write_run_report(ctx.storage, ctx.settings, run)
 
 
 def _advance(
@@ -511,8 +509,17 @@ def _jsonl_head(chunks: Iterator[bytes], n: int) -> list[Any]:
     return out
 
 
+def _validation_ref(ctx: ReleaseContext, run: RunRecord) -> BlobRef:
+    """The run's validation split: as ingest recorded it, else ``<prepared>/<run>/``."""
+    recorded = str(run.get("validation_blob") or "")
+    container, _, name = recorded.partition("/")
+    if container and name:
+        return BlobRef(container, name)
+    return BlobRef(ctx.settings.prepared_container, f"{run.run_id}/validation.jsonl")
+
+
 def _smoke_conversations(ctx: ReleaseContext, run: RunRecord) -> list[list[dict[str, Any]]]:
-    ref = BlobRef(ctx.settings.prepared_container, f"{run.run_id}/validation.jsonl")
+    ref = _validation_ref(ctx, run)
     try:
         examples = _jsonl_head(ctx.storage.read_chunks(ref), ctx.settings.smoke_examples)
     except NotFoundError:
