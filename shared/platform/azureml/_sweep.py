@@ -123,6 +123,23 @@ def _value(state: Any) -> str:
     return str(getattr(state, "value", state) or "")
 
 
+def _listed_endpoint(endpoint: Any) -> EndpointInfo:
+    """The port's view of a listed endpoint. The SDK keeps ARM systemData in ``properties``
+    (``createdAt``/``lastModifiedAt``); ``creation_context`` is not set for endpoints."""
+    props = dict(getattr(endpoint, "properties", None) or {})
+    return EndpointInfo(
+        name=str(endpoint.name),
+        id=str(endpoint.id or ""),
+        tags=dict(endpoint.tags or {}),
+        created=_parse_time(props.get("createdAt")),
+        modified=_parse_time(props.get("lastModifiedAt")),
+        provisioning_state=_value(endpoint.provisioning_state),
+        traffic={str(k): int(v) for k, v in (endpoint.traffic or {}).items()},
+        scoring_uri=endpoint.scoring_uri,
+        location=endpoint.location,
+    )
+
+
 def _platform_error(exc: AzureError, what: str) -> TuneloopError:
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
         return TransientError(f"{what}: {exc}", hint="network problem; the next run retries")
@@ -139,24 +156,9 @@ class SweepMixin(AzureMLBase):
     def list_endpoints(self) -> list[EndpointInfo]:
         """Every online endpoint of the workspace, from one paged list (no per-endpoint GET)."""
         try:
-            return [self._endpoint_info(e) for e in self.ml_client.online_endpoints.list()]
+            return [_listed_endpoint(e) for e in self.ml_client.online_endpoints.list()]
         except AzureError as exc:
             raise _platform_error(exc, "listing online endpoints failed") from exc
-
-    @staticmethod
-    def _endpoint_info(endpoint: Any) -> EndpointInfo:
-        props = dict(getattr(endpoint, "properties", None) or {})
-        return EndpointInfo(
-            name=endpoint.name,
-            id=endpoint.id or "",
-            tags=dict(endpoint.tags or {}),
-            created=_parse_time(props.get("createdAt")),
-            modified=_parse_time(props.get("lastModifiedAt")),
-            provisioning_state=_value(endpoint.provisioning_state),
-            traffic={k: int(v) for k, v in (endpoint.traffic or {}).items()},
-            scoring_uri=endpoint.scoring_uri,
-            location=endpoint.location,
-        )
 
     # -- metrics --------------------------------------------------------------------------
     @cached_property
