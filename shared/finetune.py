@@ -677,19 +677,22 @@ class Planner:
         line: str,
         dataset_sha256: str,
         cli_overrides: Mapping[str, Any] | None = None,
+        base_model: BaseModelInfo | None = None,
+        component: ComponentInterface | None = None,
+        compute: ComputeInfo | None = None,
     ) -> FinetunePlan:
-        """Look up the facts (NotFoundError for a missing compute becomes PlanError) and plan."""
+        """Look up the facts not given (a missing compute becomes PlanError) and plan."""
         s = self.settings
-        base_model = self.platform.get_base_model(s.base_model, s.base_model_version or "latest")
-        component = self.platform.get_component(s.component_name, s.component_version or "latest")
-        target = s.compute or SERVERLESS
-        try:
-            compute = self.platform.get_compute(target)
-        except NotFoundError as exc:
-            raise PlanError(
-                [f"compute {target} not found: {exc.message}"],
-                hint="create the cluster or fix TUNELOOP_COMPUTE",
-            ) from exc
+        if base_model is None:
+            base_model = self.platform.get_base_model(
+                s.base_model, s.base_model_version or "latest"
+            )
+        if component is None:
+            component = self.platform.get_component(
+                s.component_name, s.component_version or "latest"
+            )
+        if compute is None:
+            compute = self._compute()
         return plan_finetune(
             s,
             line=line,
@@ -700,3 +703,13 @@ class Planner:
             compute=compute,
             cli_overrides=cli_overrides,
         )
+
+    def _compute(self) -> ComputeInfo:
+        target = self.settings.compute or SERVERLESS
+        try:
+            return self.platform.get_compute(target)
+        except NotFoundError as exc:
+            raise PlanError(
+                [f"compute {target} not found: {exc.message}"],
+                hint="create the cluster or fix TUNELOOP_COMPUTE",
+            ) from exc

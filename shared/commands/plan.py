@@ -19,7 +19,16 @@ from typing import Any
 
 from shared.errors import PlanError, TuneloopError
 
-__all__ = ["add_arguments", "dataset_sha256", "parse_overrides", "run"]
+__all__ = [
+    "add_arguments",
+    "dataset_sha256",
+    "parse_overrides",
+    "plan_document",
+    "print_plan",
+    "quiet_sdk",
+    "report_error",
+    "run",
+]
 
 _CHUNK = 1024 * 1024
 
@@ -73,7 +82,7 @@ def dataset_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _quiet_sdk() -> None:
+def quiet_sdk() -> None:
     # The SDK logs a WARNING per experimental class it touches; not news for a CLI user.
     logging.getLogger("azure.ai.ml._utils._experimental").setLevel(logging.ERROR)
 
@@ -145,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     from shared.platform.port import ComputeInfo
     from shared.settings import load_settings
 
-    _quiet_sdk()
+    quiet_sdk()
     try:
         settings = load_settings()
         if args.gpus_per_node is not None and not args.compute_size:

@@ -1,16 +1,184 @@
-"""`tuneloop submit` — not built yet (see the open issue that owns it)."""
+"""`tuneloop submit DATASET --line L` — validate, plan, upload the split and submit once.
+
+The same arguments as ``tuneloop plan``; the facts the specs/flags do not give come from the
+Azure ML workspace and registry. The train/validation split goes to the prepared container
+under the run id (skipped when both blobs exist), the job is submitted with the run id as its
+name (an existing job is returned), and the run is recorded in the ledger as SUBMITTED so the
+job events release it like an ingested run.
+"""
 
 from __future__ import annotations
 
 import argparse
-import sys
+import logging
+from typing import TYPE_CHECKING, Any
+
+from shared.commands.plan import (
+    add_arguments as add_plan_arguments,
+)
+from shared.commands.plan import (
+    parse_overrides,
+    plan_document,
+    print_plan,
+    quiet_sdk,
+    report_error,
+)
+from shared.errors import ConfigError, PlanError, TuneloopError
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from shared.clients import Clients
+    from shared.dataset import ValidationReport
+    from shared.platform.port import FinetunePlan, JobInfo
+
+__all__ = ["add_arguments", "run", "submit"]
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    add_plan_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    del args
-    print("tuneloop submit is not available yet", file=sys.stderr)
-    return 2
+    from shared.clients import Clients
+    from shared.settings import load_settings
+
+    quiet_sdk()
+    try:
+        clients = Clients(load_settings())
+    except TuneloopError as exc:
+        return report_error(exc)
+    return submit(args, clients)
+
+
+def submit(args: argparse.Namespace, clients: Clients) -> int:
+    """Validate, plan, upload and submit with the given clients (tests wire fakes here)."""
+    settings = clients.settings
+    try:
+        if not (settings.storage_connection_string or settings.storage_account_url):
+            raise ConfigError(
+                "tuneloop submit uploads the split to the prepared container",
+                hint="set TUNELOOP_STORAGE_ACCOUNT_URL (the account the datastore points at)",
+            )
+        report = _validate(args.dataset, clients)
+        plan = _plan(args, clients, report.dataset.sha256)
+        split = _upload_split(args.dataset, plan, clients)
+        job = _submit_and_record(plan, clients, report, split)
+    except TuneloopError as exc:
+        return report_error(exc)
+    doc = plan_document(plan, None)
+    doc["job"] = {"name": job.name, "status": job.status, "studio_url": job.studio_url}
+    doc["split"] = split
+    print_plan(doc, as_json=args.json)
+    if not args.json:
+        print(f"submitted: {job.name} ({job.status}) {job.studio_url or ''}".rstrip())
+    return 0
+
+
+def _validate(path: Path, clients: Clients) -> ValidationReport:
+    from shared.dataset import ValidationConfig, validate_path
+
+    report = validate_path(path, config=ValidationConfig.from_settings(clients.settings))
+    if not report.valid:
+        lines = [f"{path}: the dataset is not valid; `tuneloop validate {path}` shows why"]
+        raise PlanError(lines, hint="fix the dataset and submit again")
+    return report
+
+
+def _plan(args: argparse.Namespace, clients: Clients, sha256: str) -> FinetunePlan:
+    from shared.finetune import SERVERLESS, Planner, load_component_spec, load_model_spec
+    from shared.platform.port import ComputeInfo
+
+    settings = clients.settings
+    if args.gpus_per_node is not None and not args.compute_size:
+        raise PlanError(["--gpus-per-node needs --compute-size"])
+    compute = None
+    if args.compute_size:
+        compute = ComputeInfo(
+            settings.compute or SERVERLESS, args.compute_size, "Succeeded", args.gpus_per_node
+        )
+    return Planner(settings, clients.platform).plan(
+        line=args.line,
+        dataset_sha256=sha256,
+        cli_overrides=parse_overrides(args.overrides),
+        base_model=load_model_spec(args.model_spec) if args.model_spec else None,
+        component=load_component_spec(args.component_spec) if args.component_spec else None,
+        compute=compute,
+    )
+
+
+def _upload_split(path: Path, plan: FinetunePlan, clients: Clients) -> dict[str, Any]:
+    """Split the local file into the run's two prepared blobs (streamed, staged blocks)."""
+    from shared.dataset import split_to
+    from shared.storage import BlobRef
+
+    settings, storage = clients.settings, clients.storage
+    train_ref = BlobRef(plan.data_container, plan.train_blob)
+    validation_ref = BlobRef(plan.data_container, plan.validation_blob)
+    if storage.exists(train_ref) and storage.exists(validation_ref):
+        return {
+            "train_blob": str(train_ref),
+            "validation_blob": str(validation_ref),
+            "uploaded": False,
+        }
+    storage.ensure_containers(plan.data_container)
+    train, validation = storage.open_writer(train_ref), storage.open_writer(validation_ref)
+    with path.open("rb") as f:
+        counts = split_to(
+            iter(lambda: f.read(1024 * 1024), b""),
+            train.write,
+            validation.write,
+            validation_fraction=settings.validation_fraction,
+            max_line_bytes=settings.max_line_bytes,
+        )
+    if counts.sha256 != plan.dataset_sha256:
+        raise PlanError([f"{path} changed while it was submitted; submit it again"])
+    return {
+        "train_blob": str(train_ref),
+        "validation_blob": str(validation_ref),
+        "uploaded": True,
+        "train_examples": counts.train,
+        "validation_examples": counts.validation,
+        "train_sha256": train.commit(content_type="application/jsonl"),
+        "validation_sha256": validation.commit(content_type="application/jsonl"),
+    }
+
+
+def _submit_and_record(
+    plan: FinetunePlan, clients: Clients, report: ValidationReport, split: dict[str, Any]
+) -> JobInfo:
+    """Record the run (ACCEPTED), submit once, move it to SUBMITTED with the job name."""
+    from azure.core.exceptions import ResourceExistsError
+
+    from shared.errors import LedgerConflictError
+    from shared.ledger import RunState, can_move
+
+    ledger = clients.ledger
+    fields = {
+        "source": "tuneloop submit",
+        "dataset_sha256": plan.dataset_sha256,
+        "dataset_bytes": report.dataset.bytes,
+        "fingerprint": plan.fingerprint,
+        "base_model": plan.base_model.id,
+        "train_blob": split["train_blob"],
+        "validation_blob": split["validation_blob"],
+    }
+    try:
+        rec = ledger.create(
+            plan.line, plan.run_id, RunState.ACCEPTED, note="tuneloop submit", **fields
+        )
+    except ResourceExistsError:
+        rec = ledger.get(plan.line, plan.run_id)
+    job = clients.platform.submit_finetune(plan)
+    for _ in range(3):
+        if not can_move(rec.state, RunState.SUBMITTED):
+            break
+        try:
+            rec = ledger.advance(rec, RunState.SUBMITTED, job_name=job.name)
+            break
+        except LedgerConflictError:
+            rec = ledger.get(plan.line, plan.run_id)
+    log.info("submitted run=%s line=%s state=%s", plan.run_id, plan.line, rec.state)
+    return job

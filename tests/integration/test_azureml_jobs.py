@@ -9,7 +9,6 @@ on what we send.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -19,7 +18,17 @@ from shared.finetune import Planner
 from shared.platform.port import FinetunePlan
 from shared.settings import Settings
 from tests.fakes.credential import FakeCredential
-from tests.fakes.transport import FakeTransport, Recorded, Reply
+from tests.fakes.transport import FakeTransport, Reply
+from tests.fixtures.azureml.rest import (
+    SHA,
+    SUB,
+    VM_SIZES,
+    WORKSPACE,
+    azureml_transport,
+    created,
+    fixture,
+    job_body,
+)
 
 pytestmark = [
     # azure-ai-ml 1.35 builds marshmallow-3 schemas with options marshmallow 4 removes; the
@@ -28,79 +37,10 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::marshmallow.warnings.ChangedInMarshmallow4Warning"),
 ]
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "azureml"
-SUB = "00000000-1111-2222-3333-444444444444"
-DISCOVERY = (
-    r"^https://eastus\.api\.azureml\.ms/registrymanagement/v1\.0/registries/azureml/discovery\?"
-)
-REGISTRY = (
-    r"^https://cert-eastus\.experiments\.azureml\.net/mferp/managementfrontend/subscriptions/"
-    r"6c6683e9-e5fe-4038-8519-ce6ebec2ba15/resourceGroups/registry-builtin-prod-eastus-01/"
-    r"providers/Microsoft\.MachineLearningServices/registries/azureml"
-)
-WORKSPACE = (
-    rf"^https://management\.azure\.com/subscriptions/{SUB}/resourceGroups/rg-tuneloop/"
-    r"providers/Microsoft\.MachineLearningServices/workspaces/ws-tuneloop"
-)
-VM_SIZES = (
-    rf"^https://management\.azure\.com/subscriptions/{SUB}/providers/"
-    r"Microsoft\.MachineLearningServices/locations/eastus2/vmSizes\?"
-)
-SHA = "0123456789abcdef" * 4
-
-
-def fixture(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text())
-
-
-def job_body(name: str, status: str = "Running") -> dict[str, Any]:
-    body: dict[str, Any] = json.loads(
-        (FIXTURES / "job_pipeline_running.json").read_text().replace("__JOB_NAME__", name)
-    )
-    body["properties"]["status"] = status
-    return body
-
-
-def created(rec: Recorded) -> Reply:
-    """What the service answers to a job PUT: the job as sent, with id, name and status."""
-    body = rec.json()
-    name = rec.url.split("/jobs/")[1].split("?")[0]
-    body.update(
-        id=rec.url.split("?")[0].removeprefix("https://management.azure.com"),
-        name=name,
-        type="Microsoft.MachineLearningServices/workspaces/jobs",
-    )
-    body["properties"]["status"] = "NotStarted"
-    return Reply(201, body)
-
 
 @pytest.fixture
 def transport() -> FakeTransport:
-    component = fixture("registry_component_chat_completion_pipeline_0.0.82.json")
-    model = fixture("registry_model_phi-3-mini-4k-instruct_15.json")
-    t = FakeTransport()
-    t.add("GET", DISCOVERY, Reply(200, fixture("registry_discovery_azureml.json")))
-    t.add(
-        "GET",
-        REGISTRY + r"/components/chat_completion_pipeline/versions\?",
-        Reply(200, {"value": [component], "nextLink": None}),
-    )
-    t.add(
-        "GET",
-        REGISTRY + r"/components/chat_completion_pipeline/versions/0\.0\.82\?",
-        Reply(200, component),
-    )
-    t.add(
-        "GET",
-        REGISTRY + r"/models/Phi-3-mini-4k-instruct/versions\?",
-        Reply(200, {"value": [model], "nextLink": None}),
-    )
-    t.add("GET", REGISTRY + r"/models/Phi-3-mini-4k-instruct/versions/15\?", Reply(200, model))
-    t.add("GET", WORKSPACE + r"\?", Reply(200, fixture("workspace.json")))
-    t.add("GET", WORKSPACE + r"/computes/gpu-a100\?", Reply(200, fixture("compute_gpu-a100.json")))
-    t.add("GET", VM_SIZES, Reply(200, fixture("vm_sizes_eastus2.json")))
-    t.add("GET", WORKSPACE + r"/jobs/", Reply(404, fixture("error_job_not_found.json")))
-    return t
+    return azureml_transport()
 
 
 def make_settings(**changes: Any) -> Settings:
