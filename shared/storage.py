@@ -152,30 +152,48 @@ class Storage:
             "last_modified": props.last_modified,
         }
 
-    def read_chunks(self, ref: BlobRef, *, etag: str | None = None) -> Iterator[bytes]:
-        """Stream a blob in chunks (never whole in memory); pinned to ``etag`` when given."""
+    def read_chunks(
+        self, ref: BlobRef, *, etag: str | None = None, chunk_size: int = CHUNK
+    ) -> Iterator[bytes]:
+        """Stream a blob as ranged reads of ``chunk_size`` (memory: one chunk), one version.
+
+        Pinned to ``etag`` when given, else to the version the first read saw, so a blob
+        overwritten mid-read raises BlobChangedError instead of mixing two versions.
+        """
         from azure.core import MatchConditions
 
         blob = self.service.get_blob_client(ref.container, ref.name)
-        kwargs: dict[str, Any] = {"max_concurrency": 1}
-        if etag:
-            kwargs.update(etag=etag, match_condition=MatchConditions.IfNotModified)
-        try:
-            downloader = blob.download_blob(**kwargs)
-            yield from downloader.chunks()
-        except ResourceNotFoundError as exc:
-            raise NotFoundError(f"blob {ref} does not exist") from exc
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
-                raise BlobChangedError(
-                    f"blob {ref} changed since version {etag} was read",
-                    hint="the newer version is processed by its own event",
-                ) from exc
-            if _is_transient_status(exc):
+        offset, pin = 0, etag
+        while True:
+            kwargs: dict[str, Any] = {"offset": offset, "length": chunk_size, "max_concurrency": 1}
+            if pin:
+                kwargs.update(etag=pin, match_condition=MatchConditions.IfNotModified)
+            try:
+                downloader = blob.download_blob(**kwargs)
+                data = downloader.readall()
+            except ResourceNotFoundError as exc:
+                raise NotFoundError(f"blob {ref} does not exist") from exc
+            except HttpResponseError as exc:
+                if exc.status_code == 416 and offset == 0:
+                    return  # an empty blob has no first range (preconditions are checked first)
+                if exc.status_code == 412:
+                    raise BlobChangedError(
+                        f"blob {ref} changed since version {pin} was read",
+                        hint="the newer version is processed by its own event",
+                    ) from exc
+                if _is_transient_status(exc):
+                    raise _transient(exc, f"reading {ref}") from exc
+                raise
+            except (ServiceRequestError, ServiceResponseError) as exc:
                 raise _transient(exc, f"reading {ref}") from exc
-            raise
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _transient(exc, f"reading {ref}") from exc
+            pin = pin or downloader.properties.etag
+            # content_range is "bytes <start>-<end>/<blob size>"
+            total = int(str(downloader.properties.content_range).rpartition("/")[2])
+            if data:
+                yield data
+            offset += len(data)
+            if not data or offset >= total:
+                return
 
     def read_json(self, ref: BlobRef) -> Any:
         try:
