@@ -20,6 +20,7 @@ from shared.settings import Settings
 from tests.fakes.credential import FakeCredential
 from tests.fakes.transport import FakeTransport, Reply
 from tests.fixtures.azureml.rest import (
+    HISTORY,
     SHA,
     SUB,
     VM_SIZES,
@@ -28,6 +29,7 @@ from tests.fixtures.azureml.rest import (
     created,
     fixture,
     job_body,
+    run_details,
 )
 
 pytestmark = [
@@ -298,3 +300,21 @@ def test_get_job_missing_is_not_found(platform: Any) -> None:
     """An unknown job name raises NotFoundError."""
     with pytest.raises(NotFoundError, match="job tl-nope"):
         platform.get_job("tl-nope")
+
+
+def test_failed_job_carries_azure_ml_error_message(platform: Any, transport: FakeTransport) -> None:
+    """A Failed job's error comes from its run history, found through workspace discovery."""
+    transport.add("GET", WORKSPACE + r"/jobs/tl-bad\?", Reply(200, job_body("tl-bad", "Failed")))
+    transport.add("GET", HISTORY + r"tl-bad/details\?", Reply(200, run_details("tl-bad")))
+    info = platform.get_job("tl-bad")
+    assert info.status == "Failed"
+    assert info.error is not None
+    assert info.error.startswith("UserError: Pipeline has failed child jobs.")
+    assert "chat_completion_finetune" in info.error
+
+
+def test_failed_job_without_details_still_reports(platform: Any, transport: FakeTransport) -> None:
+    """When the run history cannot be read, the error points at the job's logs instead."""
+    transport.add("GET", WORKSPACE + r"/jobs/tl-bad\?", Reply(200, job_body("tl-bad", "Failed")))
+    info = platform.get_job("tl-bad")
+    assert info.error == "job tl-bad failed; see its logs in Azure ML studio"

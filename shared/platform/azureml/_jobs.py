@@ -338,7 +338,29 @@ class JobsMixin(AzureMLBase):
         """Status, tags, outputs and error of a job."""
         with map_sdk_errors(f"job {name} in workspace {self.settings.workspace_name}"):
             job = self.ml_client.jobs.get(name)
-        return _job_info(job)
+        error = self._failure_message(name) if _text(job.status) == "Failed" else None
+        return _job_info(job, error)
+
+    def _failure_message(self, name: str) -> str:
+        """Azure ML's error for a failed job, from its run history (one more call, failures only).
+
+        Best effort: the status already says Failed, so a lookup that fails falls back to a
+        pointer at the job's logs rather than failing the caller.
+        """
+        fallback = f"job {name} failed; see its logs in Azure ML studio"
+        try:
+            with map_sdk_errors(f"run history of job {name}"):
+                details = self.ml_client.jobs._runs_operations.get_run_details(name)
+        except (PlatformError, TransientError) as exc:
+            log.warning("no failure details run=%s: %s", name, exc)
+            return fallback
+        root = getattr(getattr(details, "error", None), "error", None)
+        message = getattr(root, "message", None)
+        if not message:
+            return fallback
+        code = getattr(root, "code", None)
+        text = " ".join(str(message).split())[:1000]
+        return f"{code}: {text}" if code else text
 
 
 def _text(value: Any) -> str:
@@ -352,15 +374,11 @@ def _version_or_label(version_or_label: str) -> tuple[str | None, str | None]:
     return (None, version_or_label) if version_or_label == "latest" else (version_or_label, None)
 
 
-def _job_info(job: Any) -> JobInfo:
+def _job_info(job: Any, error: str | None = None) -> JobInfo:
     outputs: dict[str, str] = {}
     for key, output in (getattr(job, "outputs", None) or {}).items():
         path = getattr(output, "path", None)
         outputs[key] = str(path) if path else f"azureml://jobs/{job.name}/outputs/{key}"
-    error = None
-    properties = getattr(job, "properties", None) or {}
-    if _text(job.status) == "Failed":
-        error = str(properties.get("azureml.failureReason") or "job failed; see its logs in studio")
     return JobInfo(
         name=str(job.name),
         status=_text(job.status),
