@@ -266,7 +266,8 @@ class Ingest:
             except (_LostClaimError, TransientError):
                 raise
             except (BlobChangedError, NotFoundError) as exc:
-                if d.record is not None or (isinstance(exc, NotFoundError) and d.report):
+                gone_after_validation = isinstance(exc, NotFoundError) and d.report is not None
+                if d.record is not None or gone_after_validation:
                     return self._fail(d, exc)  # a run was under way: record why it stopped
                 changed = isinstance(exc, BlobChangedError)
                 return self._close(d, Outcome.SUPERSEDED if changed else Outcome.GONE, exc)
@@ -323,16 +324,23 @@ class Ingest:
             log.info("ingest in_progress run=%s line=%s blob=%s", run_id, path.line, where)
             return IngestResult(Outcome.IN_PROGRESS, where, path.line, run_id)
         log.warning(
-            "ingest resume run=%s line=%s step=%s blob=%s (previous handler died)",
+            "ingest resume run=%s line=%s step=%s blob=%s (previous attempt failed or died)",
             run_id, path.line, existing.fields.get("step"), where,
         )
         return taken
 
     def _work(self, d: _Delivery) -> IngestResult:
-        if d.claim.fields.get("step") == "quarantined":
+        step, run_id = d.claim.fields.get("step"), d.claim.fields.get("run_id")
+        if step == "quarantined":
             # The verified copy and REJECTED are recorded; only the delete may be missing.
-            rec = self.ledger.get(d.path.line, str(d.claim.fields["run_id"]))
-            return self._finish_reject(d, rec)
+            return self._finish_reject(d, self.ledger.get(d.path.line, str(run_id)))
+        if run_id and step in ("planned", "split"):
+            rec = self.ledger.get(d.path.line, str(run_id))
+            if rec.state not in (RunState.RECEIVED, RunState.ACCEPTED):
+                # Died after submitting (or failing): only run.json and the claim may be behind.
+                d.record = rec
+                write_run_report(self.storage, self.settings, rec)
+                return self._close(d, self._outcome_of(rec))
         report = validate_stream(
             self.storage.read_chunks(d.ref, etag=d.etag), name=d.path.blob, config=self.config
         )
@@ -407,9 +415,11 @@ class Ingest:
             except LedgerConflictError:
                 rec = self.ledger.get(rec.line, rec.run_id)
             d.record = rec
-        if rec.state == RunState.FAILED:
-            return self._close(d, Outcome.FAILED)
-        return self._close(d, Outcome.SUBMITTED)
+        return self._close(d, self._outcome_of(rec))
+
+    @staticmethod
+    def _outcome_of(rec: RunRecord) -> Outcome:
+        return Outcome.FAILED if rec.state == RunState.FAILED else Outcome.SUBMITTED
 
     def _split(self, d: _Delivery, plan: FinetunePlan) -> dict[str, Any]:
         """One pass over the pinned blob into two staged-block writers; commit both."""

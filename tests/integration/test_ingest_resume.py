@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -79,6 +80,12 @@ class FlakyStorage(Storage):
             raise Crash
         self._maybe_fail("delete")
         super().delete(ref, etag=etag)
+
+    def write_json(self, ref: BlobRef, obj: Any) -> None:
+        if self.fail == "run.json:SUBMITTED:crash" and obj.get("state") == "SUBMITTED":
+            self.fail = ""
+            raise Crash
+        super().write_json(ref, obj)
 
     def read_chunks(self, ref: BlobRef, *, etag: str | None = None) -> Iterator[bytes]:
         if self.fail.startswith("overwrite:") and ref.container == self.settings.incoming_container:
@@ -157,6 +164,28 @@ def test_stale_claims_are_finished_by_the_sweep(
     assert result.outcome is Outcome.SUBMITTED
     assert len(platform.jobs) == 1
     assert ingest.resume_stale() == []
+
+
+def test_crash_after_submit_only_closes_the_claim_on_resume(
+    clients: Clients, platform: FakePlatform, clock: Clock
+) -> None:
+    """Dying right after SUBMITTED: the resume rewrites run.json and closes, reading nothing."""
+    incoming = clients.settings.incoming_container
+    drop(clients, "chat/e.jsonl", valid_dataset(20))
+    flaky = FlakyStorage(clients.storage, fail="run.json:SUBMITTED:crash")
+    ingest = make_ingest(clients, platform, clock, storage=flaky)
+    with pytest.raises(Crash):
+        ingest.handle(incoming, "chat/e.jsonl")
+    clients.storage.delete(BlobRef(incoming, "chat/e.jsonl"))  # a re-read would now fail
+
+    clock.now += LEASE * 2
+    (result,) = ingest.resume_stale()
+    assert result.outcome is Outcome.SUBMITTED
+    run_json = clients.storage.read_json(
+        BlobRef(clients.settings.reports_container, "chat/e/run.json")
+    )
+    assert run_json["state"] == "SUBMITTED"
+    assert platform.calls["submit_finetune"] == 1
 
 
 def test_transient_storage_failure_mid_split_raises_and_retry_finishes(
