@@ -278,8 +278,12 @@ def _release(ctx: ReleaseContext, line: str, token: str, *, done: bool) -> None:
 Step = Callable[[ReleaseContext, RunRecord], tuple[RunRecord, bool]]
 
 
-def advance_release(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
-    """Drive a run that is mid-release as far as it can go now; never waits for Azure."""
+def advance_release(ctx: ReleaseContext, run: RunRecord, *, kick: bool = True) -> RunRecord:
+    """Drive a run that is mid-release as far as it can go now; never waits for Azure.
+
+    When the run's release ends (PROMOTED, HELD, FAILED) and ``kick`` is set, the next run
+    waiting for the same line is started at once instead of at the next reconcile.
+    """
     if run.state not in IN_RELEASE:
         return run
     token = uuid.uuid4().hex
@@ -291,7 +295,26 @@ def advance_release(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
         done = run.state not in IN_RELEASE
     finally:
         _release(ctx, run.line, token, done=done)
+    if done and kick:
+        _start_next(ctx, run)
     return run
+
+
+def _start_next(ctx: ReleaseContext, finished: RunRecord) -> None:
+    """Start the oldest run still waiting on the line; its failures are the reconciler's."""
+    waiting = [
+        r for r in ctx.ledger.list(line=finished.line, states=IN_RELEASE)
+        if r.run_id != finished.run_id
+    ]
+    if not waiting:
+        return
+    try:
+        advance_release(ctx, waiting[0], kick=False)
+    except Exception as exc:  # the finished run's delivery must not fail for the next one
+        log.warning(
+            "line %s: next release %s did not start (%s); the reconciler retries",
+            finished.line, waiting[0].run_id, exc,
+        )
 
 
 def _drive(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
@@ -725,7 +748,7 @@ def reconcile(ctx: ReleaseContext) -> ReconcileSummary:
     for run in ctx.ledger.list(states=IN_RELEASE):
         before = run.state
         try:
-            after = advance_release(ctx, run)
+            after = advance_release(ctx, run, kick=False)
         except TuneloopError as exc:
             summary.errors += 1
             log.warning("reconcile: run %s line %s at %s: %s", run.run_id, run.line, before, exc)

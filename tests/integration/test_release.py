@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -385,3 +386,41 @@ def test_a_step_failing_every_time_ends_held(ctx: ReleaseContext, fake: FakePlat
     assert rec.state is RunState.HELD
     assert "TRAINED step failed 3 times: model name is reserved" in (rec.reason or "")
 
+
+
+def test_ending_a_release_starts_the_next_waiting_run(
+    ctx: ReleaseContext, fake: FakePlatform
+) -> None:
+    """When the line's release ends (here: HELD), the run waiting for the line starts at once."""
+    seed(ctx, fake, RUN1)
+    seed(ctx, fake, RUN2)
+    handle_job_event(ctx, completed(RUN1))
+    handle_job_event(ctx, completed(RUN2))
+    assert get(ctx, RUN2).state is RunState.TRAINED
+    fake.answers["v01"] = ""
+    advance_release(ctx, get(ctx, RUN1))
+    assert get(ctx, RUN1).state is RunState.HELD
+    assert get(ctx, RUN2).state is RunState.DEPLOYING
+
+
+def test_a_crashed_workers_lease_expires(ctx: ReleaseContext, fake: FakePlatform) -> None:
+    """A worker lock past its expiry (the worker died) does not block the line."""
+    seed(ctx, fake, RUN1)
+    ctx.ledger.claim(
+        f"release-{LINE}", holder=RUN1, worker="dead-worker",
+        worker_until=(ctx.now() - timedelta(minutes=1)).isoformat(),
+    )
+    handle_job_event(ctx, completed(RUN1))
+    assert get(ctx, RUN1).state is RunState.DEPLOYING
+
+
+def test_a_live_workers_lease_is_respected(ctx: ReleaseContext, fake: FakePlatform) -> None:
+    """While another worker drives the line's release, a second one changes nothing."""
+    seed(ctx, fake, RUN1)
+    ctx.ledger.claim(
+        f"release-{LINE}", holder=RUN1, worker="busy-worker",
+        worker_until=(ctx.now() + timedelta(minutes=5)).isoformat(),
+    )
+    handle_job_event(ctx, completed(RUN1))
+    assert get(ctx, RUN1).state is RunState.TRAINED
+    assert fake.calls["register_model"] == 0
