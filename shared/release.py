@@ -346,6 +346,7 @@ def _record_failure(ctx: ReleaseContext, run: RunRecord, exc: TuneloopError) -> 
         if current.state != run.state:
             return current
         if failures >= MAX_STEP_FAILURES:
+            _discard_deployment(ctx, current)
             return _hold(ctx, current, f"{run.state.value} step failed {failures} times: {exc}")
         return ctx.ledger.update(
             current, failures=failures, last_error=str(exc),
@@ -353,6 +354,17 @@ def _record_failure(ctx: ReleaseContext, run: RunRecord, exc: TuneloopError) -> 
         )
     except LedgerConflictError:
         return run
+
+
+def _discard_deployment(ctx: ReleaseContext, run: RunRecord) -> None:
+    """Best effort: remove a held run's new deployment (never once it may carry traffic)."""
+    if run.state not in (RunState.DEPLOYING, RunState.DEPLOYED) or run.get("promoting"):
+        return
+    try:
+        ctx.platform.delete_deployment(str(run.get("endpoint")), str(run.get("deployment")))
+    except TuneloopError as exc:
+        log.warning("run %s: could not delete deployment %s: %s", run.run_id,
+                    run.get("deployment"), exc)
 
 
 def _hold(ctx: ReleaseContext, run: RunRecord, reason: str) -> RunRecord:

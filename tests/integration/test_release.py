@@ -424,3 +424,19 @@ def test_a_live_workers_lease_is_respected(ctx: ReleaseContext, fake: FakePlatfo
     handle_job_event(ctx, completed(RUN1))
     assert get(ctx, RUN1).state is RunState.TRAINED
     assert fake.calls["register_model"] == 0
+
+
+def test_deploy_failing_every_time_holds_and_removes_the_deployment(
+    ctx: ReleaseContext, fake: FakePlatform
+) -> None:
+    """A deployment step that keeps failing ends HELD without leaving a paid deployment behind."""
+    seed(ctx, fake, RUN1)
+    handle_job_event(ctx, completed(RUN1))  # endpoint + deployment started, waiting
+    for _ in range(3):
+        fake.fail_once("deploy", PlatformError("quota exceeded for Standard_NC6s_v3"))
+        with contextlib.suppress(PlatformError):
+            advance_release(ctx, get(ctx, RUN1))
+    rec = get(ctx, RUN1)
+    assert rec.state is RunState.HELD
+    assert "quota exceeded" in (rec.reason or "")
+    assert fake.endpoints["tl-chat"].deployments == {}
