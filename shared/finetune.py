@@ -40,6 +40,7 @@ from shared.settings import Settings
 
 __all__ = [
     "ALLOW_LIST_TAG",
+    "ASSET_TYPES",
     "BUNDLED_COMPONENT_SPEC",
     "BUNDLED_MODEL_SPEC",
     "COMPUTE_INPUTS",
@@ -52,6 +53,8 @@ __all__ = [
     "bundled_base_model",
     "bundled_component",
     "coerce_value",
+    "component_from_dict",
+    "display_name",
     "finetune_allow_list",
     "load_component_spec",
     "load_model_spec",
@@ -104,7 +107,7 @@ OWNED_INPUTS = frozenset(
     }
 )
 GPU_INPUT = "number_of_gpu_to_use_finetuning"
-_ASSET_TYPES = frozenset(
+ASSET_TYPES = frozenset(
     {"uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model", "triton_model"}
 )
 _BAD_COMPUTE_STATES = frozenset({"failed", "canceled", "deleting"})
@@ -360,7 +363,7 @@ def coerce_value(spec: ComponentInput, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in {"true", "false"}:
             return value.strip().lower() == "true"
         raise ValueError("is not a boolean (true or false)")
-    if kind in _ASSET_TYPES:
+    if kind in ASSET_TYPES:
         if isinstance(value, str) and value.strip():
             return value.strip()
         raise ValueError(f"is not a path or URI for a {kind} input")

@@ -22,7 +22,7 @@ from shared.errors import (
     PlatformError,
     TransientError,
 )
-from shared.finetune import SERVERLESS
+from shared.finetune import ASSET_TYPES, SERVERLESS
 from shared.platform.azureml._base import AzureMLBase
 from shared.platform.port import (
     BaseModelInfo,
@@ -50,9 +50,6 @@ log = logging.getLogger(__name__)
 
 # The pipeline job's output holding the fine-tuned MLflow model (the notebook's name).
 PIPELINE_OUTPUT = "trained_model"
-_ASSET_TYPES = frozenset(
-    {"uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model", "triton_model"}
-)
 
 
 @contextmanager
@@ -149,7 +146,7 @@ def build_pipeline_job(plan: FinetunePlan, component: Any, *, datastore: str) ->
     inputs: dict[str, Any] = {}
     for key, value in plan.parameters.items():
         kind = declared.get(key)
-        inputs[key] = Input(type=kind, path=value) if kind in _ASSET_TYPES else value
+        inputs[key] = Input(type=kind, path=value) if kind in ASSET_TYPES else value
     inputs["train_file_path"] = Input(
         type="uri_file", path=datastore_uri(datastore, plan.train_blob)
     )
