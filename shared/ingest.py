@@ -31,7 +31,12 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
 from shared.dataset import ValidationConfig, split_to, validate_stream
 from shared.errors import (
@@ -272,6 +277,10 @@ class Ingest:
                 changed = isinstance(exc, BlobChangedError)
                 return self._close(d, Outcome.SUPERSEDED if changed else Outcome.GONE, exc)
             except Exception as exc:  # a bug must end in a recorded state, not a retry loop
+                if _looks_transient(exc):
+                    raise TransientError(
+                        f"{type(exc).__name__}: {exc}", hint="the host will retry"
+                    ) from exc
                 log.exception("ingest internal error blob=%s line=%s", ref, path.line)
                 return self._fail(d, exc)
         except _LostClaimError:
@@ -603,6 +612,14 @@ class Ingest:
             doc["ingest"] = d.ingest
         self.storage.write_json(json_ref, doc)
         self.storage.write_text(md_ref, d.report.to_markdown() + _ingest_markdown(d.ingest))
+
+
+def _looks_transient(exc: Exception) -> bool:
+    """An SDK error the adapters did not wrap but that a retry can cure (5xx, 408, 429, I/O)."""
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return True
+    status = getattr(exc, "status_code", None) if isinstance(exc, HttpResponseError) else None
+    return status is not None and (status >= 500 or status in (408, 429))
 
 
 def _reason(report: ValidationReport) -> str:

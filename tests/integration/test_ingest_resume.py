@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 
 from shared.clients import Clients
 from shared.errors import TransientError
@@ -80,6 +81,14 @@ class FlakyStorage(Storage):
             raise Crash
         self._maybe_fail("delete")
         super().delete(ref, etag=etag)
+
+    def write_text(self, ref: BlobRef, text: str, *, content_type: str = "text/markdown") -> None:
+        if self.fail == "write_text:503":
+            self.fail = ""
+            busy = HttpResponseError("The server is busy.")
+            busy.status_code = 503
+            raise busy
+        super().write_text(ref, text, content_type=content_type)
 
     def write_json(self, ref: BlobRef, obj: Any) -> None:
         if self.fail == "run.json:SUBMITTED:crash" and obj.get("state") == "SUBMITTED":
@@ -210,6 +219,20 @@ def test_transient_storage_failure_mid_split_raises_and_retry_finishes(
         f"{run.run_id}/train.jsonl", f"{run.run_id}/validation.jsonl"
     ]
     assert platform.calls["submit_finetune"] == 1
+
+
+def test_unwrapped_server_busy_is_retried_not_recorded_as_failure(
+    clients: Clients, platform: FakePlatform, clock: Clock
+) -> None:
+    """A raw SDK 503 (after the SDK's own retries) raises TransientError; the retry succeeds."""
+    incoming = clients.settings.incoming_container
+    drop(clients, "chat/f.jsonl", valid_dataset(20))
+    flaky = FlakyStorage(clients.storage, fail="write_text:503")
+    ingest = make_ingest(clients, platform, clock, storage=flaky)
+    with pytest.raises(TransientError):
+        ingest.handle(incoming, "chat/f.jsonl")
+    assert clients.ledger.list() == []
+    assert ingest.handle(incoming, "chat/f.jsonl").outcome is Outcome.SUBMITTED
 
 
 def test_crash_after_quarantine_deletes_the_original_on_resume(
