@@ -301,3 +301,29 @@ def test_a_deleted_blob_is_gone_quietly(
     result = ingest.handle(clients.settings.incoming_container, "chat/never.jsonl")
     assert result.outcome is Outcome.GONE
     assert clients.ledger.list_claims() == []
+
+
+def test_an_unexpected_error_is_recorded_once_not_retried(
+    clients: Clients, platform: FakePlatform, clock: Clock
+) -> None:
+    """A bug mid-flow ends FAILED with its message in the report; redeliveries change nothing."""
+    incoming = clients.settings.incoming_container
+    drop(clients, "chat/g.jsonl", valid_dataset(20))
+
+    def broken_planner(*, line: str, dataset_sha256: str) -> FinetunePlan:
+        raise RuntimeError("planner bug")
+
+    ingest = Ingest(
+        settings=clients.settings, storage=clients.storage, ledger=clients.ledger,
+        platform=platform, planner=broken_planner, clock=clock,
+    )
+    assert ingest.handle(incoming, "chat/g.jsonl").outcome is Outcome.FAILED
+    (run,) = clients.ledger.list(line="chat")
+    assert run.state is RunState.FAILED
+    assert run.reason == "internal_error: RuntimeError: planner bug"
+    doc = clients.storage.read_json(
+        BlobRef(clients.settings.reports_container, "chat/g/validation.json")
+    )
+    assert doc["ingest"]["error"]["code"] == "internal_error"
+    assert ingest.handle(incoming, "chat/g.jsonl").outcome is Outcome.ALREADY_DONE
+    assert platform.calls["submit_finetune"] == 0
