@@ -7,13 +7,16 @@ Connection ``TUNELOOP_STORAGE``: a connection string, or ``TUNELOOP_STORAGE__blo
 """
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob  # type: ignore[import-untyped]  # no py.typed
 
 from functions._root import clients
+from shared.clients import Clients
 from shared.errors import TransientError
-from shared.ingest import ingest_blob
+from shared.ingest import blob_from_subject, ingest_blob
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +39,9 @@ def ingest_dataset(client: blob.BlobClient) -> None:
         log.warning("ingest transient failure blob=%s/%s: %s", client.container_name,
                     client.blob_name, exc)
         raise
+
+
+def binding_for_blob_event(event: Mapping[str, Any], via: Clients) -> Any:
+    """What the host binds for a BlobCreated event: a BlobClient on its blob (for the devhost)."""
+    container, name = blob_from_subject(str(event["subject"]))
+    return via.blob_service.get_blob_client(container, name)

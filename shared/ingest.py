@@ -64,6 +64,7 @@ __all__ = [
     "IngestResult",
     "Outcome",
     "PlanDataset",
+    "blob_from_subject",
     "claim_status",
     "delivery_key",
     "delivery_run_id",
@@ -129,6 +130,16 @@ def parse_dataset_path(blob: str) -> DatasetPath:
     if not name or name.endswith("/") or "//" in rest or name.startswith("/"):
         raise ValueError("empty file or folder name")
     return DatasetPath(blob=blob, line=line, name=name)
+
+
+def blob_from_subject(subject: str) -> tuple[str, str]:
+    """(container, blob name) of a Storage event subject ``/blobServices/default/containers/
+    <container>/blobs/<name>``; ValueError if the subject is not a blob's."""
+    head, sep, name = subject.partition("/blobs/")
+    prefix = "/blobServices/default/containers/"
+    if not sep or not head.startswith(prefix) or not name:
+        raise ValueError(f"{subject!r} is not a blob event subject")
+    return head[len(prefix):], name
 
 
 def delivery_key(container: str, blob: str, etag: str) -> str:

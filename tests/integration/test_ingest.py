@@ -344,3 +344,14 @@ def test_bad_overrides_fail_the_run_with_the_plan_error(
     assert doc["valid"] is True
     assert doc["ingest"]["error"]["code"] == "plan_error"
     assert fake.calls["submit_finetune"] == 0
+
+
+def test_devhost_binding_from_an_event_ingests_the_same(
+    wired: Clients, platform: FakePlatform
+) -> None:
+    """The devhost's binding (a BlobClient built from the event's subject) drives the function."""
+    from functions.ingest import binding_for_blob_event
+
+    event = upload(wired, "chat/local.jsonl", valid_dataset(15))
+    user_function()(binding_for_blob_event(event, wired))
+    assert [r.state for r in wired.ledger.list(line="chat")] == [RunState.SUBMITTED]

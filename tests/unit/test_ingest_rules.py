@@ -12,6 +12,7 @@ from shared.ingest import (
     DatasetPath,
     _ingest_markdown,
     _reason,
+    blob_from_subject,
     claim_status,
     delivery_key,
     delivery_run_id,
@@ -128,3 +129,13 @@ def test_run_report_has_the_timeline_and_hides_bookkeeping() -> None:
     assert str(run_report_ref(settings, rec)) == "reports/chat/a/run.json"
     rec.fields.pop("name")
     assert str(run_report_ref(settings, rec)) == "reports/chat/runs/tl-x/run.json"
+
+
+def test_event_subjects_name_container_and_blob() -> None:
+    """A BlobCreated subject splits into container and the full blob name (folders kept)."""
+    subject = "/blobServices/default/containers/incoming/blobs/support-bot/2026/a.jsonl"
+    assert blob_from_subject(subject) == ("incoming", "support-bot/2026/a.jsonl")
+    for bad in ("/blobServices/default/containers/incoming", "/queueServices/x/blobs/y",
+                "/blobServices/default/containers/incoming/blobs/"):
+        with pytest.raises(ValueError, match="not a blob event subject"):
+            blob_from_subject(bad)
