@@ -416,6 +416,9 @@ class Ingest:
         d.record = rec
         write_run_report(self.storage, self.settings, rec)
         self._step(d, "planned", run_id=plan.run_id)
+        if rec.get("split"):  # resumed after the split: keep the rewritten report whole
+            d.ingest = {"outcome": "accepted", "run_id": plan.run_id}
+            self._write_validation(d, split=rec.get("split"))
         while rec.state not in TERMINAL and rec.state != RunState.SUBMITTED:
             try:
                 if rec.state == RunState.RECEIVED:

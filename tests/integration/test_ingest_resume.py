@@ -153,6 +153,11 @@ def test_crash_between_split_and_submit_is_resumed_after_the_lease(
     assert [e["state"] for e in run.timeline] == ["RECEIVED", "ACCEPTED", "SUBMITTED"]
     assert list(platform.jobs) == [run.run_id]
     assert ingest.handle(incoming, "chat/a.jsonl").outcome is Outcome.ALREADY_DONE
+    doc = clients.storage.read_json(
+        BlobRef(clients.settings.reports_container, "chat/a/validation.json")
+    )
+    assert doc["split"] == run.get("split")
+    assert doc["ingest"] == {"outcome": "accepted", "run_id": run.run_id}
 
 
 def test_stale_claims_are_finished_by_the_sweep(
