@@ -13,10 +13,11 @@ from shared.dataset.split import (
     SplitCounts,
     SplitInputError,
     bucket_of,
+    example_digest,
     split_stream,
     split_to,
 )
-from shared.dataset.validate import example_digest, validate_path, validate_stream
+from shared.dataset.validate import validate_path, validate_stream
 
 __all__ = [
     "ERROR_CODES",

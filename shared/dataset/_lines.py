@@ -1,6 +1,6 @@
 """Bytes in arbitrary chunks → lines, hashing the whole input on the way.
 
-Memory stays bounded by one chunk plus one line of at most ``max_line_bytes``: a longer line
+Memory stays bounded by two chunks plus one line of at most ``max_line_bytes``: a longer line
 is dropped as soon as it is known to be too long and the rest of it is skipped unread, so a
 multi-gigabyte line costs no more memory than a short one.
 """
@@ -9,10 +9,49 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
 
 __all__ = ["BOM", "LineSplitter"]
 
 BOM = b"\xef\xbb\xbf"
+
+# Chunks at least this big are hashed on a worker thread while the caller parses lines:
+# hashlib releases the GIL while it hashes, so SHA-256 costs no wall time on a second core.
+_THREADED_HASH_BYTES = 256 * 1024
+
+
+class _Sha256:
+    """SHA-256 of a stream, big chunks hashed in order on one worker thread."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
+
+    def update(self, chunk: bytes) -> None:
+        self._wait()
+        if len(chunk) < _THREADED_HASH_BYTES:
+            self._sha.update(chunk)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="tuneloop-sha256")
+        self._pending = self._pool.submit(self._sha.update, chunk)
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    def close(self) -> None:
+        self._wait()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def hexdigest(self) -> str:
+        self._wait()
+        return self._sha.hexdigest()
 
 
 class LineSplitter:
@@ -28,15 +67,20 @@ class LineSplitter:
         self.max_line_bytes = max_line_bytes
         self.bytes = 0
         self.lines = 0
-        self._sha = hashlib.sha256()
+        self._sha = _Sha256()
 
     @property
     def sha256(self) -> str:
         return self._sha.hexdigest()
 
     def batches(self, chunks: Iterable[bytes]) -> Iterator[list[bytes | None]]:
+        try:
+            yield from self._batches(chunks)
+        finally:
+            self._sha.close()
+
+    def _batches(self, chunks: Iterable[bytes]) -> Iterator[list[bytes | None]]:
         limit = self.max_line_bytes
-        update = self._sha.update
         parts: list[bytes] = []  # pieces of the unfinished line that started in earlier chunks
         held = 0  # their total length
         skipping = False  # inside a too-long line: drop bytes until its newline
@@ -46,7 +90,7 @@ class LineSplitter:
             if not chunk:
                 continue
             chunk = bytes(chunk)
-            update(chunk)
+            self._sha.update(chunk)
             self.bytes += len(chunk)
             if not started:
                 head += chunk
@@ -55,49 +99,38 @@ class LineSplitter:
                 chunk = head[len(BOM) :] if head.startswith(BOM) else head
                 started = True
                 head = b""
-                if not chunk:
-                    continue
-            start = 0
-            if skipping or parts:
-                newline = chunk.find(b"\n")
-                if newline < 0:
-                    if not skipping:
-                        held += len(chunk)
-                        if held > limit:
-                            parts.clear()
-                            skipping = True
-                        else:
-                            parts.append(chunk)
-                    continue
-                if skipping:
-                    first: bytes | None = None
-                    skipping = False
-                else:
-                    held += newline
-                    parts.append(chunk[:newline])
-                    first = b"".join(parts) if held <= limit else None
-                    parts.clear()
-                held = 0
-                start = newline + 1
-                batch: list[bytes | None] = [first]
-            else:
-                batch = []
-            lines = chunk[start:].split(b"\n") if start else chunk.split(b"\n")
-            tail = lines.pop()
-            if len(chunk) > limit:
-                batch.extend(None if len(line) > limit else line for line in lines)
-            else:
-                batch.extend(lines)
-            if len(tail) > limit:
+            pieces = chunk.split(b"\n")
+            tail = pieces.pop()
+            if not pieces:  # no newline: the chunk continues the unfinished line
+                if not skipping:
+                    held += len(tail)
+                    if held > limit:
+                        parts = []
+                        skipping = True
+                    else:
+                        parts.append(tail)
+                continue
+            # A too-long line becomes None in place; list is invariant, hence the cast.
+            lines = cast("list[bytes | None]", pieces)
+            if skipping:
+                lines[0] = None
+                skipping = False
+            elif parts:
+                held += len(pieces[0])
+                parts.append(pieces[0])
+                lines[0] = b"".join(parts) if held <= limit else None
+                parts = []
+            if len(chunk) > limit:  # only then can a line inside the chunk be too long
+                lines = [None if line is None or len(line) > limit else line for line in lines]
+            held = len(tail)
+            if held > limit:
                 skipping = True
-            elif tail:
-                parts.append(tail)
-                held = len(tail)
-            if batch:
-                self.lines += len(batch)
-                yield batch
+            elif held:
+                parts = [tail]
+            self.lines += len(lines)
+            yield lines
         if not started and head:  # the whole stream was shorter than a BOM
-            parts.append(head[len(BOM) :] if head.startswith(BOM) else head)
+            parts = [head[len(BOM) :] if head.startswith(BOM) else head]
             held = len(parts[0])
         if skipping:
             self.lines += 1
@@ -105,3 +138,4 @@ class LineSplitter:
         elif held:
             self.lines += 1
             yield [b"".join(parts)]
+

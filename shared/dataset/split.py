@@ -10,23 +10,31 @@ example ever held) and emitted last; if by then one side is still empty and ther
 two distinct examples, it goes to that side. With ``validation_fraction == 0`` everything goes
 to train and nothing is forced into validation. A single distinct example goes to train.
 
-Output lines are ``{"messages":[...]}\\n`` in canonical JSON (keys sorted, no spaces, UTF-8);
+Output lines are ``{"messages":[...]}\\n`` with the canonical messages JSON (keys in the order
+role, content, name, weight; no spaces; UTF-8);
 other top-level keys are dropped because training reads only the messages.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from shared.dataset import _json
 from shared.dataset._lines import LineSplitter
-from shared.dataset.rules import inspect_example
-from shared.dataset.validate import example_digest
+from shared.dataset.judge import fast_example, judge_line
 from shared.errors import TuneloopError
 
-__all__ = ["Bucket", "SplitCounts", "SplitInputError", "bucket_of", "split_stream", "split_to"]
+__all__ = [
+    "Bucket",
+    "SplitCounts",
+    "SplitInputError",
+    "bucket_of",
+    "example_digest",
+    "split_stream",
+    "split_to",
+]
 
 Bucket = Literal["train", "validation"]
 
@@ -50,6 +58,11 @@ class SplitCounts:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def example_digest(canonical: bytes) -> bytes:
+    """The stable 16-byte identity of an example: BLAKE2b of its canonical messages JSON."""
+    return hashlib.blake2b(canonical, digest_size=16).digest()
 
 
 def bucket_of(digest: bytes, validation_fraction: float) -> Bucket:
@@ -110,23 +123,18 @@ class _Split:
         if line is None:
             raise SplitInputError(f"line {lineno} is longer than the line limit",
                                   hint="validate the dataset before splitting it")
-        try:
-            obj = _json.loads(line)
-        except (ValueError, RecursionError):
-            if not line.strip():
+        example = fast_example(line)
+        if example is None:
+            verdict = judge_line(line)
+            if verdict.blank:
                 self.blank += 1
                 return None
-            raise SplitInputError(f"line {lineno} is not valid JSON",
-                                  hint="validate the dataset before splitting it") from None
-        errors, _ = inspect_example(obj)
-        if errors:
-            raise SplitInputError(f"line {lineno} is invalid: {errors[0][0]}: {errors[0][1]}",
-                                  hint="validate the dataset before splitting it")
-        try:
-            return _json.canonical_messages(obj["messages"])
-        except UnicodeEncodeError:
-            raise SplitInputError(f"line {lineno} holds an unpaired surrogate escape",
-                                  hint="validate the dataset before splitting it") from None
+            if verdict.example is None:
+                code, message = verdict.errors[0]
+                raise SplitInputError(f"line {lineno} is invalid: {code}: {message}",
+                                      hint="validate the dataset before splitting it")
+            example = verdict.example
+        return example.canonical
 
     def counts(self) -> SplitCounts:
         return SplitCounts(train=self.sent["train"], validation=self.sent["validation"],

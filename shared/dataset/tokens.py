@@ -1,10 +1,11 @@
 """Token counts per example: a documented estimate, or a local tokenizer when one is configured.
 
-The estimate (``token_count_method: "estimate"``): each message costs 4 tokens of chat-template
-overhead plus its content; content costs ceil(characters / 4) when it is ASCII and
-ceil(UTF-8 bytes / 3) otherwise (about one token per CJK character); each example adds 3
-tokens for the assistant's reply priming, as the OpenAI cookbook counts. It is close for
-English under GPT/Llama/Phi tokenizers and deliberately cheap: no tokenizer is loaded.
+The estimate (``token_count_method: "estimate"``): an example's content costs
+ceil(characters / 4) tokens — the usual rule of thumb for English under GPT/Llama/Phi
+tokenizers — plus 4 tokens of chat-template overhead per message and 3 per example for the
+reply priming, as the OpenAI cookbook counts. It costs O(1) per message (``len`` of a str)
+and no tokenizer is loaded. It undercounts scripts that need more tokens per character
+(CJK about 3-4×): configure a tokenizer where that matters.
 
 With ``tokenizer_path`` (``"tokenizer"``), content is counted with
 ``AutoTokenizer.from_pretrained(path)`` (loaded when validation starts, never at import) and
@@ -23,7 +24,8 @@ __all__ = [
     "EXAMPLE_OVERHEAD",
     "MESSAGE_OVERHEAD",
     "Histogram",
-    "estimate_content_tokens",
+    "chars_to_tokens",
+    "example_tokens",
     "load_tokenizer_counter",
 ]
 
@@ -31,11 +33,14 @@ MESSAGE_OVERHEAD = 4
 EXAMPLE_OVERHEAD = 3
 
 
-def estimate_content_tokens(text: str) -> int:
-    """The estimated token count of one message's content (see the module docstring)."""
-    if text.isascii():
-        return (len(text) + 3) // 4
-    return (len(text.encode("utf-8", "surrogatepass")) + 2) // 3
+def chars_to_tokens(chars: int) -> int:
+    """The estimated tokens of content totalling ``chars`` characters (see the module doc)."""
+    return (chars + 3) // 4
+
+
+def example_tokens(content_tokens: int, messages: int) -> int:
+    """An example's tokens: its content plus the per-message and per-example overheads."""
+    return content_tokens + MESSAGE_OVERHEAD * messages + EXAMPLE_OVERHEAD
 
 
 def load_tokenizer_counter(path: str) -> Callable[[str], int]:
@@ -69,13 +74,31 @@ class Histogram:
 
     def __init__(self, exact_below: int = 16_384) -> None:
         self.exact_below = exact_below
-        self.bins: dict[int, int] = {}
-        self.count = 0
+        self.bins: dict[int, int] = {}  # callers may count values below exact_below here
+        self._largest = 0
+
+    @property
+    def count(self) -> int:
+        return sum(self.bins.values())
 
     def add(self, value: int) -> None:
-        key = value if value < self.exact_below else self._wide_bin(value)
+        if value < self.exact_below:
+            key = value
+        else:
+            key = self._wide_bin(value)
+            self._largest = max(self._largest, value)
         self.bins[key] = self.bins.get(key, 0) + 1
-        self.count += 1
+
+    def minimum(self) -> int:
+        """The smallest value (exact below ``exact_below``, else its bin's lower bound)."""
+        return self._bin_floor(min(self.bins)) if self.bins else 0
+
+    def maximum(self) -> int:
+        """The largest value, exact."""
+        if not self.bins:
+            return 0
+        top = max(self.bins)
+        return top if top < self.exact_below else self._largest
 
     def _wide_bin(self, value: int) -> int:
         return self.exact_below + int(math.log(value / self.exact_below) / self._RATIO)
@@ -87,9 +110,10 @@ class Histogram:
 
     def percentile(self, q: float) -> int:
         """The nearest-rank ``q``-th percentile (0 < q ≤ 100); 0 when empty."""
-        if not self.count:
+        count = self.count
+        if not count:
             return 0
-        rank = max(1, math.ceil(q / 100 * self.count))
+        rank = max(1, math.ceil(q / 100 * count))
         seen = 0
         for key in sorted(self.bins):
             seen += self.bins[key]

@@ -1,19 +1,17 @@
 """Streaming validation of a JSONL chat dataset: one pass, bounded memory, every rule.
 
 Memory: one chunk, one line of at most ``max_line_bytes``, the stats histogram (bounded) and,
-for duplicate detection, one 16-byte BLAKE2b digest plus the line number per distinct example
-(about 100 bytes each in CPython) — the only part that grows with the dataset, O(examples).
+for duplicate detection, one 64-bit identity (see :mod:`shared.dataset._json`) plus the line
+number per distinct example, about 100 bytes each in CPython (a dict entry and two ints) —
+the only part that grows with the dataset: O(distinct examples), ~100 MB per million.
 
-Speed: lines are split with ``bytes.split`` over whole chunks, parsed with orjson when it is
-installed, and checked by a tight fast path that accepts a clean example in one loop over its
-messages; anything the fast path does not accept goes through :func:`inspect_example`, which
-names every problem. Both give the same verdict (a property test pins this).
+Speed: lines are split with ``bytes.split`` over whole chunks; a clean example is accepted by
+the fast path (:func:`shared.dataset.judge.fast_example`); every other line goes to the
+reference (:func:`shared.dataset.judge.judge_line`), which names every problem.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -21,30 +19,23 @@ from pathlib import Path
 from typing import Any
 
 from shared.dataset import _json
-from shared.dataset._lines import BOM, LineSplitter
+from shared.dataset._lines import LineSplitter
 from shared.dataset.config import ValidationConfig
+from shared.dataset.judge import Example, judge_line
 from shared.dataset.report import DatasetInfo, Issue, ValidationReport
-from shared.dataset.rules import inspect_example
 from shared.dataset.tokens import (
     EXAMPLE_OVERHEAD,
     MESSAGE_OVERHEAD,
     Histogram,
-    estimate_content_tokens,
     load_tokenizer_counter,
 )
 from shared.errors import DatasetUnreadableError
 
-__all__ = ["READ_CHUNK_BYTES", "example_digest", "validate_path", "validate_stream"]
+__all__ = ["READ_CHUNK_BYTES", "validate_path", "validate_stream"]
 
 logger = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 1024 * 1024
-_PARSE_ERRORS = (ValueError, RecursionError)
-
-
-def example_digest(canonical: bytes) -> bytes:
-    """The 16-byte identity of an example: BLAKE2b of its canonical messages encoding."""
-    return hashlib.blake2b(canonical, digest_size=16).digest()
 
 
 def validate_path(path: str | os.PathLike[str], *, config: ValidationConfig) -> ValidationReport:
@@ -91,46 +82,6 @@ def validate_stream(
     return report
 
 
-def _clean_tokens(messages: list[Any]) -> tuple[int, int] | None:
-    """(content tokens, assistant tokens) of an example with no finding at all, else None.
-
-    Accepts only what :func:`inspect_example` finds nothing in: object messages with exactly
-    role and content, known roles, no two alike in a row, system only first, non-blank string
-    content, ending with an assistant reply. Anything else returns None (the slow path decides).
-    """
-    previous: Any = None
-    tokens = 0
-    assistant = 0
-    for message in messages:
-        if type(message) is not dict or len(message) != 2:
-            return None
-        role = message.get("role")
-        content = message.get("content")
-        if type(content) is not str or not content or role == previous or content.isspace():
-            return None
-        n = (len(content) + 3) >> 2 if content.isascii() else estimate_content_tokens(content)
-        if role == "assistant":
-            assistant += n
-        elif role != "user" and (role != "system" or previous is not None):
-            return None
-        tokens += n
-        previous = role
-    if previous != "assistant":
-        return None
-    return tokens, assistant
-
-
-def _content_tokens(messages: list[Any], count: Callable[[str], int]) -> tuple[int, int]:
-    tokens = 0
-    assistant = 0
-    for message in messages:
-        n = count(message["content"])
-        tokens += n
-        if message["role"] == "assistant":
-            assistant += n
-    return tokens, assistant
-
-
 class _Run:
     """The state of one validation pass; ``consume`` is the hot loop."""
 
@@ -141,18 +92,14 @@ class _Run:
         self.warnings: list[Issue] = []
         self.error_counts: dict[str, int] = {}
         self.warning_counts: dict[str, int] = {}
-        self.seen: dict[bytes, int] = {}
+        self.seen: dict[int, int] = {}  # identity -> first line
         self.hist = Histogram()
-        self.examples = 0
         self.invalid = 0
         self.blank = 0
         self.too_long = 0
         self.over_max = 0
-        self.messages_min = 0
-        self.messages_max = 0
-        self.messages_total = 0
-        self.tokens_min = 0
-        self.tokens_max = 0
+        self.duplicates = 0
+        self.messages_hist: dict[int, int] = {}  # messages per example -> distinct examples
         self.tokens_total = 0
         self.assistant_total = 0
 
@@ -167,17 +114,21 @@ class _Run:
             self.warnings.append(Issue(line, code, message))
 
     def consume(self, batches: Iterator[list[bytes | None]]) -> None:
-        loads = _json.loads
-        canonical = _json.canonical_messages
-        blake2b = hashlib.blake2b
-        seen = self.seen
-        setdefault = seen.setdefault
-        bins = self.hist.bins
-        exact_below = self.hist.exact_below
-        counter = self.counter
+        """Judge every line (the hot loop: judge.fast_messages and clean_sizes are inlined)."""
+        decode = _json.decode_example if self.counter is None else None
+        fast_errors = _json.FAST_ERRORS
+        unset = _json.UNSET
+        count = self.counter or len
+        estimate = self.counter is None
+        setdefault = self.seen.setdefault
+        hist = self.hist
+        bins = hist.bins
+        exact_below = hist.exact_below
+        per_message = self.messages_hist
         max_seq = self.config.max_seq_length
-        overhead = EXAMPLE_OVERHEAD
-        per_message = MESSAGE_OVERHEAD
+        duplicates = 0
+        tokens_total = 0
+        assistant_total = 0
         lineno = 0
         for batch in batches:
             for line in batch:
@@ -186,103 +137,91 @@ class _Run:
                     self.too_long += 1
                     self.error(lineno, "line_too_long", self._too_long_message())
                     continue
-                try:
-                    obj = loads(line)
-                except _PARSE_ERRORS:
-                    self._unparsable(lineno, line)
-                    continue
-                messages = obj.get("messages") if type(obj) is dict else None
-                clean = _clean_tokens(messages) if type(messages) is list else None
-                warnings: list[tuple[str, str]] = []
-                if clean is None:
-                    errors, warnings = inspect_example(obj)
-                    if errors:
-                        self.invalid += 1
-                        for code, message in errors:
-                            self.error(lineno, code, message)
-                        for code, message in warnings:
-                            self.warn(lineno, code, message)
+                clean = False
+                if decode is not None:
+                    try:
+                        messages = decode(line).messages
+                    except fast_errors:
+                        messages = None
+                    # msgspec does not check the UTF-8 of the keys it skips
+                    if messages is not None and (line.isascii() or _is_utf8(line)):
+                        previous = None
+                        size = 0
+                        assistant = 0
+                        for message in messages:
+                            role = message.role
+                            content = message.content
+                            if not content or role == previous or content.isspace():
+                                break
+                            n = len(content)
+                            if role == "assistant":
+                                assistant += n
+                            elif (role == "system" and previous is not None) or (
+                                message.weight is not unset
+                            ):
+                                break
+                            size += n
+                            previous = role
+                        else:
+                            clean = previous == "assistant"
+                if clean:
+                    identity = hash(messages)  # a tuple of frozen structs
+                    n_messages = len(messages)
+                else:
+                    example = self._judge(lineno, line, count)
+                    if example is None:
                         continue
-                    assert messages is not None  # no errors means a list of messages
-                    clean = _content_tokens(messages, estimate_content_tokens)
-                try:
-                    key = canonical(messages)  # type: ignore[arg-type]
-                except UnicodeEncodeError:
-                    self.invalid += 1
-                    self.error(lineno, "invalid_json", "the line holds an unpaired surrogate "
-                               "escape (like \\ud800), which is not valid Unicode; fix the "
-                               "text encoding")
-                    continue
-                for code, message in warnings:
-                    self.warn(lineno, code, message)
-                self.examples += 1
-                first = setdefault(blake2b(key, digest_size=16).digest(), lineno)
+                    identity = example.identity
+                    n_messages = example.messages
+                    size = example.content_size
+                    assistant = example.assistant_size
+                first = setdefault(identity, lineno)
                 if first != lineno:
+                    duplicates += 1
                     self.warn(lineno, "duplicate_example", f"same messages as line {first}; "
                               "this copy is dropped from training (remove it to silence this)")
                     continue
-                assert messages is not None
-                if counter is not None:
-                    clean = _content_tokens(messages, counter)
-                count = len(messages)
-                tokens = clean[0] + per_message * count + overhead
+                if estimate:
+                    size = (size + 3) >> 2  # chars_to_tokens, inlined
+                    assistant = (assistant + 3) >> 2
+                tokens = size + MESSAGE_OVERHEAD * n_messages + EXAMPLE_OVERHEAD
                 if tokens > max_seq:
-                    self.over_max += 1
-                    self.warn(lineno, "exceeds_max_tokens", f"about {tokens:,} tokens, above "
-                              f"max_seq_length {max_seq:,}; training truncates it — shorten "
-                              "the conversation or raise TUNELOOP_MAX_SEQ_LENGTH")
+                    self._over_max(lineno, tokens)
                 if tokens < exact_below:
                     bins[tokens] = bins.get(tokens, 0) + 1
-                    self.hist.count += 1
                 else:
-                    self.hist.add(tokens)
-                self._add_stats(count, tokens, clean[1])
+                    hist.add(tokens)
+                per_message[n_messages] = per_message.get(n_messages, 0) + 1
+                tokens_total += tokens
+                assistant_total += assistant
+        self.duplicates = duplicates
+        self.tokens_total = tokens_total
+        self.assistant_total = assistant_total
 
-    def _add_stats(self, messages: int, tokens: int, assistant: int) -> None:
-        if len(self.seen) == 1:
-            self.messages_min = self.messages_max = messages
-            self.tokens_min = self.tokens_max = tokens
-        else:
-            self.messages_min = min(self.messages_min, messages)
-            self.messages_max = max(self.messages_max, messages)
-            self.tokens_min = min(self.tokens_min, tokens)
-            self.tokens_max = max(self.tokens_max, tokens)
-        self.messages_total += messages
-        self.tokens_total += tokens
-        self.assistant_total += assistant
+    def _judge(self, lineno: int, line: bytes, count: Callable[[str], int]) -> Example | None:
+        """Record the reference's findings on a line; its example when it has no error."""
+        verdict = judge_line(line, count)
+        for code, message in verdict.errors:
+            self.error(lineno, code, message)
+        for code, message in verdict.warnings:
+            self.warn(lineno, code, message)
+        if verdict.blank:
+            self.blank += 1
+        elif verdict.errors:
+            self.invalid += 1
+        return verdict.example
+
+    def _over_max(self, lineno: int, tokens: int) -> None:
+        max_seq = self.config.max_seq_length
+        self.over_max += 1
+        self.warn(lineno, "exceeds_max_tokens", f"about {tokens:,} tokens, above max_seq_length "
+                  f"{max_seq:,}; training truncates it — shorten the conversation or raise "
+                  "TUNELOOP_MAX_SEQ_LENGTH")
 
     def _too_long_message(self) -> str:
         limit = self.config.max_line_bytes
         return (f"the line is longer than {limit:,} bytes (TUNELOOP_MAX_LINE_BYTES) and was "
                 "skipped unread; shorten the example or raise the limit")
-
-    def _unparsable(self, lineno: int, line: bytes) -> None:
-        if not line.strip():
-            self.blank += 1
-            self.warn(lineno, "blank_line", "blank line (skipped); remove it")
-            return
-        self.invalid += 1
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad = line[exc.start : exc.start + 1].hex()
-            self.error(lineno, "invalid_utf8", f"byte 0x{bad} at byte {exc.start + 1} of the "
-                       "line is not valid UTF-8; save the file as UTF-8 text")
-            return
-        if line.startswith(BOM):
-            self.error(lineno, "invalid_json", "the line starts with a byte-order mark (files "
-                       "concatenated?); only the file may start with one — remove it")
-            return
-        try:
-            _json.std_loads(line)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            self.error(lineno, "invalid_json", _json_problem(exc, text))
-        except ValueError as exc:
-            self.error(lineno, "invalid_json", f"not valid JSON: {exc}; each line must be one "
-                       "complete JSON object")
-        else:  # the standard parser accepts what orjson refused (e.g. a huge number)
-            self.error(lineno, "invalid_json", "not valid JSON for strict parsers (a number out "
-                       "of range or an invalid escape); fix the value")
 
     def report(self, info: DatasetInfo) -> ValidationReport:
         config = self.config
@@ -311,23 +250,25 @@ class _Run:
 
     def _stats(self, distinct: int) -> dict[str, Any]:
         hist = self.hist
+        per_message = self.messages_hist
+        messages_total = sum(n * k for n, k in per_message.items())
         return {
-            "examples": self.examples,
+            "examples": distinct + self.duplicates,
             "distinct_examples": distinct,
-            "duplicates": self.examples - distinct,
+            "duplicates": self.duplicates,
             "invalid_lines": self.invalid,
             "too_long": self.too_long,
             "blank_lines": self.blank,
             "messages_per_example": {
-                "min": self.messages_min,
-                "mean": round(self.messages_total / distinct, 3) if distinct else 0.0,
-                "max": self.messages_max,
+                "min": min(per_message, default=0),
+                "mean": round(messages_total / distinct, 3) if distinct else 0.0,
+                "max": max(per_message, default=0),
             },
             "tokens_per_example": {
-                "min": self.tokens_min,
+                "min": hist.minimum(),
                 "p50": hist.percentile(50),
                 "p95": hist.percentile(95),
-                "max": self.tokens_max,
+                "max": hist.maximum(),
                 "total": self.tokens_total,
             },
             "assistant_tokens_total": self.assistant_total,
@@ -338,9 +279,9 @@ class _Run:
         }
 
 
-def _json_problem(exc: json.JSONDecodeError | RecursionError, text: str) -> str:
-    if isinstance(exc, RecursionError):
-        return "not valid JSON: nested too deeply; each line must be one flat example object"
-    snippet = text[max(0, exc.pos - 20) : exc.pos + 20].strip()
-    return (f"not valid JSON: {exc.msg} at column {exc.colno} (near {snippet!r}); each line "
-            "must be one complete JSON object")
+def _is_utf8(line: bytes) -> bool:
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
