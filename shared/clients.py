@@ -101,7 +101,10 @@ class Clients:
         if self.settings.platform_kind == "azureml":
             from shared.platform.azureml import AzureMLPlatform
 
-            return AzureMLPlatform.from_settings(self.settings, credential=self.credential)
+            azureml: Platform = AzureMLPlatform.from_settings(
+                self.settings, credential=self.credential
+            )
+            return azureml
         from shared.platform.local import LocalPlatform
 
         return LocalPlatform.from_settings(self.settings, storage=self.storage)

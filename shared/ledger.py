@@ -10,6 +10,7 @@ decide again; that is what makes duplicate and concurrent deliveries safe.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
@@ -240,16 +241,14 @@ class Ledger:
 
     def find(self, run_id: str) -> RunRecord:
         """The run with this id on any line. Raises NotFoundError."""
-        rows = list(
-            self._query("RowKey eq @rk and PartitionKey ne @claims", rk=run_id)
-        )
+        rows = self._query("RowKey eq @rk and PartitionKey ne @claims", rk=run_id)
         if not rows:
             raise NotFoundError(f"run {run_id!r} is not in the ledger")
         return rows[0]
 
     def list(
         self, *, line: str | None = None, states: Iterable[RunState] | None = None
-    ) -> list[RunRecord]:
+    ) -> builtins.list[RunRecord]:
         """Runs, oldest first by creation time, optionally for one line / some states."""
         if line is not None:
             rows = self._query("PartitionKey eq @pk", pk=line)
@@ -319,7 +318,8 @@ class Ledger:
             return None
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise _wrap_transient(exc) from exc
-        return Claim(key=key, fields=dict(fields) | {"claimed": entity["claimed"]}, etag=meta.get("etag"))
+        fields = dict(fields) | {"claimed": entity["claimed"]}
+        return Claim(key=key, fields=fields, etag=meta.get("etag"))
 
     def get_claim(self, key: str) -> Claim:
         try:
@@ -388,7 +388,7 @@ class Ledger:
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise _wrap_transient(exc) from exc
 
-    def _query(self, query: str, **params: str) -> list[RunRecord]:
+    def _query(self, query: str, **params: str) -> builtins.list[RunRecord]:
         try:
             entities = self._table.query_entities(
                 query, parameters={"claims": CLAIMS_PARTITION, **params}
