@@ -50,8 +50,6 @@ def quiet() -> Iterator[None]:
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module=r"(mlflow|sqlalchemy|alembic)(\..*)?$")
-        # mlflow's own advice about predict's type hints; our predict takes the raw request.
-        warnings.filterwarnings("ignore", message=r".*type hint.*", category=UserWarning)
         with contextlib.suppress(ImportError):
             from sqlalchemy.exc import SADeprecationWarning
 

@@ -97,6 +97,9 @@ def _build_tokenizer() -> Any:
 def _build(target: Path) -> None:
     import torch
     from transformers import GenerationConfig, Phi3Config, Phi3ForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
     tokenizer = _build_tokenizer()
     end_id = tokenizer.convert_tokens_to_ids("<|end|>")
