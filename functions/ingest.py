@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import azure.functions as func
-import azurefunctions.extensions.bindings.blob as blob  # type: ignore[import-untyped]  # no py.typed
+import azurefunctions.extensions.bindings.blob as blob
 
 from functions._root import clients
 from shared.clients import Clients

@@ -63,7 +63,7 @@ class Settings(BaseSettings):
     # --- storage -------------------------------------------------------------------------
     storage_connection_string: str | None = Field(
         default=None,
-        description="Storage connection string (Azurite locally). Use storage_account_url in Azure.",
+        description="Connection string (Azurite locally); in Azure use storage_account_url.",
     )
     storage_account_url: str | None = Field(
         default=None,

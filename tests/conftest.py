@@ -47,9 +47,9 @@ def settings(azurite: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def clients(settings: Settings) -> Iterator[Clients]:
+def clients(settings: Settings) -> Clients:
     """Clients on Azurite with the containers and the ledger table created."""
     c = Clients(settings)
     c.storage.ensure_containers()
     c.ledger.ensure_table()
-    yield c
+    return c

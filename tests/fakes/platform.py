@@ -214,7 +214,7 @@ class FakePlatform:
             unknown = set(split) - set(ep.deployments)
             if unknown:
                 raise NotFoundError(f"deployments {sorted(unknown)} not on {endpoint}")
-            traffic = {name: 0 for name in ep.deployments} | dict(split)
+            traffic = dict.fromkeys(ep.deployments, 0) | dict(split)
             ep.info = replace(ep.info, traffic=traffic, modified=self.now)
 
     def delete_deployment(self, endpoint: str, name: str) -> None:

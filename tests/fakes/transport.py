@@ -69,7 +69,7 @@ class FakeResponse(HttpResponse):
 
 
 class FakeRestResponse(HttpResponseImpl):
-    """The same canned reply for SDK code that sends ``azure.core.rest.HttpRequest`` (``.json()``)."""
+    """The same canned reply for SDK code sending ``azure.core.rest.HttpRequest`` (``.json()``)."""
 
     def __init__(self, request: Any, reply: Reply) -> None:
         legacy = FakeResponse(request, reply)
@@ -88,7 +88,7 @@ class FakeRestResponse(HttpResponseImpl):
 
 
 def _respond(request: Any, reply: Reply) -> Any:
-    """A legacy or a rest response, matching the kind of request the SDK sent (as real transports do)."""
+    """A legacy or a rest response, matching the kind of request the SDK sent (as transports do)."""
     return FakeRestResponse(request, reply) if is_rest(request) else FakeResponse(request, reply)
 
 
