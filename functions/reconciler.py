@@ -1,8 +1,13 @@
-"""Timer trigger: advance every run mid-release and poll jobs whose events never came."""
+"""Timer trigger: advance every run mid-release and poll jobs whose events never came.
+
+It also finishes ingest deliveries whose handler died and whose host retries ran out
+(a stale ingest claim), so no dropped dataset is left half-processed.
+"""
 
 import azure.functions as func
 
 from functions._root import clients
+from shared.ingest import Ingest
 from shared.release import ReleaseContext, reconcile
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -13,4 +18,6 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 def reconcile_runs(timer: func.TimerRequest) -> None:
     """Events make the loop fast; this makes it certain."""
     del timer
-    reconcile(ReleaseContext.from_clients(clients()))
+    c = clients()
+    Ingest.from_clients(c).resume_stale()
+    reconcile(ReleaseContext.from_clients(c))
