@@ -9,6 +9,7 @@ model and call :meth:`TuneloopChatModel.score` directly. Imported only in child 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,8 @@ class TuneloopChatModel(mlflow.pyfunc.PythonModel):  # type: ignore[misc,name-de
     _skip_type_hint_validation = True
 
     def load_context(self, context: Any) -> None:
-        self.generator = ChatGenerator(Path(context.artifacts[ARTIFACT_KEY]))
+        device = os.environ.get("TUNELOOP_LOCAL_DEVICE", "cpu")
+        self.generator = ChatGenerator(Path(context.artifacts[ARTIFACT_KEY]), device=device)
 
     def score(self, body: Any) -> dict[str, Any]:
         if self.generator is None:

@@ -238,7 +238,7 @@ class LocalPlatform:
             proc = self._children.get(f"job:{name}")
         if proc is not None:
             return proc.poll() is None
-        return pid_alive(pid, str(self.paths.job(name)))
+        return pid_alive(pid, f"{self.paths.job(name)} ")
 
     def _reap_job(self, name: str) -> dict[str, Any] | None:
         """Mark a job Failed when its process ended without reporting; the new status or None."""
@@ -442,7 +442,7 @@ class LocalPlatform:
             proc = self._children.get(key)
         if proc is not None:
             return proc.poll() is None
-        marker = str(self.paths.deployment(record["endpoint"], record["name"]))
+        marker = f"{self.paths.deployment(record['endpoint'], record['name'])} "
         return pid_alive(record.get("pid"), marker)
 
     def invoke(
@@ -519,7 +519,7 @@ class LocalPlatform:
                     "traffic", hint="set its traffic to 0 first",
                 )
             path.unlink(missing_ok=True)
-        self._stop_child(f"deploy:{endpoint}/{name}", record.get("pid"), str(path))
+        self._stop_child(f"deploy:{endpoint}/{name}", record.get("pid"), f"{path} ")
         log.info("deployment %s/%s deleted", endpoint, name)
 
     # -- sweeping ---------------------------------------------------------------------------
@@ -567,8 +567,8 @@ class LocalPlatform:
         for dep in deployments:
             dep_name = str(dep.get("name"))
             self._stop_child(f"deploy:{name}/{dep_name}", dep.get("pid"),
-                             str(self.paths.deployment(name, dep_name)))
-        self._stop_child(f"router:{name}", record.get("pid"), str(folder))
+                             f"{self.paths.deployment(name, dep_name)} ")
+        self._stop_child(f"router:{name}", record.get("pid"), f"{folder} ")
         shutil.rmtree(trash, ignore_errors=True)
         self._request_counts().forget(name)
         log.info("endpoint %s deleted", name)
@@ -668,6 +668,7 @@ class LocalPlatform:
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        env["TUNELOOP_LOCAL_DEVICE"] = s.local_device
         return env
 
     def _remember(self, key: str, proc: subprocess.Popen[bytes]) -> None:
@@ -747,7 +748,7 @@ class LocalPlatform:
             proc = self._children.get(f"router:{record['name']}")
         if proc is not None:
             return proc.poll() is None
-        return pid_alive(record.get("pid"), str(self.paths.endpoint(str(record["name"]))))
+        return pid_alive(record.get("pid"), f"{self.paths.endpoint(str(record['name']))} ")
 
     def _endpoint_info(self, name: str) -> EndpointInfo:
         record = self._endpoint_record(name)

@@ -213,7 +213,7 @@ def _configure_quiet() -> None:
 
 
 def _evaluate(
-    model: Any, rows: Sequence[tuple[list[int], list[int]]], size: int, pad: int
+    model: Any, rows: Sequence[tuple[list[int], list[int]]], size: int, pad: int, device: str
 ) -> float:
     import torch
 
@@ -223,6 +223,7 @@ def _evaluate(
     model.eval()
     with torch.inference_mode():
         for ids, mask, labels in _batches(rows, size, range(len(rows)), pad):
+            ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
             target = labels[:, 1:]
             loss = torch.nn.functional.cross_entropy(
@@ -270,7 +271,8 @@ def run_training(spec: Mapping[str, Any], job_dir: Path, progress: _Progress) ->
 
     torch.manual_seed(hp.seed)
     model: Any = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    model.to(spec.get("device", "cpu"))
+    device = str(spec.get("device") or "cpu")
+    model.to(device)
     if hp.apply_lora:
         from peft import LoraConfig, get_peft_model
 
@@ -316,6 +318,7 @@ def run_training(spec: Mapping[str, Any], job_dir: Path, progress: _Progress) ->
         while step < total_steps:
             order = torch.randperm(len(train_rows), generator=generator).tolist()
             for ids, mask, labels in _batches(train_rows, hp.batch_size, order, pad):
+                ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
                 out = model(input_ids=ids, attention_mask=mask, labels=labels)
                 (out.loss / hp.grad_accum).backward()
                 accum_loss += float(out.loss.detach())
@@ -335,7 +338,7 @@ def run_training(spec: Mapping[str, Any], job_dir: Path, progress: _Progress) ->
                 metrics = {"train_loss": train_loss, "steps_per_second": step / elapsed,
                            "learning_rate": scheduler.get_last_lr()[0]}
                 if eval_rows and (step % eval_every == 0 or step == total_steps):
-                    eval_loss = _evaluate(model, eval_rows, hp.eval_batch_size, pad)
+                    eval_loss = _evaluate(model, eval_rows, hp.eval_batch_size, pad, device)
                     metrics["eval_loss"] = eval_loss
                     started += time.perf_counter() - started - elapsed  # exclude eval time
                 mlflow.log_metrics(metrics, step=step)

@@ -1,0 +1,82 @@
+"""Local endpoints outlive nothing: children die with their parent and come back on restore.
+
+Only the endpoint router is used here (no model, no torch), so these tests are quick.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.platform.local import LocalPlatform
+from shared.platform.local.procs import REPO_ROOT, get_json, pid_alive
+from shared.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+ORPHAN = """
+import json, os, sys
+from shared.platform.local import LocalPlatform
+from shared.settings import Settings
+platform = LocalPlatform.from_settings(Settings(platform="local", home=sys.argv[1]))
+info = platform.ensure_endpoint("tl-orphan", tags={"tuneloop_managed": "true"})
+print(json.dumps({"uri": info.scoring_uri}), flush=True)
+os._exit(0)  # the devhost dies without close()
+"""
+
+
+def wait_until(check: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_children_exit_with_their_parent_and_restore_brings_them_back(tmp_path: Path) -> None:
+    """A router whose parent died stops by itself; a new platform restores it, same port and key."""
+    home = tmp_path / "home"
+    out = subprocess.run(
+        [sys.executable, "-c", ORPHAN, str(home)], capture_output=True, text=True,
+        cwd=REPO_ROOT, timeout=120, check=True,
+    )
+    uri = json.loads(out.stdout.strip().splitlines()[-1])["uri"]
+    record = json.loads((home / "local" / "endpoints" / "tl-orphan" / "endpoint.json").read_text())
+    assert wait_until(lambda: not pid_alive(record["pid"]), timeout=15)
+
+    platform = LocalPlatform.from_settings(Settings(platform="local", home=home))
+    try:
+        assert platform.restore() == []
+        assert wait_until(
+            lambda: platform.get_endpoint("tl-orphan").provisioning_state == "Succeeded", 30
+        )
+        assert platform.get_endpoint("tl-orphan").scoring_uri == uri
+        assert platform.endpoint_key("tl-orphan") == record["key"]
+        assert get_json(int(record["port"]), "/")[0] == 200
+        assert platform.restore() == []  # restoring again changes nothing
+    finally:
+        platform.delete_endpoint("tl-orphan")
+        platform.close()
+    assert get_json(int(record["port"]), "/")[0] == 0
+
+
+def test_close_stops_every_child(tmp_path: Path) -> None:
+    """close() stops the routers this instance started; the state stays for a later restore."""
+    platform = LocalPlatform.from_settings(Settings(platform="local", home=tmp_path / "home"))
+    info = platform.ensure_endpoint("tl-closing", tags={})
+    port = int((info.scoring_uri or "").split(":")[2].split("/")[0])
+    assert wait_until(lambda: get_json(port, "/")[0] == 200, 30)
+    platform.close()
+    assert get_json(port, "/")[0] == 0
+    again = LocalPlatform.from_settings(Settings(platform="local", home=tmp_path / "home"))
+    assert [e.name for e in again.list_endpoints()] == ["tl-closing"]
+    again.delete_endpoint("tl-closing")
+    again.delete_endpoint("tl-closing")
+    assert again.list_endpoints() == []
+    again.close()
