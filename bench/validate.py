@@ -128,9 +128,11 @@ def run_pandas(path: str) -> dict[str, Any]:
     format_errors: dict[str, int] = defaultdict(int)
     if "messages" not in df.columns:
         raise SystemExit("no messages column")
-    for record in df.to_dict(orient="records"):
-        ex = {k: v for k, v in record.items() if not (isinstance(v, float) and v != v)}
-        _cookbook_checks(ex, format_errors)
+    for messages in df["messages"]:  # the same checks on each row's messages
+        if isinstance(messages, list):
+            _cookbook_checks({"messages": messages}, format_errors)
+        else:
+            format_errors["missing_messages_list"] += 1
     return {"examples": len(df), "errors": sum(format_errors.values())}
 
 

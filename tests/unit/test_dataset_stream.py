@@ -127,6 +127,7 @@ def test_fast_path_accepts_only_what_the_reference_finds_nothing_in(
 def test_fast_path_accepts_plain_clean_examples() -> None:
     """The common clean shapes (with system, name, weight, extra top-level keys) take the
     fast path."""
+    pytest.importorskip("msgspec")
     rows = [
         {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
         {"prompt": "p", "messages": [
