@@ -55,7 +55,7 @@ PIPELINE_OUTPUT = "trained_model"
 @contextmanager
 def map_sdk_errors(what: str) -> Iterator[None]:
     """Translate azure-core / azure-ai-ml exceptions into the port's error tree."""
-    from azure.ai.ml.exceptions import MlException
+    from azure.ai.ml.exceptions import MlException, ValidationErrorType
     from azure.core.exceptions import (
         ClientAuthenticationError,
         HttpResponseError,
@@ -90,6 +90,10 @@ def map_sdk_errors(what: str) -> Iterator[None]:
             raise TransientError(message) from exc
         raise PlatformError(message) from exc
     except MlException as exc:
+        # The SDK resolves label "latest" by listing versions; none listed is its own
+        # "does not exist" exception, which is a NotFoundError like a 404.
+        if getattr(exc, "error_type", None) == ValidationErrorType.RESOURCE_NOT_FOUND:
+            raise NotFoundError(f"{what}: not found ({_service_message(exc)})") from exc
         raise PlatformError(f"{what}: {exc}") from exc
 
 
