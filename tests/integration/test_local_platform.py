@@ -173,7 +173,7 @@ def test_training_honours_the_plan_parameters(trained: Trained) -> None:
     per_epoch = -(-per_epoch // int(params.get("gradient_accumulation_steps", 1)))
     assert start["total_steps"] == per_epoch * int(params["num_train_epochs"])
     assert start["lora"] is True
-    assert params["learning_rate"] == pytest.approx(0.002)  # the tiny model's own default
+    assert params["learning_rate"] == pytest.approx(0.005)  # the tiny model's own default
 
 
 def test_submit_is_idempotent(trained: Trained) -> None:
@@ -342,6 +342,21 @@ def test_score_needs_the_key(served: Served) -> None:
     assert headers["azureml-model-deployment"] == "blue"
     assert post(served.uri, PAYLOAD)[0] == 401
     assert post(served.uri, PAYLOAD, {"Authorization": "Bearer wrong"})[0] == 401
+
+
+def test_the_fine_tuned_model_learned_the_task(served: Served) -> None:
+    """Greedy decoding of a training-style prompt answers with the right colour."""
+    payload = {
+        "input_data": {
+            "input_string": [[
+                {"role": "system", "content": "You answer tersely."},
+                {"role": "user", "content": "Say blue 3 times."},
+            ]],
+            "parameters": {"do_sample": False, "max_new_tokens": 16},
+        }
+    }
+    answer = served.platform.invoke(served.endpoint, payload)
+    assert "blue" in answer["output"]
 
 
 def test_invoke_targets_a_deployment_at_zero_traffic(served: Served) -> None:

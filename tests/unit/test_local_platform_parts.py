@@ -62,6 +62,24 @@ def test_job_events_have_azure_ml_event_grid_shape() -> None:
     assert set(completed["data"]) == DATA_KEYS  # RunCompleted carries no runStatus
 
 
+def test_job_events_parse_as_trusted_job_events(tmp_path: Path) -> None:
+    """The app's event parser accepts every emitted event as a job event of the local topic."""
+    from shared.events import JobEvent, parse_job_event
+
+    _emit(tmp_path, "Running")
+    _emit(tmp_path, "Completed")
+    parsed = [
+        parse_job_event(e, trusted_topic=LOCAL_WORKSPACE_ID)
+        for e in events.pending_events(tmp_path)
+    ]
+    assert all(isinstance(p, JobEvent) for p in parsed)
+    assert [(p.run_id, p.status, p.line) for p in parsed if isinstance(p, JobEvent)] == [
+        ("tl-chat-abc-123", "Running", "chat"),
+        ("tl-chat-abc-123", "Completed", "chat"),
+        ("tl-chat-abc-123", "Completed", "chat"),
+    ]
+
+
 def test_outbox_is_oldest_first_deduplicated_and_acknowledged(tmp_path: Path) -> None:
     """Emitting a change twice stores it once; ack removes it for good; order is emission order."""
     _emit(tmp_path, "Running")
@@ -180,7 +198,7 @@ def test_planner_plans_against_the_local_platform(platform: LocalPlatform) -> No
     plan = Planner(platform.settings, platform).plan(
         line="chat", dataset_sha256=hashlib.sha256(b"x").hexdigest()
     )
-    assert plan.parameters["learning_rate"] == pytest.approx(0.002)
+    assert plan.parameters["learning_rate"] == pytest.approx(0.005)
     assert plan.parameters["apply_lora"] == "true"
     assert plan.compute == "local"
 

@@ -184,29 +184,37 @@ class LocalPlatform:
             raise PlatformError(f"job name {name!r} is not a valid Azure ML job name")
         job_dir = self.paths.job(name)
         with locked(self.paths):
-            if read_json(job_dir / "job.json") is not None:
-                log.info("job %s exists; not submitting again", name)
-                return self._job_info(name)
-            spec = {
-                "name": name,
-                "plan": _plan_to_json(plan),
-                "home": str(self.home),
-                "base_model_dir": self.settings.local_base_model,
-                "device": self.settings.local_device,
-                "threads": self.threads,
-                "submitted": utcnow_iso(),
-                "topic": LOCAL_WORKSPACE_ID,
-            }
-            write_json(job_dir / "job.json", spec)
-            write_json(job_dir / "status.json", {"status": "NotStarted"})
-            proc = spawn(
-                _TRAIN_MODULE, [str(job_dir)], log_file=job_dir / "process.log",
-                env=self._child_env(),
-            )
-            self._remember(f"job:{name}", proc)
-            write_json(job_dir / "job.json", {**spec, "pid": proc.pid})
+            exists = read_json(job_dir / "job.json") is not None
+            if not exists:
+                proc = self._start_job(plan, job_dir)
+        if exists:
+            log.info("job %s exists; not submitting again", name)
+            return self._job_info(name)  # outside the lock: it may take it to reap
         log.info("job %s submitted (pid %s) line=%s", name, proc.pid, plan.line)
         return JobInfo(name=name, status="NotStarted", tags=dict(plan.tags))
+
+    def _start_job(self, plan: FinetunePlan, job_dir: Path) -> subprocess.Popen[bytes]:
+        """Record the job and spawn its trainer (caller holds the lock)."""
+        name = plan.run_id
+        spec = {
+            "name": name,
+            "plan": _plan_to_json(plan),
+            "home": str(self.home),
+            "base_model_dir": self.settings.local_base_model,
+            "device": self.settings.local_device,
+            "threads": self.threads,
+            "submitted": utcnow_iso(),
+            "topic": LOCAL_WORKSPACE_ID,
+        }
+        write_json(job_dir / "job.json", spec)
+        write_json(job_dir / "status.json", {"status": "NotStarted"})
+        proc = spawn(
+            _TRAIN_MODULE, [str(job_dir)], log_file=job_dir / "process.log",
+            env=self._child_env(),
+        )
+        self._remember(f"job:{name}", proc)
+        write_json(job_dir / "job.json", {**spec, "pid": proc.pid})
+        return proc
 
     def get_job(self, name: str) -> JobInfo:
         """The job's status (Azure ML names), metrics, outputs and error. Raises NotFoundError."""
@@ -250,8 +258,12 @@ class LocalPlatform:
         if self._job_process_alive(name, spec.get("pid")):
             return None
         with locked(self.paths):
-            status = read_json(job_dir / "status.json") or {}  # it may have just finished
-            if status.get("status") in TERMINAL_JOB_STATUSES:
+            # Look again under the lock: it may have just finished, or just been spawned.
+            status = read_json(job_dir / "status.json") or {}
+            spec = read_json(job_dir / "job.json") or {}
+            if status.get("status") in TERMINAL_JOB_STATUSES or self._job_process_alive(
+                name, spec.get("pid")
+            ):
                 return None
             last = tail(job_dir / "process.log", lines=3)
             error = (

@@ -46,11 +46,11 @@ CHAT_TEMPLATE = (
 MODEL_SPECIFIC_DEFAULTS: dict[str, str] = {
     "apply_lora": "true",
     "apply_deepspeed": "false",
-    "num_train_epochs": "3",
+    "num_train_epochs": "5",
     "per_device_train_batch_size": "8",
     "per_device_eval_batch_size": "8",
     "gradient_accumulation_steps": "1",
-    "learning_rate": "0.002",
+    "learning_rate": "0.005",
     "lr_scheduler_type": "cosine",
     "warmup_steps": "2",
     "lora_r": "16",

@@ -276,11 +276,14 @@ def run_training(spec: Mapping[str, Any], job_dir: Path, progress: _Progress) ->
     if hp.apply_lora:
         from peft import LoraConfig, get_peft_model
 
+        # The tiny built-in model starts from random weights, so its output head has nothing
+        # to adapt: it is trained in full next to the LoRA adapters (peft modules_to_save).
+        extra = ["lm_head"] if not local_dir else None
         model = get_peft_model(
             model,
             LoraConfig(
                 r=hp.lora_r, lora_alpha=hp.lora_alpha, lora_dropout=hp.lora_dropout,
-                target_modules="all-linear", task_type="CAUSAL_LM",
+                target_modules="all-linear", task_type="CAUSAL_LM", modules_to_save=extra,
             ),
         )
     model.train()
