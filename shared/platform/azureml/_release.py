@@ -16,6 +16,7 @@ from typing import Any
 from shared.errors import NotFoundError, PlatformError, TransientError
 from shared.platform.azureml._base import AzureMLBase
 from shared.platform.azureml._jobs import PIPELINE_OUTPUT, map_sdk_errors
+from shared.platform.azureml._sweep import _parse_time
 from shared.platform.port import (
     DeploymentInfo,
     DeploymentSpec,
@@ -63,13 +64,15 @@ def _model_info(model: Any) -> ModelVersionInfo:
 
 
 def _endpoint_info(endpoint: Any) -> EndpointInfo:
-    data = getattr(endpoint, "creation_context", None)
+    # The SDK sets no creation_context on endpoints; it keeps ARM systemData's times in
+    # ``properties`` (as the listing does), so get and list report the same times.
+    props = dict(getattr(endpoint, "properties", None) or {})
     return EndpointInfo(
         name=str(endpoint.name),
         id=str(endpoint.id or ""),
         tags=dict(endpoint.tags or {}),
-        created=getattr(data, "created_at", None),
-        modified=getattr(data, "last_modified_at", None),
+        created=_parse_time(props.get("createdAt")),
+        modified=_parse_time(props.get("lastModifiedAt")),
         provisioning_state=_state(endpoint.provisioning_state),
         traffic={str(k): int(v) for k, v in (endpoint.traffic or {}).items()},
         scoring_uri=endpoint.scoring_uri,
