@@ -1,0 +1,395 @@
+"""The platform port's contract, one suite run against both adapters.
+
+Every test takes ``platform_under_test`` (see ``conftest.py``): the Azure ML adapter through the
+real SDK and a stateful fake workspace, and the local platform for real. A test states what
+``shared/platform/port.py`` promises and asserts only what the port lets a caller observe;
+the driver's hooks (make a job finish, was something created anew) stand in for the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.errors import NotFoundError
+from shared.platform.port import (
+    TERMINAL_JOB_STATUSES,
+    DeploymentInfo,
+    DeploymentSpec,
+    EndpointInfo,
+    ModelVersionInfo,
+    Platform,
+    ProvisioningState,
+)
+from tests.contract.conftest import Driver
+
+pytestmark = [
+    # azure-ai-ml 1.35 builds marshmallow-3 schemas with options marshmallow 4 removes; the
+    # warnings come from the SDK's own schema classes, not from our calls.
+    pytest.mark.filterwarnings("ignore::marshmallow.warnings.RemovedInMarshmallow4Warning"),
+    pytest.mark.filterwarnings("ignore::marshmallow.warnings.ChangedInMarshmallow4Warning"),
+]
+
+SERVED = "tl-contract"
+ENSURED = "tl-contract-ensure"
+DELETED = "tl-contract-delete"
+DEPLOYMENT = "blue"
+MODEL = "tuneloop-contract"
+TAGS = {"tuneloop_managed": "true", "tuneloop_line": "contract"}
+PAYLOAD: dict[str, Any] = {
+    "input_data": {
+        "input_string": [[{"role": "user", "content": "Say red 2 times."}]],
+        "parameters": {"max_new_tokens": 8, "do_sample": False},
+    }
+}
+
+
+def raises_not_found(call: Callable[[], object]) -> bool:
+    """Whether ``call`` raises NotFoundError (anything else propagates)."""
+    try:
+        call()
+    except NotFoundError:
+        return True
+    return False
+
+
+def nonzero(traffic: dict[str, int] | Any) -> dict[str, int]:
+    """A split without its zero entries: ``{}`` and ``{"blue": 0}`` say the same."""
+    return {str(k): int(v) for k, v in dict(traffic).items() if int(v)}
+
+
+@dataclass
+class Served:
+    """The suite's endpoint with one deployment of the driver's trained model."""
+
+    endpoint: str
+    deployment: str
+    model: ModelVersionInfo
+    spec: DeploymentSpec
+    first_deploy: DeploymentInfo
+    traffic_after_deploy: dict[str, int]
+
+
+@pytest.fixture(scope="module")
+def served(platform_under_test: Driver) -> Served:
+    """Register the trained model, ensure the endpoint, deploy once and wait for both."""
+    d = platform_under_test
+    p = d.platform
+    job = d.finished_job()
+    model = p.register_model(MODEL, "1", job_name=job.name, tags={"tuneloop_run": job.name})
+    p.ensure_endpoint(SERVED, tags=TAGS)
+    d.eventually(lambda: p.get_endpoint(SERVED).provisioning_state == ProvisioningState.SUCCEEDED,
+                 "endpoint Succeeded")
+    spec = DeploymentSpec(
+        SERVED, DEPLOYMENT, model, d.instance_type, tags={"tuneloop_run": job.name}
+    )
+    first = p.deploy(spec)
+    traffic = dict(p.get_endpoint(SERVED).traffic)
+    d.eventually(
+        lambda: p.get_deployment(SERVED, DEPLOYMENT).provisioning_state
+        == ProvisioningState.SUCCEEDED,
+        "deployment Succeeded",
+    )
+    return Served(SERVED, DEPLOYMENT, model, spec, first, traffic)
+
+
+# -- fine-tuning ----------------------------------------------------------------------------
+
+
+def test_adapter_implements_the_port(platform_under_test: Driver) -> None:
+    """The adapter satisfies the Platform protocol and names its kind."""
+    assert isinstance(platform_under_test.platform, Platform)
+    assert platform_under_test.platform.kind == platform_under_test.kind
+
+
+def test_get_base_model_returns_id_name_and_version(platform_under_test: Driver) -> None:
+    """get_base_model identifies the model (id, name, version) and carries its tags."""
+    d = platform_under_test
+    model = d.platform.get_base_model(d.settings.base_model)
+    assert model.id
+    assert model.name
+    assert model.version
+    assert model.tags.get("task") == "chat-completion"
+    assert model.id == d.plan.base_model.id
+
+
+def test_get_base_model_unknown_raises_not_found(platform_under_test: Driver) -> None:
+    """A base model the platform does not have raises NotFoundError (label or version)."""
+    platform, name = platform_under_test.missing_base_model()
+    with pytest.raises(NotFoundError):
+        platform.get_base_model(name)
+    with pytest.raises(NotFoundError):
+        platform.get_base_model(name, "7")
+
+
+def test_get_component_declares_data_and_model_inputs(platform_under_test: Driver) -> None:
+    """The fine-tune component declares the train/validation files and the MLflow model input."""
+    d = platform_under_test
+    component = d.platform.get_component(d.settings.component_name)
+    assert component.name == d.settings.component_name
+    assert component.version
+    inputs = component.inputs
+    assert inputs["train_file_path"].type == "uri_file"
+    assert inputs["validation_file_path"].type == "uri_file"
+    assert inputs["mlflow_model_path"].type == "mlflow_model"
+
+
+def test_get_component_unknown_raises_not_found(platform_under_test: Driver) -> None:
+    """A component the platform does not have raises NotFoundError."""
+    with pytest.raises(NotFoundError):
+        platform_under_test.platform.get_component("no_such_component_pipeline")
+
+
+def test_get_compute_reports_its_state(platform_under_test: Driver) -> None:
+    """The planned compute reads Succeeded."""
+    d = platform_under_test
+    compute = d.platform.get_compute(d.compute)
+    assert compute.name
+    assert compute.provisioning_state == ProvisioningState.SUCCEEDED
+
+
+def test_submit_finetune_is_idempotent_on_the_run_id(platform_under_test: Driver) -> None:
+    """A second submit of the same plan returns the same job, and only one job exists."""
+    d = platform_under_test
+    first = d.platform.submit_finetune(d.plan)
+    created = d.creations("job", d.plan.run_id)
+    second = d.platform.submit_finetune(d.plan)
+    assert first.name == second.name == d.plan.run_id
+    assert second.tags.get("tuneloop_run") == d.plan.run_id
+    assert d.creations("job", d.plan.run_id) == created
+    assert d.platform.get_job(d.plan.run_id).name == d.plan.run_id
+
+
+def test_get_job_unknown_raises_not_found(platform_under_test: Driver) -> None:
+    """get_job of a name never submitted raises NotFoundError."""
+    with pytest.raises(NotFoundError):
+        platform_under_test.platform.get_job("tl-contract-000000000000-00000000")
+
+
+def test_finished_job_is_completed_with_its_model_output(platform_under_test: Driver) -> None:
+    """A finished job reads Completed (terminal) with the trained_model output and no error."""
+    job = platform_under_test.finished_job()
+    assert job.status == "Completed", job.error
+    assert job.terminal
+    assert job.status in TERMINAL_JOB_STATUSES
+    assert job.outputs.get("trained_model")
+    assert job.error is None
+
+
+# -- release --------------------------------------------------------------------------------
+
+
+def test_register_model_is_idempotent_on_name_and_version(platform_under_test: Driver) -> None:
+    """Registering (name, version) twice gives one version, readable by get_model_version."""
+    d = platform_under_test
+    job = d.finished_job()
+    tags = {"tuneloop_run": job.name, "tuneloop_line": "contract"}
+    first = d.platform.register_model(f"{MODEL}-reg", "3", job_name=job.name, tags=tags)
+    created = d.creations("model", f"{MODEL}-reg", "3")
+    second = d.platform.register_model(f"{MODEL}-reg", "3", job_name=job.name, tags=tags)
+    assert (second.name, second.version, second.id) == (first.name, "3", first.id)
+    assert first.name == f"{MODEL}-reg"
+    assert first.tags.get("tuneloop_run") == job.name
+    assert d.creations("model", f"{MODEL}-reg", "3") == created
+    read = d.platform.get_model_version(f"{MODEL}-reg", "3")
+    assert (read.name, read.version, read.id) == (first.name, "3", first.id)
+
+
+def test_get_model_version_unknown_raises_not_found(platform_under_test: Driver) -> None:
+    """An unregistered version, or model, raises NotFoundError."""
+    p = platform_under_test.platform
+    with pytest.raises(NotFoundError):
+        p.get_model_version(f"{MODEL}-reg", "99")
+    with pytest.raises(NotFoundError):
+        p.get_model_version("tuneloop-never-registered", "1")
+
+
+def test_ensure_endpoint_is_idempotent_and_settles(platform_under_test: Driver) -> None:
+    """A second ensure_endpoint creates nothing new; called again it eventually reads Succeeded."""
+    d = platform_under_test
+    p = d.platform
+    first = p.ensure_endpoint(ENSURED, tags=TAGS)
+    assert first.name == ENSURED
+    assert first.provisioning_state in {ProvisioningState.CREATING, ProvisioningState.SUCCEEDED}
+    created = d.creations("endpoint", ENSURED)
+    second = p.ensure_endpoint(ENSURED, tags=TAGS)
+    assert second.name == ENSURED
+    assert d.creations("endpoint", ENSURED) == created
+    settled = d.eventually(
+        lambda: (e := p.ensure_endpoint(ENSURED, tags=TAGS)).provisioning_state
+        == ProvisioningState.SUCCEEDED and e,
+        "ensure_endpoint Succeeded",
+    )
+    assert dict(settled.tags) == TAGS
+    assert d.creations("endpoint", ENSURED) == created
+
+
+def test_get_endpoint_unknown_raises_not_found(platform_under_test: Driver) -> None:
+    """get_endpoint of an endpoint that never existed raises NotFoundError."""
+    with pytest.raises(NotFoundError):
+        platform_under_test.platform.get_endpoint("tl-contract-never")
+
+
+def test_deploy_is_idempotent_settles_and_starts_at_zero_traffic(
+    platform_under_test: Driver, served: Served
+) -> None:
+    """A new deployment takes 0 % traffic; deploying again creates nothing and reads Succeeded."""
+    d = platform_under_test
+    assert served.first_deploy.name == served.deployment
+    assert served.first_deploy.endpoint == served.endpoint
+    assert served.first_deploy.provisioning_state in {
+        ProvisioningState.CREATING, ProvisioningState.SUCCEEDED,
+    }
+    assert served.traffic_after_deploy.get(served.deployment, 0) == 0
+    created = d.creations("deployment", served.endpoint, served.deployment)
+    again = d.platform.deploy(served.spec)
+    assert again.name == served.deployment
+    assert again.provisioning_state == ProvisioningState.SUCCEEDED
+    assert d.creations("deployment", served.endpoint, served.deployment) == created
+    read = d.platform.get_deployment(served.endpoint, served.deployment)
+    assert read.provisioning_state == ProvisioningState.SUCCEEDED
+    assert read.model_id == again.model_id
+
+
+def test_deploy_to_a_missing_endpoint_raises_not_found(
+    platform_under_test: Driver, served: Served
+) -> None:
+    """A deployment needs its endpoint: deploying to a missing one raises NotFoundError."""
+    spec = dataclasses.replace(served.spec, endpoint="tl-contract-missing")
+    with pytest.raises(NotFoundError):
+        platform_under_test.platform.deploy(spec)
+
+
+def test_get_deployment_unknown_raises_not_found(
+    platform_under_test: Driver, served: Served
+) -> None:
+    """get_deployment of a deployment that does not exist raises NotFoundError."""
+    with pytest.raises(NotFoundError):
+        platform_under_test.platform.get_deployment(served.endpoint, "nothere")
+
+
+def test_invoke_with_a_deployment_targets_it(platform_under_test: Driver, served: Served) -> None:
+    """At 0 % traffic a deployment answers only when targeted, and its answer has output."""
+    d = platform_under_test
+    p = d.platform
+    p.set_traffic(served.endpoint, {served.deployment: 0})
+    d.eventually(lambda: p.get_endpoint(served.endpoint).provisioning_state
+                 == ProvisioningState.SUCCEEDED, "endpoint Succeeded")
+    assert nonzero(p.get_endpoint(served.endpoint).traffic) == {}
+    with pytest.raises(NotFoundError):
+        p.invoke(served.endpoint, PAYLOAD)  # no deployment takes traffic
+    answer = p.invoke(served.endpoint, PAYLOAD, deployment=served.deployment)
+    assert isinstance(answer["output"], str)
+    assert answer["output"].strip()
+    d.check_targeted(served.endpoint, served.deployment)
+    with pytest.raises(NotFoundError):
+        p.invoke(served.endpoint, PAYLOAD, deployment="nothere")
+
+
+def test_set_traffic_is_idempotent_and_reflected(
+    platform_under_test: Driver, served: Served
+) -> None:
+    """Setting the same split twice is fine; get_endpoint and list_endpoints report it."""
+    d = platform_under_test
+    p = d.platform
+    split = {served.deployment: 100}
+    p.set_traffic(served.endpoint, split)
+    p.set_traffic(served.endpoint, split)
+    d.eventually(lambda: p.get_endpoint(served.endpoint).provisioning_state
+                 == ProvisioningState.SUCCEEDED, "endpoint Succeeded")
+    assert nonzero(p.get_endpoint(served.endpoint).traffic) == split
+    [listed] = [e for e in p.list_endpoints() if e.name == served.endpoint]
+    assert nonzero(listed.traffic) == split
+    answer = p.invoke(served.endpoint, PAYLOAD)  # the split routes an untargeted request
+    assert answer["output"].strip()
+
+
+def test_delete_deployment_of_a_missing_one_succeeds(
+    platform_under_test: Driver, served: Served
+) -> None:
+    """Deleting a deployment that is not there, or whose endpoint is not, is success."""
+    p = platform_under_test.platform
+    p.delete_deployment(served.endpoint, "nothere")
+    p.delete_deployment("tl-contract-missing", served.deployment)
+    assert p.get_deployment(served.endpoint, served.deployment).name == served.deployment
+
+
+# -- sweeping -------------------------------------------------------------------------------
+
+
+def check_listed(listed: EndpointInfo) -> None:
+    """What the sweeper decides on: times (aware, ordered), state and an integer split."""
+    assert listed.id
+    assert listed.created is not None
+    assert listed.created.tzinfo is not None
+    assert listed.modified is not None
+    assert listed.modified.tzinfo is not None
+    assert listed.modified >= listed.created
+    assert isinstance(listed.provisioning_state, str)
+    assert listed.provisioning_state
+    assert all(isinstance(k, str) and isinstance(v, int) for k, v in listed.traffic.items())
+
+
+def test_list_endpoints_reports_what_the_sweeper_needs(
+    platform_under_test: Driver, served: Served
+) -> None:
+    """Each endpoint is listed once with tags, aware times, state and traffic, as get reads it."""
+    d = platform_under_test
+    p = d.platform
+    p.ensure_endpoint(ENSURED, tags=TAGS)
+    d.eventually(lambda: p.get_endpoint(ENSURED).provisioning_state
+                 == ProvisioningState.SUCCEEDED, "endpoint Succeeded")
+    listed = p.list_endpoints()
+    names = [e.name for e in listed]
+    assert len(names) == len(set(names))
+    assert {served.endpoint, ENSURED} <= set(names)
+    for endpoint in listed:
+        check_listed(endpoint)
+    mine = {e.name: e for e in listed}
+    for name in (served.endpoint, ENSURED):
+        assert dict(mine[name].tags) == TAGS
+        got = p.get_endpoint(name)
+        assert (got.name, got.id, dict(got.tags)) == (name, mine[name].id, TAGS)
+        assert nonzero(got.traffic) == nonzero(mine[name].traffic)
+        assert got.provisioning_state == mine[name].provisioning_state
+        assert got.created == mine[name].created
+
+
+def test_endpoint_requests_counts_known_and_never_guesses_unknown(
+    platform_under_test: Driver, served: Served
+) -> None:
+    """Scoring requests are counted per endpoint; an endpoint it cannot count is absent, not 0."""
+    p = platform_under_test.platform
+    for _ in range(3):
+        p.invoke(served.endpoint, PAYLOAD, deployment=served.deployment)
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    endpoint = p.get_endpoint(served.endpoint)
+    ghost = dataclasses.replace(
+        endpoint, name="tl-contract-ghost",
+        id=endpoint.id.replace(served.endpoint, "tl-contract-ghost"),
+    )
+    # UnknownTrafficError is for a failed query; this one can count the known endpoint.
+    counts = p.endpoint_requests([endpoint, ghost], timedelta(hours=1), now=now)
+    assert isinstance(counts[served.endpoint], int)
+    assert counts[served.endpoint] >= 3
+    assert "tl-contract-ghost" not in counts
+    assert p.endpoint_requests([], timedelta(hours=1), now=now) == {}
+
+
+def test_delete_endpoint_is_idempotent(platform_under_test: Driver) -> None:
+    """delete_endpoint succeeds, succeeds again, and the endpoint ends up gone (NotFoundError)."""
+    d = platform_under_test
+    p = d.platform
+    p.ensure_endpoint(DELETED, tags=TAGS)
+    d.eventually(lambda: p.get_endpoint(DELETED).provisioning_state
+                 == ProvisioningState.SUCCEEDED, "endpoint Succeeded")
+    p.delete_endpoint(DELETED)
+    p.delete_endpoint(DELETED)  # while it may still be deleting
+    d.eventually(lambda: raises_not_found(lambda: p.get_endpoint(DELETED)), "endpoint gone")
+    p.delete_endpoint(DELETED)  # already gone
+    assert DELETED not in [e.name for e in p.list_endpoints()]
