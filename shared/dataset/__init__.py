@@ -2,7 +2,7 @@
 
 Nothing here does I/O beyond iterating the byte chunks it is given (``validate_path`` opens a
 local file for the CLI). Memory is independent of file size except duplicate detection: about
-100 bytes per distinct example (a 64-bit identity and a line number in a dict).
+130 bytes per distinct example (a 64-bit identity and a line number in a dict).
 
 Public API:
 
