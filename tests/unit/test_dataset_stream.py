@@ -147,3 +147,36 @@ def test_canonical_encoding_is_the_same_with_both_encoders() -> None:
     messages = [{"role": "user", "content": text, "name": "n"} for text in tricky]
     messages.append({"role": "assistant", "content": "x", "weight": 1})
     assert _json.encode(messages) == _json._std_encode(messages)
+
+
+_turn = st.tuples(st.text(min_size=1, max_size=20), st.text(min_size=1, max_size=20),
+                  st.sampled_from([None, 0, 1]))
+_clean_example = st.builds(
+    lambda system, turns: {"messages": [
+        *([{"role": "system", "content": system}] if system else []),
+        *(m for user, answer, weight in turns for m in (
+            {"role": "user", "content": user},
+            {"role": "assistant", "content": answer,
+             **({} if weight is None else {"weight": weight})}))]},
+    st.one_of(st.none(), st.text(min_size=1, max_size=10)),
+    st.lists(_turn, min_size=1, max_size=3),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(_example, _clean_example, _clean_example), max_size=12),
+       st.booleans())
+def test_validator_reports_the_same_with_and_without_the_fast_path(
+    rows: list[dict[str, Any]], ascii_only: bool
+) -> None:
+    """The validator's inlined fast path and the reference rules give identical reports on
+    generated datasets (duplicates included)."""
+    lines = [json.dumps(row, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+             for row in rows + rows[:2]]
+    data = b"\n".join(lines)
+    config = ValidationConfig(min_examples=3, max_seq_length=50)
+    fast = validate_stream([data], name="g", config=config)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_json, "decode_example", None)
+        reference = validate_stream([data], name="g", config=config)
+    assert fast == reference
