@@ -26,8 +26,9 @@ from shared.finetune import SERVERLESS, Planner
 from shared.platform.port import FinetunePlan, JobInfo, Platform
 from shared.settings import Settings
 from shared.storage import BlobRef
-from tests.contract.fake_azureml import RG, SUB, WS, FakeAzureML
+from tests.contract.fake_azureml import RG, WS, FakeAzureML
 from tests.fakes.credential import FakeCredential
+from tests.fixtures.azureml.rest import SUB
 
 T = TypeVar("T")
 
@@ -78,7 +79,7 @@ class Driver:
     def check_targeted(self, endpoint: str, deployment: str) -> None:
         """Adapter-specific evidence that the last scoring request targeted ``deployment``."""
 
-    def eventually(self, check: Callable[[], T], what: str) -> T:
+    def eventually(self, check: Callable[[], T | None], what: str) -> T:
         """Call ``check`` until it returns something truthy (reads move the fake on; the local
         platform settles in real time)."""
         deadline = time.monotonic() + self.timeout
@@ -174,10 +175,11 @@ class LocalDriver(Driver):
         self.platform.submit_finetune(self.plan)
 
     def finish(self, job_name: str) -> JobInfo:
-        return self.eventually(
-            lambda: (job := self.platform.get_job(job_name)).terminal and job,
-            f"job {job_name} finished",
-        )
+        def finished() -> JobInfo | None:
+            job = self.platform.get_job(job_name)
+            return job if job.terminal else None
+
+        return self.eventually(finished, f"job {job_name} finished")
 
     def creations(self, what: str, *names: str) -> Any:
         paths = self.local.paths

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +39,7 @@ pytestmark = [
 SERVED = "tl-contract"
 ENSURED = "tl-contract-ensure"
 DELETED = "tl-contract-delete"
+RACED = "tl-contract-race"
 DEPLOYMENT = "blue"
 MODEL = "tuneloop-contract"
 TAGS = {"tuneloop_managed": "true", "tuneloop_line": "contract"}
@@ -220,13 +222,31 @@ def test_ensure_endpoint_is_idempotent_and_settles(platform_under_test: Driver) 
     second = p.ensure_endpoint(ENSURED, tags=TAGS)
     assert second.name == ENSURED
     assert d.creations("endpoint", ENSURED) == created
-    settled = d.eventually(
-        lambda: (e := p.ensure_endpoint(ENSURED, tags=TAGS)).provisioning_state
-        == ProvisioningState.SUCCEEDED and e,
-        "ensure_endpoint Succeeded",
-    )
+
+    def settled_endpoint() -> EndpointInfo | None:
+        info = p.ensure_endpoint(ENSURED, tags=TAGS)
+        return info if info.provisioning_state == ProvisioningState.SUCCEEDED else None
+
+    settled = d.eventually(settled_endpoint, "ensure_endpoint Succeeded")
     assert dict(settled.tags) == TAGS
     assert d.creations("endpoint", ENSURED) == created
+
+
+def test_concurrent_ensure_endpoint_creates_one(platform_under_test: Driver) -> None:
+    """Racing ensure_endpoint calls (duplicate deliveries) all get the same, single endpoint."""
+    d = platform_under_test
+    p = d.platform
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: p.ensure_endpoint(RACED, tags=TAGS), range(4)))
+    assert {(r.name, r.id) for r in results} == {(RACED, results[0].id)}
+    assert results[0].created is not None
+    assert {r.created for r in results} == {results[0].created}
+    created = d.creations("endpoint", RACED)
+    d.eventually(lambda: p.get_endpoint(RACED).provisioning_state
+                 == ProvisioningState.SUCCEEDED, "endpoint Succeeded")
+    assert [e.name for e in p.list_endpoints()].count(RACED) == 1
+    assert d.creations("endpoint", RACED) == created
+    p.delete_endpoint(RACED)
 
 
 def test_get_endpoint_unknown_raises_not_found(platform_under_test: Driver) -> None:
@@ -393,3 +413,21 @@ def test_delete_endpoint_is_idempotent(platform_under_test: Driver) -> None:
     d.eventually(lambda: raises_not_found(lambda: p.get_endpoint(DELETED)), "endpoint gone")
     p.delete_endpoint(DELETED)  # already gone
     assert DELETED not in [e.name for e in p.list_endpoints()]
+
+
+def test_delete_deployment_removes_it_and_is_idempotent(
+    platform_under_test: Driver, served: Served
+) -> None:
+    """A deployment without traffic is deleted; deleting it again succeeds (runs last: it
+    takes the suite's deployment away)."""
+    d = platform_under_test
+    p = d.platform
+    p.set_traffic(served.endpoint, {served.deployment: 0})
+    p.delete_deployment(served.endpoint, served.deployment)
+    p.delete_deployment(served.endpoint, served.deployment)  # while it may still be deleting
+    d.eventually(
+        lambda: raises_not_found(lambda: p.get_deployment(served.endpoint, served.deployment)),
+        "deployment gone",
+    )
+    p.delete_deployment(served.endpoint, served.deployment)  # already gone
+    assert served.deployment not in nonzero(p.get_endpoint(served.endpoint).traffic)
