@@ -176,6 +176,8 @@ def test_hyperparameters_read_the_component_input_names() -> None:
     assert (hp.max_seq_length, hp.seed, hp.batch_size, hp.grad_accum) == (128, 7, 4, 2)
     assert hp.warmup_steps == 3
     assert hyperparameters({"max_seq_length": -1}).max_seq_length == 512
+    assert hyperparameters({"precision": "16"}).half_precision is True
+    assert hyperparameters({}).half_precision is False
 
 
 def test_platform_satisfies_the_port(platform: LocalPlatform) -> None:

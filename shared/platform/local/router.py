@@ -129,7 +129,7 @@ def _handler(endpoint_dir: Path, counts: RequestCounts) -> type[JsonHandler]:
                 return
             try:
                 status, data = _forward(int(record["port"]), body)
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:
                 self.send_error_json(502, "BadGateway", f"deployment {target!r} unreachable: {exc}")
                 return
             self.send_raw(status, data, {DEPLOYMENT_HEADER: target})
@@ -150,7 +150,7 @@ def _handler(endpoint_dir: Path, counts: RequestCounts) -> type[JsonHandler]:
                     return
                 try:
                     status, data = _forward(int(deployments[chosen]["port"]), body)
-                except OSError as exc:
+                except (OSError, http.client.HTTPException) as exc:
                     # The deployment went away mid-swap: re-read the state, try another one.
                     log.info("deployment %s unreachable (%s); rerouting", chosen, exc)
                     tried.add(chosen)

@@ -66,6 +66,7 @@ class Hyper:
     lora_dropout: float
     max_seq_length: int
     seed: int
+    half_precision: bool = False
 
 
 def hyperparameters(params: Mapping[str, Any]) -> Hyper:
@@ -98,6 +99,7 @@ def hyperparameters(params: Mapping[str, Any]) -> Hyper:
         lora_dropout=num("lora_dropout", 0.0),
         max_seq_length=max_seq if max_seq > 0 else 512,
         seed=int(num("seed", 42)),
+        half_precision=str(params.get("precision") or "32") == "16",
     )
 
 
@@ -270,8 +272,11 @@ def run_training(spec: Mapping[str, Any], job_dir: Path, progress: _Progress) ->
         raise ValueError("no trainable example: every conversation lacks an assistant turn")
 
     torch.manual_seed(hp.seed)
-    model: Any = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     device = str(spec.get("device") or "cpu")
+    # precision "16" is honoured on a GPU (bfloat16); a CPU trains in float32.
+    half = hp.half_precision and device.startswith("cuda")
+    dtype = torch.bfloat16 if half else torch.float32
+    model: Any = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
     model.to(device)
     if hp.apply_lora:
         from peft import LoraConfig, get_peft_model
