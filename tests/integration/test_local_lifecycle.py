@@ -23,7 +23,8 @@ ORPHAN = """
 import json, os, sys
 from shared.platform.local import LocalPlatform
 from shared.settings import Settings
-platform = LocalPlatform.from_settings(Settings(platform="local", home=sys.argv[1]))
+settings = Settings(platform="local", home=sys.argv[1])
+platform = LocalPlatform(settings, tie_children=sys.argv[2] == "tied")
 info = platform.ensure_endpoint("tl-orphan", tags={"tuneloop_managed": "true"})
 print(json.dumps({"uri": info.scoring_uri}), flush=True)
 os._exit(0)  # the devhost dies without close()
@@ -43,7 +44,7 @@ def test_children_exit_with_their_parent_and_restore_brings_them_back(tmp_path: 
     """A router whose parent died stops by itself; a new platform restores it, same port and key."""
     home = tmp_path / "home"
     out = subprocess.run(
-        [sys.executable, "-c", ORPHAN, str(home)], capture_output=True, text=True,
+        [sys.executable, "-c", ORPHAN, str(home), "tied"], capture_output=True, text=True,
         cwd=REPO_ROOT, timeout=120, check=True,
     )
     uri = json.loads(out.stdout.strip().splitlines()[-1])["uri"]
@@ -80,3 +81,21 @@ def test_close_stops_every_child(tmp_path: Path) -> None:
     again.delete_endpoint("tl-closing")
     assert again.list_endpoints() == []
     again.close()
+
+
+def test_untied_children_outlive_their_parent(tmp_path: Path) -> None:
+    """tie_children=False (a one-shot CLI) leaves the router running; a later platform stops it."""
+    home = tmp_path / "home"
+    subprocess.run(
+        [sys.executable, "-c", ORPHAN, str(home), "untied"], capture_output=True, text=True,
+        cwd=REPO_ROOT, timeout=120, check=True,
+    )
+    record = json.loads((home / "local" / "endpoints" / "tl-orphan" / "endpoint.json").read_text())
+    time.sleep(2.5)  # longer than the parent watch interval
+    assert pid_alive(record["pid"])
+    platform = LocalPlatform.from_settings(Settings(platform="local", home=home))
+    assert platform.restore() == []  # alive: nothing to restart
+    assert wait_until(lambda: get_json(int(record["port"]), "/")[0] == 200, 30)
+    platform.delete_endpoint("tl-orphan")
+    assert wait_until(lambda: not pid_alive(record["pid"]), timeout=15)
+    platform.close()

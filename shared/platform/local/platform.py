@@ -95,8 +95,17 @@ class LocalPlatform:
 
     kind = "local"
 
-    def __init__(self, settings: Settings, *, storage: Any = None, threads: int = 1) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        storage: Any = None,
+        threads: int = 1,
+        tie_children: bool = True,
+    ) -> None:
+        """``tie_children=False`` lets children outlive this process (a one-shot CLI submit)."""
         self.settings = settings
+        self.tie_children = tie_children
         self.storage = storage
         self.home = Path(settings.home).resolve()
         self.paths = Paths(self.home)
@@ -210,7 +219,7 @@ class LocalPlatform:
         write_json(job_dir / "status.json", {"status": "NotStarted"})
         proc = spawn(
             _TRAIN_MODULE, [str(job_dir)], log_file=job_dir / "process.log",
-            env=self._child_env(),
+            env=self._child_env(), tie_to_parent=self.tie_children,
         )
         self._remember(f"job:{name}", proc)
         write_json(job_dir / "job.json", {**spec, "pid": proc.pid})
@@ -642,7 +651,16 @@ class LocalPlatform:
         return problems
 
     def close(self) -> None:
-        """Stop every child process this instance started (jobs end up Failed)."""
+        """Stop every child process this instance started (jobs end up Failed).
+
+        With ``tie_children=False`` the children are left running: they were started to
+        outlive this instance.
+        """
+        if not self.tie_children:
+            with self._children_lock:
+                self._children.clear()
+            self._close_counts()
+            return
         with self._children_lock:
             children = dict(self._children)
             self._children.clear()
@@ -657,6 +675,9 @@ class LocalPlatform:
                 proc.kill()
                 proc.wait(timeout=5)
         self._reap_all_jobs()
+        self._close_counts()
+
+    def _close_counts(self) -> None:
         if self._counts is not None:
             self._counts.close()
             self._counts = None
@@ -735,6 +756,7 @@ class LocalPlatform:
         proc = spawn(
             _ROUTER_MODULE, [str(folder), "--counts", str(self.paths.requests_db)],
             log_file=folder / "logs" / "router.log", env=self._child_env(),
+            tie_to_parent=self.tie_children,
         )
         self._remember(f"router:{record['name']}", proc)
         record["pid"] = proc.pid
@@ -749,7 +771,7 @@ class LocalPlatform:
         write_json(path, record)
         proc = spawn(
             _SERVE_MODULE, [str(path)], log_file=self._deployment_log(endpoint, name),
-            env=self._child_env(),
+            env=self._child_env(), tie_to_parent=self.tie_children,
         )
         self._remember(f"deploy:{endpoint}/{name}", proc)
         record["pid"] = proc.pid

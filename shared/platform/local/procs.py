@@ -43,8 +43,12 @@ def spawn(
     *,
     log_file: Path,
     env: Mapping[str, str] | None = None,
+    tie_to_parent: bool = True,
 ) -> subprocess.Popen[bytes]:
-    """Start ``python -m <module> <args> --parent-pid <us>``; output goes to ``log_file``."""
+    """Start ``python -m <module> <args> --parent-pid <us>``; output goes to ``log_file``.
+
+    With ``tie_to_parent=False`` the child gets ``--parent-pid 0`` and outlives us.
+    """
     child_env = dict(os.environ if env is None else env)
     python_path = child_env.get("PYTHONPATH", "")
     child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), python_path) if p)
@@ -52,7 +56,8 @@ def spawn(
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", module, *args, "--parent-pid", str(os.getpid())],
+            [sys.executable, "-m", module, *args,
+             "--parent-pid", str(os.getpid() if tie_to_parent else 0)],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
