@@ -254,3 +254,25 @@ def test_a_job_whose_process_died_is_failed_with_a_reason(platform: LocalPlatfor
     assert [e["data"]["runStatus"] for e in failed] == ["Failed"]
     assert json.loads((job_dir / "status.json").read_text())["status"] == "Failed"
     assert platform.restore() == []  # already reported: nothing new to say
+
+
+def test_unreadable_request_counts_raise_unknown_traffic(platform: LocalPlatform) -> None:
+    """When the counts store cannot be read the sweeper gets UnknownTrafficError, never 0."""
+    from shared.errors import UnknownTrafficError
+
+    write_json(platform.paths.endpoint("tl-known") / "endpoint.json",
+               {"name": "tl-known", "key": "k", "port": 1, "state": "Succeeded", "traffic": {}})
+    platform.paths.requests_db.mkdir(parents=True)  # a directory where the database should be
+    known = EndpointInfo("tl-known", "id", {}, None, None, "Succeeded", {})
+    with pytest.raises(UnknownTrafficError):
+        platform.endpoint_requests([known], timedelta(hours=1), now=datetime.now(UTC))
+
+
+def test_invalid_names_are_refused_before_anything_starts(platform: LocalPlatform) -> None:
+    """Endpoint names follow Azure's rule (3-32, letter first); nothing is created otherwise."""
+    from shared.errors import PlatformError
+
+    for bad in ("1abc", "ab", "a" * 33, "has_underscore", "../escape"):
+        with pytest.raises(PlatformError):
+            platform.ensure_endpoint(bad, tags={})
+    assert platform.list_endpoints() == []
