@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from shared.errors import NotFoundError, PlatformError, TransientError
+from shared.errors import ConflictError, NotFoundError, PlatformError, TransientError
 from shared.platform.azureml._base import AzureMLBase
 from shared.platform.azureml._jobs import PIPELINE_OUTPUT, map_sdk_errors
 from shared.platform.azureml._sweep import _parse_time
@@ -134,9 +134,12 @@ class ReleaseMixin(AzureMLBase):
             name=name, auth_mode="key", tags=dict(tags),
             description="tuneloop: the live fine-tuned model of one line",
         )
-        with map_sdk_errors(f"creating endpoint {name}"):
-            self.ml_client.online_endpoints.begin_create_or_update(endpoint)  # not waited on
-        log.info("endpoint %s: creation started", name)
+        try:
+            with map_sdk_errors(f"creating endpoint {name}"):
+                self.ml_client.online_endpoints.begin_create_or_update(endpoint)  # not waited on
+            log.info("endpoint %s: creation started", name)
+        except ConflictError:  # a racing delivery's create is running: that endpoint is ours
+            log.info("endpoint %s: created concurrently", name)
         return self.get_endpoint(name)
 
     def get_endpoint(self, name: str) -> EndpointInfo:
@@ -166,9 +169,12 @@ class ReleaseMixin(AzureMLBase):
             request_settings=OnlineRequestSettings(request_timeout_ms=REQUEST_TIMEOUT_MS),
             tags=dict(spec.tags),
         )
-        with map_sdk_errors(f"creating deployment {spec.endpoint}/{spec.name}"):
-            self.ml_client.online_deployments.begin_create_or_update(deployment)  # not waited on
-        log.info("deployment %s/%s: creation started", spec.endpoint, spec.name)
+        try:
+            with map_sdk_errors(f"creating deployment {spec.endpoint}/{spec.name}"):
+                self.ml_client.online_deployments.begin_create_or_update(deployment)
+            log.info("deployment %s/%s: creation started", spec.endpoint, spec.name)
+        except ConflictError:  # a racing delivery's create is running: that deployment is ours
+            log.info("deployment %s/%s: created concurrently", spec.endpoint, spec.name)
         return self.get_deployment(spec.endpoint, spec.name)
 
     def get_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
