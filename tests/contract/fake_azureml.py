@@ -12,8 +12,9 @@ call, with the realistic REST bodies of ``tests/fixtures/azureml`` and
 - online endpoints and deployments: PUT answers 201 Creating (200 Updating for an update) with
   ``Azure-AsyncOperation``/``Location`` headers; each read of the resource or of its operation
   moves it on, and after ``reads_to_settle`` reads it is Succeeded; DELETE answers 202 and the
-  resource reads Deleting until it is gone (404). Traffic must name existing deployments and
-  sum to 100 (or all be 0), else 400, as ARM answers;
+  resource reads Deleting until it is gone (404; a DELETE meanwhile answers 202 again). A PUT
+  or DELETE while another operation on the same resource runs is 409 Conflict. Traffic must
+  name existing deployments and sum to 100 (or all be 0), else 400, as ARM answers;
 - the workspace's endpoint list, paged with ``nextLink``; ``listKeys``;
 - scoring: ``POST https://<endpoint>.<region>.inference.ml.azure.com/score`` needs the key,
   routes by the ``azureml-model-deployment`` header or by the traffic split (404 when no
@@ -90,7 +91,12 @@ def bad_request(message: str) -> Reply:
     return Reply(400, {"error": {"code": "BadArgument", "message": message, "details": []}})
 
 
-def conflict(message: str) -> Reply:
+def busy(name: str) -> Reply:
+    """ARM's answer to a PUT or DELETE while another operation on the resource runs."""
+    message = (
+        f"Conflict of operation, another operation on same entity ({name}) is already "
+        f"running in workspace {WS}."
+    )
     return Reply(409, {"error": {"code": "Conflict", "message": message, "details": []}})
 
 
@@ -350,8 +356,8 @@ class FakeAzureML:
         now = arm_time(datetime.now(UTC))
         with self._lock:
             current = self.endpoints.get(name)
-            if current and current["properties"]["provisioningState"] == "Deleting":
-                return conflict(f"Endpoint {name} is being deleted")
+            if current and ("endpoint", name) in self._pending:
+                return busy(name)
             unknown = sorted(d for d in traffic if (name, d) not in self.deployments)
             if unknown:
                 return bad_request(
@@ -380,7 +386,10 @@ class FakeAzureML:
             body = self.endpoints.get(name)
             if body is None:
                 return not_found(f"online endpoint {name}")
-            body["properties"]["provisioningState"] = "Deleting"
+            if body["properties"]["provisioningState"] != "Deleting":
+                if ("endpoint", name) in self._pending:
+                    return busy(name)
+                body["properties"]["provisioningState"] = "Deleting"
             return Reply(202, b"", self._start(("endpoint", name)))
 
     def _list_keys(self, rec: Recorded) -> Reply:
@@ -415,6 +424,8 @@ class FakeAzureML:
             if endpoint not in self.endpoints:
                 return not_found(f"online endpoint {endpoint}")
             existed = (endpoint, name) in self.deployments
+            if existed and ("deployment", endpoint, name) in self._pending:
+                return busy(name)
             body = release_fixture(
                 "online_deployment.json", ENDPOINT=endpoint, NAME=name,
                 MODEL=sent["properties"]["model"],
@@ -435,7 +446,10 @@ class FakeAzureML:
             body = self.deployments.get((endpoint, name))
             if body is None:
                 return not_found(f"deployment {endpoint}/{name}")
-            body["properties"]["provisioningState"] = "Deleting"
+            if body["properties"]["provisioningState"] != "Deleting":
+                if ("deployment", endpoint, name) in self._pending:
+                    return busy(name)
+                body["properties"]["provisioningState"] = "Deleting"
             return Reply(202, b"", self._start(("deployment", endpoint, name)))
 
     # -- scoring --------------------------------------------------------------------------
