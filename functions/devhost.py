@@ -1,12 +1,16 @@
 """Run the app's functions locally, without the Functions host.
 
 What the host and Event Grid do in Azure, done here on one machine:
-- starts Azurite (persisted under ``<home>/azurite``) unless storage is configured or running;
-- watches the incoming container and delivers BlobCreated to ``ingest_dataset``;
-- delivers the local platform's job events (Azure ML Event Grid schema) to ``on_job_event``,
-  retrying failed deliveries with back-off and dead-lettering after ``MAX_ATTEMPTS``;
+- storage: the configured account, else an Azurite of this home (persisted under
+  ``<home>/azurite``; its ports are recorded in ``<home>/devhost.json`` so a second devhost,
+  ``tuneloop upload`` or a restart after a crash finds the same one);
+- watches the incoming container and delivers BlobCreated to ``ingest_dataset`` once per blob
+  version (a restart redelivers; the ingest's ledger claim makes that a no-op);
+- delivers the local platform's job events (Azure ML Event Grid schema) to ``on_job_event``;
+- a failed delivery is retried with exponential back-off and dead-lettered after
+  ``max_attempts`` (written to ``<home>/devhost/deadletter/``), as the host and Event Grid do;
 - fires the timer functions (``reconcile_runs``, ``sweep_idle_endpoints``) on their NCRONTAB
-  schedules (or on fixed intervals given by the caller, for the demo and tests).
+  schedules, or on fixed intervals given by the caller (the demo and tests).
 
 Every delivery goes through the same function objects ``function_app`` registers, with real
 ``azure.functions`` binding objects.
@@ -14,16 +18,20 @@ Every delivery goes through the same function objects ``function_app`` registers
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import socket
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import azure.functions as func
 from azure.functions.timer import TimerRequest
@@ -34,24 +42,61 @@ from shared.schedule import next_fire
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from shared.platform.local import LocalPlatform
     from shared.platform.local.azurite import Azurite
+    from shared.platform.port import Platform
 
-__all__ = ["MAX_ATTEMPTS", "DevHost", "blob_created_event", "load_functions"]
+__all__ = [
+    "AZURITE_PORTS",
+    "MAX_ATTEMPTS",
+    "DevHost",
+    "HostedPlatform",
+    "blob_created_event",
+    "load_functions",
+    "local_storage",
+]
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 8
+MAX_ATTEMPTS = 8  # Event Grid's and the blob trigger's retries end in a dead letter too
 AZURITE_PORTS = (10000, 10001, 10002)  # blob, queue, table: the emulator's defaults
+STATE_FILE = "devhost.json"
+
+
+class HostedPlatform(Protocol):
+    """What the devhost needs beyond the port: the event outbox and process lifecycle."""
+
+    def pending_events(self) -> list[dict[str, Any]]: ...
+
+    def ack_event(self, event_id: str) -> None: ...
+
+    def restore(self) -> list[str]: ...
+
+    def close(self) -> None: ...
 
 
 def load_functions() -> dict[str, Callable[..., Any]]:
     """The user functions ``function_app`` registers, by function name."""
-    import function_app
+    import importlib
 
-    return {
-        str(f.get_function_name()): f.get_user_function() for f in function_app.app.get_functions()
-    }
+    # The `tuneloop` script runs with its bin/ folder on sys.path, not the app's root.
+    root = str(Path(__file__).resolve().parents[1])
+    if (Path(root) / "function_app.py").exists() and root not in sys.path:
+        sys.path.append(root)
+    root_logger = logging.getLogger()
+    root_logger.addFilter(_quiet_auth_level)
+    try:
+        function_app = importlib.import_module("function_app")
+        return {
+            str(f.get_function_name()): f.get_user_function()
+            for f in function_app.app.get_functions()
+        }
+    finally:
+        root_logger.removeFilter(_quiet_auth_level)
+
+
+def _quiet_auth_level(record: logging.LogRecord) -> bool:
+    """azure.functions warns that non-HTTP functions ignore the auth level: noise here."""
+    return not str(record.msg).startswith("Auth level is not applied")
 
 
 def _port_open(port: int) -> bool:
@@ -60,8 +105,9 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def blob_created_event(account_url: str, container: str, name: str, etag: str,
-                       size: int) -> dict[str, Any]:
+def blob_created_event(
+    account_url: str, container: str, name: str, etag: str, size: int
+) -> dict[str, Any]:
     """A Microsoft.Storage.BlobCreated event (Event Grid schema) as Azure would send it."""
     url = f"{account_url.rstrip('/')}/{container}/{name}"
     return {
@@ -87,10 +133,28 @@ def blob_created_event(account_url: str, container: str, name: str, etag: str,
     }
 
 
+def local_storage(home: Path) -> str | None:
+    """The connection string of the Azurite a devhost runs for ``home``, if one answers."""
+    state = _read_state(home)
+    conn = state.get("azurite_connection_string")
+    ports = state.get("azurite_ports") or []
+    if isinstance(conn, str) and ports and all(_port_open(int(p)) for p in ports):
+        return conn
+    return None
+
+
+def _read_state(home: Path) -> dict[str, Any]:
+    try:
+        data = json.loads((Path(home) / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 @dataclass
 class _Timer:
     name: str
-    schedule: str | None  # NCRONTAB, or None when ``every`` is set
+    schedule: str | None  # NCRONTAB, used when ``every`` is None
     every: float | None
     next_at: float = 0.0
 
@@ -104,77 +168,91 @@ class _Timer:
 
 
 @dataclass
+class _Delivery:
+    """Retry state of one delivery (a blob version or an event)."""
+
+    attempts: int = 0
+    retry_at: float = 0.0
+    last_error: str = ""
+
+
+@dataclass
 class DevHost:
-    """The local stand-in for the Functions host. ``step()`` does one pass (tests call it)."""
+    """The local stand-in for the Functions host. ``step()`` does one pass (tests call it).
+
+    ``functions`` replaces registered functions by name (tests wrap or break one);
+    ``platform`` replaces the local platform (tests pass a fake with an outbox);
+    ``clock`` is the time source for back-off and timers.
+    """
 
     settings: Settings
     poll_every: float = 1.0
     reconcile_every: float | None = None  # None = the NCRONTAB schedule from settings
     sweep_every: float | None = None
     run_timers: bool = True
+    threads: int = 1  # torch threads of the local trainer and servers
+    max_attempts: int = MAX_ATTEMPTS
+    backoff: float = 2.0  # seconds before the first retry; doubles per failed attempt
+    max_backoff: float = 60.0
+    clock: Callable[[], float] = time.time
+    functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    platform: HostedPlatform | None = None
     clients: Clients | None = None
-    platform: LocalPlatform | None = None
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
     _azurite: Azurite | None = None
     _functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
     _seen_blobs: set[tuple[str, str]] = field(default_factory=set)
-    _attempts: dict[str, int] = field(default_factory=dict)
-    _retry_at: dict[str, float] = field(default_factory=dict)
+    _deliveries: dict[str, _Delivery] = field(default_factory=dict)
     _timers: list[_Timer] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _step_lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> DevHost:
         """Start storage, wire the clients and the local platform, restore endpoints."""
-        self.settings = self._ensure_storage(self.settings)
+        settings = self.settings
+        if settings.platform_kind != "local":
+            log.warning("devhost runs the embedded local platform (settings chose %s)",
+                        settings.platform_kind)
+            settings = settings.model_copy(update={"platform": "local"})
+        self.settings = self._ensure_storage(settings)
         clients = Clients(self.settings)
         clients.storage.ensure_containers()
         clients.ledger.ensure_table()
-        from shared.platform.local import LocalPlatform
+        if self.platform is None:
+            from shared.platform.local import LocalPlatform
 
-        platform = LocalPlatform.from_settings(self.settings, storage=clients.storage)
-        for problem in platform.restore():
+            self.platform = LocalPlatform(
+                self.settings, storage=clients.storage, threads=self.threads
+            )
+        for problem in self.platform.restore():
             log.warning("devhost restore: %s", problem)
-        clients.use_platform(platform)
-        self.clients, self.platform = clients, platform
+        port: Platform = self.platform  # type: ignore[assignment]
+        clients.use_platform(port)
+        self.clients = clients
         _root.set_clients(clients)
-        self._functions = load_functions()
-        now = time.time()
+        self._functions = {**load_functions(), **self.functions}
+        now = self.clock()
         self._timers = [
             _Timer("reconcile_runs", self.settings.reconcile_schedule, self.reconcile_every),
             _Timer("sweep_idle_endpoints", self.settings.sweep_schedule, self.sweep_every),
         ]
         for timer in self._timers:
             timer.arm(now)
-        log.info("devhost up storage=%s home=%s", self._blob_endpoint(), self.settings.home)
+        self._write_state()
+        log.info("devhost up storage=%s home=%s", self.blob_endpoint, self.settings.home)
         return self
 
     def start_background(self) -> DevHost:
         """``start()`` then run the delivery loop in a daemon thread."""
         self.start()
-        self._thread = threading.Thread(target=self._loop, name="devhost", daemon=True)
+        self._thread = threading.Thread(target=self.serve, name="devhost", daemon=True)
         self._thread.start()
         return self
 
-    def run_forever(self) -> None:
-        self.start()
-        try:
-            self._loop()
-        finally:
-            self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
-        if self.platform is not None:
-            self.platform.close()
-        _root.set_clients(None)
-        if self._azurite is not None:
-            self._azurite.stop()
-            self._azurite = None
-
-    def _loop(self) -> None:
+    def serve(self) -> None:
+        """Run the delivery loop until :meth:`stop` (call after :meth:`start`)."""
         while not self._stop.is_set():
             try:
                 self.step()
@@ -182,34 +260,68 @@ class DevHost:
                 log.exception("devhost step failed; continuing")
             self._stop.wait(self.poll_every)
 
+    def run_forever(self) -> None:
+        """``start()``, serve until interrupted, ``stop()``."""
+        self.start()
+        try:
+            self.serve()
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Stop the loop, every child process of the platform, and Azurite if we started it."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=60)
+        if self.platform is not None:
+            self.platform.close()
+        _root.set_clients(None)
+        if self._azurite is not None:
+            self._azurite.stop()
+            self._azurite = None
+            state = _read_state(Path(self.settings.home))
+            if state.get("azurite_pid") is not None:
+                self._write_state(azurite=False)
+
+    def __enter__(self) -> DevHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     # -- one pass -----------------------------------------------------------------------
     def step(self) -> None:
         """Deliver new blobs, pending platform events and due timers, once."""
-        self.deliver_blobs()
-        self.deliver_events()
-        if self.run_timers:
-            self.fire_due_timers()
+        with self._step_lock:
+            self.deliver_blobs()
+            self.deliver_events()
+            if self.run_timers:
+                self.fire_due_timers()
 
     def deliver_blobs(self) -> int:
+        """Deliver each new blob version in the incoming container once; the count delivered."""
         assert self.clients is not None
         s = self.settings
         container = self.clients.blob_service.get_container_client(s.incoming_container)
         delivered = 0
         for blob in container.list_blobs():
-            key = (blob.name, str(blob.etag))
-            if key in self._seen_blobs:
+            seen = (blob.name, str(blob.etag))
+            if seen in self._seen_blobs:
                 continue
+            key = f"blob:{s.incoming_container}/{blob.name}@{blob.etag}"
             event = blob_created_event(
-                self._blob_endpoint(), s.incoming_container, blob.name, str(blob.etag),
+                self.blob_endpoint, s.incoming_container, blob.name, str(blob.etag),
                 int(blob.size or 0),
             )
-            if self._call_with_retry(f"blob:{blob.name}:{blob.etag}", "ingest_dataset",
-                                     self._ingest_binding(event)):
-                self._seen_blobs.add(key)
+            done = self._deliver(key, "ingest_dataset", self._ingest_binding(event),
+                                 about={"event": event})
+            if done:
+                self._seen_blobs.add(seen)
                 delivered += 1
         return delivered
 
     def deliver_events(self) -> int:
+        """Deliver the platform's pending job events to ``on_job_event``; the count delivered."""
         assert self.platform is not None
         delivered = 0
         for raw in self.platform.pending_events():
@@ -219,53 +331,92 @@ class DevHost:
                 topic=raw["topic"],
                 subject=raw["subject"],
                 event_type=raw["eventType"],
-                event_time=datetime.fromisoformat(raw["eventTime"]),
+                event_time=datetime.fromisoformat(str(raw["eventTime"]).replace("Z", "+00:00")),
                 data_version=raw.get("dataVersion", ""),
             )
-            if self._call_with_retry(f"event:{raw['id']}", "on_job_event", event):
-                self.platform.ack_event(raw["id"])
+            if self._deliver(f"event:{raw['id']}", "on_job_event", event, about={"event": raw}):
+                self.platform.ack_event(str(raw["id"]))
                 delivered += 1
-            elif self._attempts.get(f"event:{raw['id']}", 0) >= MAX_ATTEMPTS:
-                log.error("devhost dead-lettered event id=%s after %s attempts",
-                          raw["id"], MAX_ATTEMPTS)
-                self.platform.ack_event(raw["id"])
         return delivered
 
     def fire_due_timers(self, *, force: bool = False) -> list[str]:
+        """Run each timer function that is due (all with ``force``); the names fired."""
         fired = []
-        now = time.time()
+        now = self.clock()
         for timer in self._timers:
             if force or now >= timer.next_at:
                 past_due = now - timer.next_at > 60
-                self._call_with_retry(f"timer:{timer.name}:{timer.next_at}", timer.name,
-                                      TimerRequest(past_due=past_due), retries=False)
-                timer.arm(time.time())
+                try:
+                    self._functions[timer.name](TimerRequest(past_due=past_due))
+                except Exception as exc:  # the host logs a failed timer run and waits
+                    log.warning("devhost timer %s failed: %s", timer.name, exc)
+                timer.arm(self.clock())
                 fired.append(timer.name)
         return fired
 
     def fire(self, name: str) -> None:
-        """Run one timer function now (the CLI's ``sweep`` and tests use this)."""
+        """Run one timer function now (tests use this)."""
         self._functions[name](TimerRequest(past_due=False))
 
+    # -- where things are ---------------------------------------------------------------
+    @property
+    def blob_endpoint(self) -> str:
+        assert self.clients is not None
+        return str(self.clients.blob_service.url)
+
+    @property
+    def azurite_ports(self) -> tuple[int, int, int] | None:
+        """(blob, queue, table) of the Azurite this devhost uses, if it runs one."""
+        state = _read_state(Path(self.settings.home))
+        ports = state.get("azurite_ports")
+        if not ports:
+            return None
+        blob, queue, table = (int(p) for p in ports)
+        return blob, queue, table
+
     # -- internals ----------------------------------------------------------------------
-    def _call_with_retry(self, key: str, name: str, binding: Any, *, retries: bool = True) -> bool:
-        """Call a function; on failure back off exponentially like the host (True = done)."""
-        if retries and time.time() < self._retry_at.get(key, 0.0):
+    def _deliver(self, key: str, name: str, binding: Any, *, about: dict[str, Any]) -> bool:
+        """Call a function once its back-off allows; True once done (or dead-lettered)."""
+        state = self._deliveries.setdefault(key, _Delivery())
+        if self.clock() < state.retry_at:
             return False
         try:
             self._functions[name](binding)
         except Exception as exc:
-            attempts = self._attempts.get(key, 0) + 1
-            self._attempts[key] = attempts
-            self._retry_at[key] = time.time() + min(2.0**attempts, 60.0)
-            log.warning("devhost %s failed (attempt %s): %s", name, attempts, exc)
-            if attempts >= MAX_ATTEMPTS and key.startswith("blob:"):
-                log.error("devhost gives up on %s after %s attempts", key, attempts)
+            state.attempts += 1
+            state.last_error = f"{type(exc).__name__}: {exc}"
+            if state.attempts >= self.max_attempts:
+                self._dead_letter(key, name, state, about)
+                del self._deliveries[key]
                 return True
+            delay = min(self.backoff * 2.0 ** (state.attempts - 1), self.max_backoff)
+            state.retry_at = self.clock() + delay
+            log.warning("devhost %s failed (attempt %s of %s, retry in %.0fs): %s",
+                        name, state.attempts, self.max_attempts, delay, state.last_error)
             return False
-        self._attempts.pop(key, None)
-        self._retry_at.pop(key, None)
+        self._deliveries.pop(key, None)
         return True
+
+    def _dead_letter(
+        self, key: str, name: str, state: _Delivery, about: dict[str, Any]
+    ) -> None:
+        letter = {
+            "key": key,
+            "function": name,
+            "attempts": state.attempts,
+            "last_error": state.last_error,
+            "dead_lettered": datetime.now(UTC).isoformat(),
+            **about,
+        }
+        self.dead_letters.append(letter)
+        folder = Path(self.settings.home) / "devhost" / "deadletter"
+        folder.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+        (folder / f"{name}-{digest}.json").write_text(
+            json.dumps(letter, indent=2, default=str), encoding="utf-8"
+        )
+        log.error("devhost dead-lettered %s for %s after %s attempts: %s (see %s)",
+                  key, name, state.attempts, state.last_error, folder)
 
     def _ingest_binding(self, event: dict[str, Any]) -> Any:
         """The binding object the blob trigger receives (see functions/ingest.py)."""
@@ -274,23 +425,54 @@ class DevHost:
         assert self.clients is not None
         return binding_for_blob_event(event, self.clients)
 
-    def _blob_endpoint(self) -> str:
-        assert self.clients is not None
-        return str(self.clients.blob_service.url)
-
     def _ensure_storage(self, settings: Settings) -> Settings:
+        """Configured storage as is; else this home's Azurite (found running, or started).
+
+        An Azurite that some other home started may hold another ledger with the same run
+        ids, so a home only reuses its own (recorded in ``devhost.json``); a foreign one on
+        the default ports makes this home's Azurite take free ports instead.
+        """
         if settings.storage_connection_string or settings.storage_account_url:
             return settings
-        from shared.platform.local.azurite import connection_string, start_azurite
+        from shared.platform.local.azurite import connection_string, free_port, start_azurite
 
-        blob, queue, table = AZURITE_PORTS
-        if not all(_port_open(p) for p in (blob, table)):
-            home = Path(settings.home)
-            home.mkdir(parents=True, exist_ok=True)
-            self._azurite = start_azurite(
-                location=home / "azurite", ports=AZURITE_PORTS, log_file=home / "azurite.log"
-            )
-            log.info("devhost started Azurite on %s", AZURITE_PORTS)
+        home = Path(settings.home)
+        home.mkdir(parents=True, exist_ok=True)
+        existing = local_storage(home)
+        if existing is not None:
+            log.info("devhost uses this home's running Azurite")
+            return settings.model_copy(update={"storage_connection_string": existing})
+        ports = AZURITE_PORTS
+        if any(_port_open(p) for p in ports):
+            ports = (free_port(), free_port(), free_port())
+            log.warning("ports %s are taken (another Azurite?); this home's Azurite uses %s",
+                        AZURITE_PORTS, ports)
+        self._azurite = start_azurite(
+            location=home / "azurite", ports=ports, log_file=home / "azurite.log"
+        )
+        blob, queue, table = ports
+        log.info("devhost started Azurite on %s", ports)
         return settings.model_copy(
             update={"storage_connection_string": connection_string(blob, table, queue)}
         )
+
+    def _write_state(self, *, azurite: bool = True) -> None:
+        """Record where this devhost's things are (``tuneloop upload`` reads it)."""
+        home = Path(self.settings.home)
+        state: dict[str, Any] = {"pid": os.getpid(), "started": datetime.now(UTC).isoformat()}
+        if self._azurite is not None and azurite:
+            a = self._azurite
+            state.update(
+                azurite_pid=a.process.pid if a.process else None,
+                azurite_ports=[a.blob_port, a.queue_port, a.table_port],
+                # Azurite's well-known development key (public); never a configured secret.
+                azurite_connection_string=a.connection_string,
+            )
+        elif azurite:
+            previous = _read_state(home)
+            if previous.get("azurite_connection_string") == self.settings.storage_connection_string:
+                state.update({k: v for k, v in previous.items() if k.startswith("azurite_")})
+        path = home / STATE_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
+        os.replace(tmp, path)

@@ -1,16 +1,390 @@
-"""`tuneloop demo` — not built yet (see the open issue that owns it)."""
+"""`tuneloop demo` — the whole loop once, on this machine, with the bundled sample dataset.
+
+Starts the devhost in the background (embedded local platform, Azurite of ``TUNELOOP_HOME``),
+drops ``shared/data/demo/support.jsonl`` into ``incoming/demo/``, follows the run (validation,
+training steps and loss, registration, deployment, smoke test, promotion) from the ledger and
+the job's log, then asks the live endpoint a question over HTTP and prints the answer, the
+endpoint URL and a ready-to-paste ``curl``.
+
+Re-running is safe: the same dataset plans the same run id, so the ingest records the drop as
+DUPLICATE and the demo talks to the endpoint that run promoted. When that run is no longer
+live (swept and RETIRED, FAILED because the devhost stopped mid-training, or HELD), the demo
+drops a *variant*: the same conversations in another order, which is a new dataset (new
+sha256) and therefore a new run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import random
+import shlex
+import signal
 import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from functions.devhost import DevHost
+    from shared.clients import Clients
+    from shared.ledger import RunRecord
+    from shared.platform.local import LocalPlatform
+
+__all__ = ["DEMO_DATASET", "DemoError", "add_arguments", "run", "variant"]
+
+DEMO_DATASET = Path(__file__).resolve().parents[1] / "data" / "demo" / "support.jsonl"
+DEFAULT_QUESTION = "I forgot my password."
+MAX_VARIANTS = 5
+_LIVE_WAIT = 180.0  # seconds for a restored endpoint to answer
+
+
+class DemoError(Exception):
+    """The loop did not end with a live endpoint; the message says where and why."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser
+    parser.add_argument("--line", default="demo", help="the model line (default: demo)")
+    parser.add_argument("--dataset", type=Path, default=DEMO_DATASET,
+                        help="a JSONL chat dataset (default: the bundled support dataset)")
+    parser.add_argument("--question", default=DEFAULT_QUESTION,
+                        help=f"what to ask the endpoint (default: {DEFAULT_QUESTION!r})")
+    parser.add_argument("--keep-running", action="store_true",
+                        help="keep the devhost and the endpoint serving until Ctrl-C")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="give up after this many seconds (default: 900)")
+    parser.add_argument("--reconcile-every", type=float, default=2.0,
+                        help="seconds between reconciler runs (default: 2)")
+
+
+def variant(data: bytes, k: int) -> bytes:
+    """Variant ``k`` of a dataset: its lines in another fixed order (k = 0: unchanged)."""
+    if k == 0:
+        return data
+    lines = [line for line in data.splitlines() if line.strip()]
+    random.Random(k).shuffle(lines)  # noqa: S311 -- an order, not a secret
+    return b"\n".join(lines) + b"\n"
+
+
+@dataclass
+class _Follow:
+    """What has been printed about a run already."""
+
+    timeline: int = 0
+    log_offset: int = 0
+    validation_shown: bool = False
+    first_loss: float | None = None
+    steps_every: int = 1
+
+
+@dataclass
+class Demo:
+    host: DevHost
+    line: str
+    timeout: float
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def clients(self) -> Clients:
+        assert self.host.clients is not None
+        return self.host.clients
+
+    @property
+    def platform(self) -> LocalPlatform:
+        from shared.platform.local import LocalPlatform
+
+        assert isinstance(self.host.platform, LocalPlatform)
+        return self.host.platform
+
+    def say(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
+
+    def _check_time(self, what: str) -> None:
+        if time.monotonic() - self.started > self.timeout:
+            raise DemoError(f"timed out after {self.timeout:.0f}s while {what}")
+
+    # -- drop and classify ------------------------------------------------------------------
+    def drop(self, data: bytes, name: str) -> tuple[str, str]:
+        """Upload the dataset; the ingest outcome and the run it names."""
+        from shared.commands.upload import upload_dataset
+        from shared.errors import NotFoundError
+        from shared.ingest import delivery_key
+
+        incoming = self.clients.settings.incoming_container
+        blob, etag = upload_dataset(self.clients, data, line=self.line, name=name)
+        self.say(f"dropped {len(data):,} bytes as {incoming}/{blob}")
+        key = delivery_key(incoming, blob, etag)
+        while True:
+            self._check_time(f"waiting for the ingest of {blob}")
+            try:
+                claim = self.clients.ledger.get_claim(key)
+            except NotFoundError:  # not claimed yet
+                claim = None
+            if claim is not None and claim.fields.get("done"):
+                return str(claim.fields.get("outcome")), str(claim.fields.get("run_id"))
+            time.sleep(0.3)
+
+    def show_validation(self, rec: RunRecord) -> None:
+        from shared.storage import BlobRef
+
+        ref = (rec.get("reports") or {}).get("json")
+        if not ref:
+            return
+        container, _, name = str(ref).partition("/")
+        try:
+            doc = self.clients.storage.read_json(BlobRef(container, name))
+        except Exception:
+            return
+        stats, split = doc.get("stats") or {}, doc.get("split") or {}
+        verdict = "valid" if doc.get("valid") else "INVALID"
+        text = (
+            f"validation: {verdict}: {stats.get('examples')} examples "
+            f"({stats.get('distinct_examples')} distinct), {len(doc.get('errors') or [])} errors, "
+            f"{len(doc.get('warnings') or [])} warnings"
+        )
+        if split:
+            text += (f"; split {split.get('train_examples')} train / "
+                     f"{split.get('validation_examples')} validation")
+        self.say(text)
+        for issue in (doc.get("errors") or [])[:5]:
+            self.say(f"  line {issue.get('line')}: {issue.get('code')}: {issue.get('message')}")
+
+    # -- follow a run ---------------------------------------------------------------------
+    def follow(self, run_id: str) -> RunRecord:
+        """Print the run's progress until it is PROMOTED; DemoError when it stops short."""
+        from shared.ledger import RunState
+
+        seen = _Follow()
+        while True:
+            self._check_time(f"following run {run_id}")
+            rec = self.clients.ledger.get(self.line, run_id)
+            if not seen.validation_shown and rec.get("reports"):
+                self.show_validation(rec)
+                seen.validation_shown = True
+            for event in rec.timeline[seen.timeline:]:
+                note = f": {event['note']}" if event.get("note") else ""
+                self.say(f"{event['state']}{note}")
+            seen.timeline = len(rec.timeline)
+            self._tail_job(run_id, seen)
+            if rec.state == RunState.PROMOTED:
+                return rec
+            if rec.state in (RunState.HELD, RunState.FAILED, RunState.REJECTED,
+                             RunState.RETIRED):
+                raise DemoError(f"run {run_id} ended {rec.state.value}: "
+                                f"{rec.reason or 'no reason recorded'}")
+            time.sleep(0.5)
+
+    def _tail_job(self, run_id: str, seen: _Follow) -> None:
+        path = self.platform.job_log(run_id)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                fh.seek(seen.log_offset)
+                chunk = fh.read()
+        except FileNotFoundError:
+            return
+        complete, _, _ = chunk.rpartition("\n")
+        if not complete:
+            return
+        seen.log_offset += len(complete.encode()) + 1
+        for raw in complete.splitlines():
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            self._show_job_entry(entry, seen)
+
+    def _show_job_entry(self, e: dict[str, Any], seen: _Follow) -> None:
+        event = e.get("event")
+        if event == "start":
+            total = int(e.get("total_steps") or 1)
+            seen.steps_every = max(1, -(-total // 12))
+            base = Path(str(e.get("base_model", "?"))).name
+            self.say(f"training: {total} steps on {e.get('train_examples')} examples "
+                     f"({e.get('validation_examples')} for validation), base model {base}, "
+                     f"LoRA {'on' if e.get('lora') else 'off'}")
+        elif event == "completed":
+            self.say(
+                f"trained: {int(e.get('steps', 0))} steps, train loss "
+                f"{_num(e.get('first_train_loss'))} -> {_num(e.get('train_loss'))}, eval loss "
+                f"{_num(e.get('eval_loss'))}, {_num(e.get('steps_per_second'))} steps/s"
+            )
+        elif event == "failed":
+            self.say(f"training failed: {e.get('error')}")
+        elif "step" in e:
+            step, total = int(e["step"]), int(e.get("total_steps") or 0)
+            if seen.first_loss is None:
+                seen.first_loss = float(e.get("loss") or 0.0)
+            if step % seen.steps_every == 0 or step == total or step == 1:
+                eval_text = f", eval {_num(e['eval_loss'])}" if e.get("eval_loss") else ""
+                self.say(f"  step {step:>3}/{total}  loss {_num(e.get('loss'))}{eval_text}")
+
+    # -- the live endpoint -------------------------------------------------------------------
+    def endpoint_url(self, rec: RunRecord) -> tuple[str, str]:
+        """(scoring URI, key) of the run's endpoint as the platform knows it now."""
+        endpoint = str(rec.get("endpoint"))
+        info = self.platform.get_endpoint(endpoint)
+        return str(info.scoring_uri), self.platform.endpoint_key(endpoint)
+
+    def ask(self, url: str, key: str, question: str) -> str:
+        """POST a chat request to ``/score`` with the key, retrying while servers start."""
+        body = chat_request(question)
+        deadline = time.monotonic() + _LIVE_WAIT
+        while True:
+            try:
+                status, answer = post_json(url, body, key)
+            except OSError as exc:
+                status, answer = 0, {"error": str(exc)}
+            if status == 200:
+                return str(answer.get("output", answer)) if isinstance(answer, dict) else str(
+                    answer)
+            if time.monotonic() > deadline:
+                raise DemoError(f"the endpoint {url} did not answer: {status} {answer}")
+            time.sleep(1.0)
+
+
+def chat_request(question: str) -> dict[str, Any]:
+    return {
+        "input_data": {
+            "input_string": [[{"role": "user", "content": question}]],
+            "parameters": {"do_sample": False, "max_new_tokens": 60},
+        }
+    }
+
+
+def post_json(url: str, body: Any, key: str | None) -> tuple[int, Any]:
+    """POST JSON; (status, parsed body). Raises OSError when nothing answers."""
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
+    request = urllib.request.Request(  # noqa: S310 -- a loopback http URL we built
+        url, data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as resp:  # noqa: S310
+            return int(resp.status), json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return int(exc.code), json.loads(raw)
+        except ValueError:
+            return int(exc.code), raw.decode(errors="replace")
+
+
+def curl_command(url: str, key: str, question: str) -> str:
+    body = json.dumps(chat_request(question))
+    return (
+        f"curl -s {shlex.quote(url)} -H 'Content-Type: application/json' "
+        f"-H {shlex.quote('Authorization: Bearer ' + key)} -d {shlex.quote(body)}"
+    )
+
+
+def _num(value: Any) -> str:
+    try:
+        return f"{float(value):.3f}"
+    except (TypeError, ValueError):
+        return "?"
+
+
+def _live_run(demo: Demo, data: bytes, stem: str) -> RunRecord:
+    """Drop the dataset (or a variant) until a run is, or becomes, live on the line."""
+    from shared.ledger import TERMINAL, RunState
+
+    for k in range(MAX_VARIANTS + 1):
+        name = stem if k == 0 else f"{stem}-variant{k}"
+        outcome, run_id = demo.drop(variant(data, k), name)
+        rec = demo.clients.ledger.get(demo.line, run_id)
+        if outcome == "submitted":
+            demo.say(f"accepted as run {run_id}; fine-tune job submitted")
+            return demo.follow(run_id)
+        if outcome == "rejected":
+            demo.show_validation(rec)
+            raise DemoError(f"the dataset was rejected: {rec.reason or 'see the report'}")
+        if outcome != "duplicate":
+            raise DemoError(f"ingest ended {outcome}: {rec.reason or 'no reason recorded'}")
+        original = demo.clients.ledger.get(demo.line, str(rec.get("duplicate_of")))
+        demo.say(f"DUPLICATE: the same dataset and plan as run {original.run_id} "
+                 f"(now {original.state.value}); nothing new to train")
+        if original.state == RunState.PROMOTED and _endpoint_exists(demo, original):
+            demo.say(f"talking to the endpoint it promoted: {original.get('endpoint')}/"
+                     f"{original.get('deployment')}")
+            return original
+        if original.state not in TERMINAL and original.state != RunState.HELD:
+            demo.say("that run is still in progress; following it")
+            return demo.follow(original.run_id)
+        demo.say(f"run {original.run_id} is not live ({original.reason or original.state.value});"
+                 " dropping a variant (same conversations, another order: a new run)")
+    raise DemoError(f"no live run after {MAX_VARIANTS} dataset variants")
+
+
+def _endpoint_exists(demo: Demo, rec: RunRecord) -> bool:
+    from shared.errors import NotFoundError
+
+    try:
+        demo.platform.get_endpoint(str(rec.get("endpoint")))
+    except NotFoundError:
+        return False
+    return True
+
+
+def _wait_for_interrupt(demo: Demo) -> None:
+    demo.say("serving until Ctrl-C (the devhost keeps running: drop more datasets any time)")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> int:
-    del args
-    print("tuneloop demo is not available yet", file=sys.stderr)
-    return 2
+    from functions.devhost import DevHost
+    from shared.settings import load_settings
+
+    dataset: Path = args.dataset
+    if not dataset.is_file():
+        print(f"error: dataset {dataset} not found", file=sys.stderr)
+        return 2
+    data = dataset.read_bytes()
+    settings = load_settings().model_copy(update={"platform": "local"})
+    host = DevHost(settings, poll_every=0.5, reconcile_every=args.reconcile_every,
+                   threads=min(2, os.cpu_count() or 1))
+    demo = Demo(host=host, line=args.line, timeout=args.timeout)
+    signal.signal(signal.SIGTERM, _interrupt)
+    code = 0
+    try:
+        demo.say(f"starting the devhost (home {Path(settings.home).resolve()})")
+        host.start_background()
+        demo.say(f"storage: {host.blob_endpoint} (Azurite); local platform on 127.0.0.1")
+        rec = _live_run(demo, data, dataset.stem)
+        url, key = demo.endpoint_url(rec)
+        demo.say(f"asking the endpoint: {args.question!r}")
+        answer = demo.ask(url, key, args.question)
+        print(f"\nanswer: {answer!r}\n")
+        print(f"endpoint: {rec.get('endpoint')} (deployment {rec.get('deployment')}, model "
+              f"{rec.get('model_name')}:{rec.get('model_version')})")
+        print(f"scoring URL: {url}")
+        print(f"try it:\n  {curl_command(url, key, args.question)}\n")
+        if args.keep_running:
+            _wait_for_interrupt(demo)
+        else:
+            print("stopping the devhost and the endpoint; `tuneloop up` serves it again")
+    except DemoError as exc:
+        print(f"\ndemo failed: {exc}", file=sys.stderr)
+        print(f"details: `tuneloop status --line {args.line}`, logs under "
+              f"{Path(settings.home).resolve()}/local/", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        code = 130
+    finally:
+        host.stop()
+        print(f"total wall time: {time.monotonic() - demo.started:.1f}s", flush=True)
+    return code
