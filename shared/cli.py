@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "decide (and by default delete) idle endpoints",
     "up": "run the app locally (Azurite, local platform, triggers) until Ctrl-C",
     "demo": "run the whole loop once on the embedded local platform",
+    "upload": "drop a dataset into incoming/<line>/ (starts the loop)",
 }
 
 
