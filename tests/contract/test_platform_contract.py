@@ -9,7 +9,7 @@ the driver's hooks (make a job finish, was something created anew) stand in for 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +27,7 @@ from shared.platform.port import (
     Platform,
     ProvisioningState,
 )
-from tests.contract.conftest import Driver
+from tests.contract.drivers import Driver
 
 pytestmark = [
     # azure-ai-ml 1.35 builds marshmallow-3 schemas with options marshmallow 4 removes; the
@@ -60,9 +60,9 @@ def raises_not_found(call: Callable[[], object]) -> bool:
     return False
 
 
-def nonzero(traffic: dict[str, int] | Any) -> dict[str, int]:
+def nonzero(traffic: Mapping[str, int]) -> dict[str, int]:
     """A split without its zero entries: ``{}`` and ``{"blue": 0}`` say the same."""
-    return {str(k): int(v) for k, v in dict(traffic).items() if int(v)}
+    return {str(k): int(v) for k, v in traffic.items() if int(v)}
 
 
 @dataclass
@@ -209,6 +209,7 @@ def test_register_model_is_idempotent_on_name_and_version(platform_under_test: D
     tags = {"tuneloop_run": job.name, "tuneloop_line": "contract"}
     first = d.platform.register_model(f"{MODEL}-reg", "3", job_name=job.name, tags=tags)
     created = d.creations("model", f"{MODEL}-reg", "3")
+    assert created == 1
     second = d.platform.register_model(f"{MODEL}-reg", "3", job_name=job.name, tags=tags)
     assert (second.name, second.version, second.id) == (first.name, "3", first.id)
     assert first.name == f"{MODEL}-reg"
