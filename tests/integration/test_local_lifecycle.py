@@ -99,3 +99,27 @@ def test_untied_children_outlive_their_parent(tmp_path: Path) -> None:
     platform.delete_endpoint("tl-orphan")
     assert wait_until(lambda: not pid_alive(record["pid"]), timeout=15)
     platform.close()
+
+
+def test_close_fails_the_jobs_it_stops_and_says_so(tmp_path: Path) -> None:
+    """A job still training at close() ends Failed with a reason and a Failed event."""
+    from shared.platform.port import BaseModelInfo, FinetunePlan
+
+    platform = LocalPlatform.from_settings(Settings(platform="local", home=tmp_path / "home"))
+    plan = FinetunePlan(
+        run_id="tl-chat-000000000000-00000000", line="chat", dataset_sha256="0" * 64,
+        fingerprint="0" * 64, base_model=BaseModelInfo("local://tiny", "tiny", "1"),
+        component_name="chat_completion_pipeline", component_version="0.0.82",
+        parameters={}, data_container="prepared", train_blob="x/train.jsonl",
+        validation_blob="x/validation.jsonl", experiment_name="tuneloop-chat",
+        display_name="chat", tags={"tuneloop_run": "tl-chat-000000000000-00000000"},
+    )
+    assert platform.submit_finetune(plan).status == "NotStarted"
+    platform.close()
+    job = platform.get_job(plan.run_id)
+    assert job.status == "Failed"
+    assert job.error is not None
+    assert "ended without reporting" in job.error
+    statuses = [e["data"].get("runStatus") for e in platform.pending_events()
+                if e["data"]["runId"] == plan.run_id]
+    assert statuses[-1] == "Failed"
