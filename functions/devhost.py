@@ -18,6 +18,7 @@ Every delivery goes through the same function objects ``function_app`` registers
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -86,10 +87,11 @@ def load_functions() -> dict[str, Callable[..., Any]]:
     root_logger.addFilter(_quiet_auth_level)
     try:
         function_app = importlib.import_module("function_app")
-        return {
-            str(f.get_function_name()): f.get_user_function()
-            for f in function_app.app.get_functions()
-        }
+        # Index a copy: FunctionApp.get_functions() may run once per app (the worker's
+        # indexing), and tests index function_app.app themselves.
+        indexed = copy.copy(function_app.app)
+        indexed.functions_bindings = {}
+        return {str(f.get_function_name()): f.get_user_function() for f in indexed.get_functions()}
     finally:
         root_logger.removeFilter(_quiet_auth_level)
 
@@ -472,6 +474,7 @@ class DevHost:
             previous = _read_state(home)
             if previous.get("azurite_connection_string") == self.settings.storage_connection_string:
                 state.update({k: v for k, v in previous.items() if k.startswith("azurite_")})
+        home.mkdir(parents=True, exist_ok=True)
         path = home / STATE_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
