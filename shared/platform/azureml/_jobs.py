@@ -21,6 +21,7 @@ from shared.errors import (
     PlanError,
     PlatformError,
     TransientError,
+    TuneloopError,
 )
 from shared.finetune import ASSET_TYPES, SERVERLESS
 from shared.platform.azureml._base import AzureMLBase
@@ -35,6 +36,8 @@ from shared.platform.port import (
 
 if TYPE_CHECKING:
     from azure.ai.ml.entities import PipelineJob
+
+    from shared.platform.azureml._metrics import MlflowRuns
 
 __all__ = [
     "PIPELINE_OUTPUT",
@@ -339,8 +342,61 @@ class JobsMixin(AzureMLBase):
         """Status, tags, outputs and error of a job."""
         with map_sdk_errors(f"job {name} in workspace {self.settings.workspace_name}"):
             job = self.ml_client.jobs.get(name)
-        error = self._failure_message(name) if _text(job.status) == "Failed" else None
-        return _job_info(job, error)
+        status = _text(job.status)
+        error = self._failure_message(name) if status == "Failed" else None
+        metrics = self._final_metrics(name, job) if status == "Completed" else {}
+        return _job_info(job, error, metrics)
+
+    def _final_metrics(self, name: str, job: Any) -> dict[str, float]:
+        """The fine-tune step's final metrics from MLflow (Completed jobs only, read once).
+
+        Best effort: a lookup that fails logs a warning and gives no metrics (a gate then holds,
+        saying why) and is tried again on the next ``get_job``.
+        """
+        cache: dict[str, dict[str, float]] = self.__dict__.setdefault("_metrics_cache", {})
+        if name in cache:
+            return dict(cache[name])
+        from shared.platform.azureml._metrics import final_metrics
+
+        experiment = str(getattr(job, "experiment_name", None) or "")
+        try:
+            with map_sdk_errors(f"MLflow metrics of job {name}"):
+                runs = self._mlflow_runs()
+                if not experiment:
+                    raise ValueError("the job names no experiment")
+                descendants = runs.descendants(runs.experiment_id(experiment), name)
+            metrics = final_metrics(descendants)
+        except (TuneloopError, ValueError, KeyError, TypeError) as exc:
+            log.warning("no metrics run=%s experiment=%s: %s", name, experiment, exc)
+            return {}
+        if not metrics:
+            log.warning("no metrics run=%s experiment=%s: no step logged eval_loss or "
+                        "train_loss", name, experiment)
+            return {}
+        log.info("metrics run=%s eval_loss=%s train_loss=%s", name,
+                 metrics.get("eval_loss"), metrics.get("train_loss"))
+        cache[name] = metrics
+        return dict(metrics)
+
+    def _mlflow_runs(self) -> MlflowRuns:
+        """The workspace's MLflow REST client, from the workspace's tracking URI (read once)."""
+        cached = self.__dict__.get("_mlflow_client")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        from shared.platform.azureml._metrics import MlflowRuns, mlflow_rest_base
+
+        s = self.settings
+        workspace = self.ml_client.workspaces.get(s.workspace_name)
+        uri = getattr(workspace, "mlflow_tracking_uri", None)
+        if not uri:  # older API versions: the documented shape on the workspace's API host
+            uri = (
+                f"{self.ml_client.jobs._api_url}/mlflow/v1.0/subscriptions/{s.subscription_id}"
+                f"/resourceGroups/{s.resource_group}/providers/"
+                f"Microsoft.MachineLearningServices/workspaces/{s.workspace_name}"
+            )
+        client = MlflowRuns(mlflow_rest_base(str(uri)), self.credential, transport=self.transport)
+        self.__dict__["_mlflow_client"] = client
+        return client
 
     def _failure_message(self, name: str) -> str:
         """Azure ML's error for a failed job, from its run history (one more call, failures only).
@@ -375,7 +431,9 @@ def _version_or_label(version_or_label: str) -> tuple[str | None, str | None]:
     return (None, version_or_label) if version_or_label == "latest" else (version_or_label, None)
 
 
-def _job_info(job: Any, error: str | None = None) -> JobInfo:
+def _job_info(
+    job: Any, error: str | None = None, metrics: Mapping[str, float] | None = None
+) -> JobInfo:
     outputs: dict[str, str] = {}
     for key, output in (getattr(job, "outputs", None) or {}).items():
         path = getattr(output, "path", None)
@@ -384,6 +442,7 @@ def _job_info(job: Any, error: str | None = None) -> JobInfo:
         name=str(job.name),
         status=_text(job.status),
         tags={str(k): str(v) for k, v in (job.tags or {}).items()},
+        metrics=dict(metrics or {}),
         outputs=outputs,
         error=error,
         studio_url=getattr(job, "studio_url", None),
