@@ -7,7 +7,9 @@ call, with the realistic REST bodies of ``tests/fixtures/azureml`` and
 - registry: discovery, the chat-completion component and the Phi-3 model (``latest`` resolves
   through the version list; an unknown asset lists no versions, an unknown version is 404);
 - jobs: PUT creates (409 when the name exists), GET reads; NotStarted becomes Running on the
-  first read and :meth:`FakeAzureML.complete` finishes it;
+  first read and :meth:`FakeAzureML.complete` finishes it, its run tree (pipeline node and
+  steps, the finetune step with the Trainer's metrics) then served by the workspace's MLflow
+  (``experiments/get-by-name``, ``runs/search`` on one tag equality);
 - model versions: PUT registers, GET reads, 404 when missing;
 - online endpoints and deployments: PUT answers 201 Creating (200 Updating for an update) with
   ``Azure-AsyncOperation``/``Location`` headers; each read of the resource or of its operation
@@ -36,6 +38,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 from tests.fakes.transport import FakeTransport, Recorded, Reply
+from tests.fixtures.azureml.mlflow import MLFLOW, experiment_body, job_tree, matching
 from tests.fixtures.azureml.rest import (
     API,
     DISCOVERY,
@@ -118,6 +121,7 @@ class FakeAzureML:
         self.reads_to_settle = reads_to_settle
         self.page_size = page_size
         self.jobs: dict[str, dict[str, Any]] = {}
+        self.runs: dict[str, list[dict[str, Any]]] = {}  # MLflow run tree per completed job
         self.models: dict[tuple[str, str], dict[str, Any]] = {}
         self.endpoints: dict[str, dict[str, Any]] = {}
         self.deployments: dict[tuple[str, str], dict[str, Any]] = {}
@@ -146,6 +150,8 @@ class FakeAzureML:
               Reply(200, jobs_fixture("workspace_discovery_eastus2.json")))
         t.add("GET", ws + r"/jobs/([^/?]+)\?", self._get_job)
         t.add("PUT", ws + r"/jobs/([^/?]+)\?", self._put_job)
+        t.add("GET", MLFLOW + r"experiments/get-by-name\?", self._mlflow_experiment)
+        t.add("POST", MLFLOW + r"runs/search$", self._mlflow_search)
         t.add("GET", ws + r"/models/([^/]+)/versions\?", self._list_models)
         t.add("GET", ws + r"/models/([^/]+)/versions/([^/?]+)\?", self._get_model)
         t.add("PUT", ws + r"/models/([^/]+)/versions/([^/?]+)\?", self._put_model)
@@ -220,10 +226,27 @@ class FakeAzureML:
             self.created.append(("job", name))
             return reply
 
-    def complete(self, name: str) -> None:
-        """The job finished: it reads Completed from now on."""
+    def complete(self, name: str, metrics: dict[str, float] | None = None) -> None:
+        """The job finished: it reads Completed from now on, and its finetune step's run
+        reports ``metrics`` (default: a Trainer's final eval_loss, train_loss, ...)."""
         with self._lock:
             self.jobs[name]["properties"]["status"] = "Completed"
+            self.runs[name] = job_tree(name, metrics)
+
+    # -- MLflow ---------------------------------------------------------------------------
+    def _mlflow_experiment(self, rec: Recorded) -> Reply:
+        name = parse_qs(urlparse(rec.url).query).get("experiment_name", [""])[0]
+        with self._lock:
+            known = any(j["properties"].get("experimentName") == name for j in self.jobs.values())
+        if not known:
+            return Reply(404, {"error_code": "RESOURCE_DOES_NOT_EXIST",
+                               "message": f"Experiment '{name}' does not exist."})
+        return Reply(200, experiment_body(name))
+
+    def _mlflow_search(self, rec: Recorded) -> Reply:
+        with self._lock:
+            runs = [run for tree in self.runs.values() for run in tree]
+        return Reply(200, {"runs": copy.deepcopy(matching(runs, rec.json()))})
 
     # -- models ---------------------------------------------------------------------------
     def _list_models(self, rec: Recorded) -> Reply:

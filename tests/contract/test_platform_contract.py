@@ -184,16 +184,8 @@ def test_finished_job_is_completed_with_its_model_output(platform_under_test: Dr
     assert job.error is None
 
 
-def test_finished_job_reports_its_training_metrics(
-    platform_under_test: Driver, request: pytest.FixtureRequest
-) -> None:
+def test_finished_job_reports_its_training_metrics(platform_under_test: Driver) -> None:
     """A completed job reports the metrics its training logged (the gate reads eval_loss)."""
-    if platform_under_test.kind == "azureml":
-        request.applymarker(pytest.mark.xfail(
-            strict=True,
-            reason="AzureMLPlatform.get_job reads no metrics: they are logged on the pipeline's "
-            "finetune step run, which the adapter does not look up yet",
-        ))
     job = platform_under_test.finished_job()
     assert "eval_loss" in job.metrics
     assert all(isinstance(v, float) for v in job.metrics.values())
