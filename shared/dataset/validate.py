@@ -117,6 +117,12 @@ class _Run:
     def consume(self, batches: Iterator[list[bytes | None]]) -> None:
         """Judge every line (the hot loop: judge.fast_messages and clean_sizes are inlined)."""
         decode = _json.decode_example if self.counter is None else None
+        # Non-ASCII lines: first the decoder that sees every byte (no separate UTF-8 check),
+        # unless it keeps missing because the lines carry other top-level keys.
+        whole = _json.decode_whole if decode is not None else None
+        whole_tries = 0
+        whole_misses = 0
+        messages: Any = None
         fast_errors = _json.FAST_ERRORS
         unset = _json.UNSET
         count = self.counter or len
@@ -140,12 +146,29 @@ class _Run:
                     continue
                 clean = False
                 if decode is not None:
-                    try:
-                        messages = decode(line).messages
-                    except fast_errors:
-                        messages = None
-                    # msgspec does not check the UTF-8 of the keys it skips
-                    if messages is not None and (line.isascii() or _is_utf8(line)):
+                    messages = None
+                    if line.isascii():
+                        try:
+                            messages = decode(line).messages
+                        except fast_errors:
+                            messages = None
+                    else:  # msgspec does not check the UTF-8 of the keys it skips
+                        if whole is not None:
+                            whole_tries += 1
+                            try:
+                                messages = whole(line).messages
+                            except fast_errors:
+                                whole_misses += 1
+                                if whole_tries >= 64 and whole_misses * 4 > whole_tries:
+                                    whole = None  # mostly other keys here: stop trying
+                        if messages is None:
+                            try:
+                                messages = decode(line).messages
+                            except fast_errors:
+                                messages = None
+                            if messages is not None and not _is_utf8(line):
+                                messages = None
+                    if messages is not None:
                         previous = None
                         size = 0
                         assistant = 0
