@@ -14,6 +14,7 @@ __all__ = [
     "DatasetUnreadableError",
     "LedgerConflictError",
     "NotFoundError",
+    "NotPromotableError",
     "PlanError",
     "PlatformError",
     "SmokeTestError",
@@ -99,6 +100,12 @@ class LedgerConflictError(TuneloopError):
     """Another worker changed the run since we read it (ETag mismatch); re-read and retry."""
 
     code = "ledger_conflict"
+
+
+class NotPromotableError(TuneloopError):
+    """A run cannot be promoted by hand: not HELD, its deployment is gone, or its line is busy."""
+
+    code = "not_promotable"
 
 
 class TransientError(TuneloopError):
