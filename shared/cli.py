@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "plan": "plan a fine-tune job offline and print it as it would be submitted",
     "submit": "plan and submit a fine-tune job",
     "status": "show each run's state, timeline and reason",
+    "promote": "promote a HELD run: its deployment takes 100 % of the line's endpoint",
     "sweep": "decide (and by default delete) idle endpoints",
     "up": "run the app locally (Azurite, local platform, triggers) until Ctrl-C",
     "demo": "run the whole loop once on the embedded local platform",
