@@ -71,6 +71,27 @@ class _Sha256:
         return self._sha.hexdigest()
 
 
+# bytes.split scans byte by byte (~1 ns/byte here) while bytes.find uses memchr, so for long
+# lines a find loop is about twice as fast despite its per-line Python overhead (~0.5 µs, the
+# cost of splitting ~500 bytes); below about a kilobyte per line split wins.
+_LONG_LINE_BYTES = 1024
+
+
+def _split_long(chunk: bytes) -> list[bytes]:
+    """``chunk.split(b"\\n")``, faster when lines are long."""
+    pieces: list[bytes] = []
+    append = pieces.append
+    find = chunk.find
+    start = 0
+    end = find(b"\n")
+    while end >= 0:
+        append(chunk[start:end])
+        start = end + 1
+        end = find(b"\n", start)
+    append(chunk[start:])
+    return pieces
+
+
 class LineSplitter:
     """Split a byte stream on ``\\n`` into batches of lines; ``None`` stands for a too-long line.
 
@@ -103,6 +124,7 @@ class LineSplitter:
         skipping = False  # inside a too-long line: drop bytes until its newline
         head = b""  # the first bytes of the stream until we know whether they hold a BOM
         started = False
+        long_lines = False  # the last chunk's lines averaged _LONG_LINE_BYTES or more
         for chunk in chunks:
             if not chunk:
                 continue
@@ -116,7 +138,8 @@ class LineSplitter:
                 chunk = head[len(BOM) :] if head.startswith(BOM) else head
                 started = True
                 head = b""
-            pieces = chunk.split(b"\n")
+            pieces = _split_long(chunk) if long_lines else chunk.split(b"\n")
+            long_lines = len(chunk) >= _LONG_LINE_BYTES * len(pieces)
             tail = pieces.pop()
             if not pieces:  # no newline: the chunk continues the unfinished line
                 if not skipping:
