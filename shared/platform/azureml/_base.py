@@ -12,7 +12,21 @@ if TYPE_CHECKING:
     from azure.ai.ml import MLClient
     from azure.core.credentials import TokenCredential
 
-__all__ = ["AzureMLBase"]
+__all__ = ["AzureMLBase", "quiet_sdk_pollers"]
+
+
+def quiet_sdk_pollers() -> None:
+    """Stop azure-ai-ml's pollers printing a dot to stdout on every poll.
+
+    ``AzureMLPolling.update_status`` prints ``.`` from the poller's background thread. We
+    start long operations without waiting on them (the reconciler comes back), so those
+    threads print into whatever owns stdout later: the Functions worker's log, or the
+    ``--json`` output of a CLI command. Polling itself is unchanged.
+    """
+    from azure.ai.ml._utils._azureml_polling import AzureMLPolling
+    from azure.mgmt.core.polling.arm_polling import ARMPolling
+
+    AzureMLPolling.update_status = ARMPolling.update_status  # type: ignore[method-assign]
 
 
 class AzureMLBase:
@@ -51,6 +65,7 @@ class AzureMLBase:
         """The workspace's MLClient."""
         from azure.ai.ml import MLClient
 
+        quiet_sdk_pollers()
         s = self.settings
         return MLClient(
             self.credential,
