@@ -6,9 +6,12 @@ number per distinct example, about 130 bytes each in CPython (a dict entry and t
 the only part that grows with the dataset: O(distinct examples). Measured: 84 MB peak RSS
 for 1 GiB of 2.5 KB examples (425k); a gigabyte of 300-byte examples would need ~450 MB.
 
-Speed: lines are split with ``bytes.split`` over whole chunks; a clean example is accepted by
-the fast path (:func:`shared.dataset.judge.fast_example`); every other line goes to the
-reference (:func:`shared.dataset.judge.judge_line`), which names every problem.
+Speed: lines are split per 1 MiB chunk (``bytes.split``, or a memchr ``find`` loop when lines
+are long: :mod:`shared.dataset._lines`); a clean example is accepted by the fast path (the
+inlined equivalent of :func:`shared.dataset.judge.fast_example`; a non-ASCII line is first
+decoded whole, every byte seen, so it needs no separate UTF-8 check); every other line goes to
+the reference (:func:`shared.dataset.judge.judge_line`), which names every problem. The
+SHA-256 of the input is computed inline, or on a second thread when a core looks idle.
 """
 
 from __future__ import annotations
