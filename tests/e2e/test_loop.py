@@ -141,7 +141,7 @@ def loop(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loo
         sweep_max_deletions=1,
     )
     # The sweeper is fired by the last test; its timer never comes due on its own.
-    host = DevHost(settings, poll_every=0.2, reconcile_every=1.0, sweep_every=10**9, threads=2)
+    host = DevHost(settings, poll_every=0.2, reconcile_every=1.0, sweep_every=10**9, threads=1)
     loop = Loop(settings, host)
     try:
         host.start_background()
