@@ -168,11 +168,11 @@ class Demo:
             if not seen.validation_shown and rec.get("reports"):
                 self.show_validation(rec)
                 seen.validation_shown = True
+            self._tail_job(run_id, seen)  # before the timeline: training ends before TRAINED
             for event in rec.timeline[seen.timeline:]:
                 note = f": {event['note']}" if event.get("note") else ""
                 self.say(f"{event['state']}{note}")
             seen.timeline = len(rec.timeline)
-            self._tail_job(run_id, seen)
             if rec.state == RunState.PROMOTED:
                 return rec
             if rec.state in (RunState.HELD, RunState.FAILED, RunState.REJECTED,
