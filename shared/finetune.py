@@ -18,6 +18,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -60,6 +61,7 @@ __all__ = [
     "load_model_spec",
     "model_specific_defaults",
     "plan_finetune",
+    "retry_plan",
 ]
 
 log = logging.getLogger(__name__)
@@ -665,6 +667,25 @@ def _set_gpus(
             )
         return
     parameters[GPU_INPUT] = gpus
+
+
+def retry_plan(plan: FinetunePlan, attempt: int) -> FinetunePlan:
+    """The same plan under the run id of a later attempt (``<run>-r<attempt>``).
+
+    A job name can be used once: after a run FAILED (a GPU node died, the job was canceled),
+    training the same dataset with the same plan again needs a new job name. Attempt 1 is the
+    plan itself; the suffix keeps later attempts deterministic, so duplicates still collapse.
+    """
+    if attempt <= 1:
+        return plan
+    rid = f"{plan.run_id}-r{attempt}"
+    return replace(
+        plan,
+        run_id=rid,
+        train_blob=f"{rid}/train.jsonl",
+        validation_blob=f"{rid}/validation.jsonl",
+        tags=MappingProxyType({**plan.tags, "tuneloop_run": rid}),
+    )
 
 
 class Planner:

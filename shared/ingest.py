@@ -46,6 +46,7 @@ from shared.errors import (
     TransientError,
     TuneloopError,
 )
+from shared.finetune import retry_plan
 from shared.ledger import TERMINAL, Claim, Ledger, RunRecord, RunState
 from shared.naming import is_valid_line, slug
 from shared.reports import report_prefix, validation_refs, write_run_report
@@ -76,6 +77,8 @@ log = logging.getLogger(__name__)
 
 # A handler older than the host's function timeout (host.json: 10 min) is dead for sure.
 LEASE = timedelta(minutes=10)
+# Attempts of one dataset + plan after FAILED runs (a re-drop retrains; see _attempt).
+MAX_ATTEMPTS = 5
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _JSONL = "application/jsonl"
 _CLAIM_KIND = "ingest"  # other stages keep claims in the same ledger partition
@@ -408,9 +411,9 @@ class Ingest:
     def _accept(self, d: _Delivery, plan: FinetunePlan) -> IngestResult:
         assert d.report is not None
         previous = d.claim.fields.get("run_id")
+        plan, rec = self._attempt(d, plan)
         if previous and previous != plan.run_id:
             self._supersede(d, str(previous), plan.run_id)
-        rec = self._create_or_get(d, plan.run_id, RunState.RECEIVED, plan=plan)
         if rec.get("delivery") != d.key:
             return self._duplicate(d, rec)
         d.record = rec
@@ -439,6 +442,20 @@ class Ingest:
                 rec = self.ledger.get(rec.line, rec.run_id)
             d.record = rec
         return self._close(d, self._outcome_of(rec))
+
+    def _attempt(self, d: _Delivery, plan: FinetunePlan) -> tuple[FinetunePlan, RunRecord]:
+        """The run this delivery owns or duplicates: the plan's run, or a later attempt.
+
+        The same content + plan is one run; but once that run FAILED, dropping the data again
+        trains it again, as the deterministic next attempt (``<run>-r2``, ``-r3``, ...).
+        """
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            candidate = retry_plan(plan, attempt)
+            rec = self._create_or_get(d, candidate.run_id, RunState.RECEIVED, plan=candidate)
+            mine = rec.get("delivery") == d.key
+            if mine or rec.state != RunState.FAILED:
+                return candidate, rec
+        return candidate, rec  # every attempt failed: report a duplicate of the last one
 
     @staticmethod
     def _outcome_of(rec: RunRecord) -> Outcome:

@@ -282,6 +282,28 @@ def test_same_content_under_another_name_is_a_duplicate(
     assert report(wired, "chat/monday", "run.json")["state"] == "SUBMITTED"
 
 
+def test_a_failed_run_is_trained_again_when_the_data_is_dropped_again(
+    wired: Clients, platform: FakePlatform
+) -> None:
+    """After a run FAILED, the same data dropped again is a new attempt (<run>-r2), run once."""
+    data = valid_dataset(25)
+    deliver(upload(wired, "chat/monday.jsonl", data))
+    (first,) = wired.ledger.list(line="chat")
+    wired.ledger.advance(first, RunState.FAILED, reason="job failed: node lost")
+
+    deliver(upload(wired, "chat/monday.jsonl", data))  # the user drops it again
+    deliver(upload(wired, "chat/tuesday.jsonl", data))  # and once more under another name
+
+    runs = {r.run_id: r for r in wired.ledger.list(line="chat")}
+    retry = runs[f"{first.run_id}-r2"]
+    assert retry.state is RunState.SUBMITTED
+    assert sorted(platform.plans) == sorted([first.run_id, retry.run_id])
+    assert platform.plans[retry.run_id].tags["tuneloop_run"] == retry.run_id
+    assert platform.plans[retry.run_id].train_blob == f"{retry.run_id}/train.jsonl"
+    duplicates = [r for r in runs.values() if r.state is RunState.DUPLICATE]
+    assert [r.get("duplicate_of") for r in duplicates] == [retry.run_id]
+
+
 @pytest.mark.parametrize(
     "name",
     ["chat/notes.txt", "top-level.jsonl", "bad line!/x.jsonl", "chat/.jsonl", "_x/a.json"],
