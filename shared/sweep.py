@@ -484,7 +484,8 @@ def _write_report(storage: Storage, settings: Settings, report: SweepReport) -> 
 
     ref = BlobRef(
         settings.reports_container,
-        f"{SWEEPS_PREFIX}{report.started.strftime('%Y%m%dT%H%M%SZ')}.json",
+        # Microseconds: two sweeps in one second (timer + CLI) must not overwrite each other.
+        f"{SWEEPS_PREFIX}{report.started.strftime('%Y%m%dT%H%M%S.%fZ')}.json",
     )
     storage.write_json(ref, report.to_dict())
     return str(ref)

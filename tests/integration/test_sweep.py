@@ -116,7 +116,7 @@ def test_idle_endpoint_deleted_run_retired_and_report_written(
     assert c.ledger.get("beta", "run-b").state is RunState.PROMOTED
 
     data = stored_report(c, report)
-    assert report.blob == f"{c.settings.reports_container}/_sweeps/20260301T120000Z.json"
+    assert report.blob == f"{c.settings.reports_container}/_sweeps/20260301T120000.000000Z.json"
     assert data["mode"] == "delete"
     assert data["metrics"]["available"] is True
     assert data["summary"]["endpoints"] == 4
