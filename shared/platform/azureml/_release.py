@@ -16,7 +16,7 @@ from typing import Any
 from shared.errors import ConflictError, NotFoundError, PlatformError, TransientError
 from shared.platform.azureml._base import AzureMLBase
 from shared.platform.azureml._jobs import PIPELINE_OUTPUT, map_sdk_errors
-from shared.platform.azureml._sweep import _parse_time
+from shared.platform.azureml._sweep import _listed_endpoint
 from shared.platform.port import (
     DeploymentInfo,
     DeploymentSpec,
@@ -64,20 +64,9 @@ def _model_info(model: Any) -> ModelVersionInfo:
 
 
 def _endpoint_info(endpoint: Any) -> EndpointInfo:
-    # The SDK sets no creation_context on endpoints; it keeps ARM systemData's times in
-    # ``properties`` (as the listing does), so get and list report the same times.
-    props = dict(getattr(endpoint, "properties", None) or {})
-    return EndpointInfo(
-        name=str(endpoint.name),
-        id=str(endpoint.id or ""),
-        tags=dict(endpoint.tags or {}),
-        created=_parse_time(props.get("createdAt")),
-        modified=_parse_time(props.get("lastModifiedAt")),
-        provisioning_state=_state(endpoint.provisioning_state),
-        traffic={str(k): int(v) for k, v in (endpoint.traffic or {}).items()},
-        scoring_uri=endpoint.scoring_uri,
-        location=endpoint.location,
-    )
+    # The same view as the listing (times from ARM systemData in ``properties``), so get and
+    # list report the same endpoint; a missing provisioning state reads as Creating here.
+    return _listed_endpoint(endpoint, state=_state)
 
 
 def _deployment_info(deployment: Any) -> DeploymentInfo:

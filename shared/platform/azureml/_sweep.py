@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -123,9 +123,13 @@ def _value(state: Any) -> str:
     return str(getattr(state, "value", state) or "")
 
 
-def _listed_endpoint(endpoint: Any) -> EndpointInfo:
+def _listed_endpoint(
+    endpoint: Any, *, state: Callable[[Any], str] = _value
+) -> EndpointInfo:
     """The port's view of a listed endpoint. The SDK keeps ARM systemData in ``properties``
-    (``createdAt``/``lastModifiedAt``); ``creation_context`` is not set for endpoints."""
+    (``createdAt``/``lastModifiedAt``); ``creation_context`` is not set for endpoints.
+    ``state`` maps the SDK's provisioning state (the release reads a missing one as Creating).
+    """
     props = dict(getattr(endpoint, "properties", None) or {})
     return EndpointInfo(
         name=str(endpoint.name),
@@ -133,7 +137,7 @@ def _listed_endpoint(endpoint: Any) -> EndpointInfo:
         tags=dict(endpoint.tags or {}),
         created=_parse_time(props.get("createdAt")),
         modified=_parse_time(props.get("lastModifiedAt")),
-        provisioning_state=_value(endpoint.provisioning_state),
+        provisioning_state=state(endpoint.provisioning_state),
         traffic={str(k): int(v) for k, v in (endpoint.traffic or {}).items()},
         scoring_uri=endpoint.scoring_uri,
         location=endpoint.location,
