@@ -43,6 +43,7 @@ from shared.schedule import next_fire
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from shared.platform.local import LocalPlatform
     from shared.platform.local.azurite import Azurite
     from shared.platform.port import Platform
 
@@ -209,6 +210,23 @@ class DevHost:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _step_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- what start() wired ---------------------------------------------------------------
+    @property
+    def started_clients(self) -> Clients:
+        """The clients ``start()`` wired; a RuntimeError before that."""
+        if self.clients is None:
+            raise RuntimeError("the devhost is not started: call start() first")
+        return self.clients
+
+    @property
+    def local_platform(self) -> LocalPlatform:
+        """The embedded local platform ``start()`` wired (not a test's replacement)."""
+        from shared.platform.local import LocalPlatform
+
+        if not isinstance(self.platform, LocalPlatform):
+            raise RuntimeError("the devhost runs no LocalPlatform (not started, or replaced)")
+        return self.platform
 
     # -- lifecycle ----------------------------------------------------------------------
     def start(self) -> DevHost:

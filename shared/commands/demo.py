@@ -93,15 +93,11 @@ class Demo:
 
     @property
     def clients(self) -> Clients:
-        assert self.host.clients is not None
-        return self.host.clients
+        return self.host.started_clients
 
     @property
     def platform(self) -> LocalPlatform:
-        from shared.platform.local import LocalPlatform
-
-        assert isinstance(self.host.platform, LocalPlatform)
-        return self.host.platform
+        return self.host.local_platform
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)

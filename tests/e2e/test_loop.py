@@ -57,13 +57,11 @@ class Loop:
 
     @property
     def clients(self) -> Clients:
-        assert self.host.clients is not None
-        return self.host.clients
+        return self.host.started_clients
 
     @property
     def platform(self) -> LocalPlatform:
-        assert isinstance(self.host.platform, LocalPlatform)
-        return self.host.platform
+        return self.host.local_platform
 
     def drop(self, name: str, data: bytes) -> None:
         ref = BlobRef(self.settings.incoming_container, f"{LINE}/{name}.jsonl")
