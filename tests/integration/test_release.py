@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 from collections.abc import Mapping
 from datetime import timedelta
@@ -19,28 +18,13 @@ from shared.platform.port import BaseModelInfo, ProvisioningState
 from shared.release import ReleaseContext, advance_release, handle_job_event, reconcile
 from shared.storage import BlobRef
 from tests.fakes.platform import FakePlatform
+from tests.integration.conftest import with_settings
 
 pytestmark = pytest.mark.integration
 
 LINE = "chat"
 RUN1 = "tl-chat-000000000001-aaaaaaaa"
 RUN2 = "tl-chat-000000000002-bbbbbbbb"
-
-
-@pytest.fixture
-def fake(clients: Clients) -> FakePlatform:
-    platform = FakePlatform()
-    clients.use_platform(platform)
-    return platform
-
-
-@pytest.fixture
-def ctx(clients: Clients, fake: FakePlatform) -> ReleaseContext:
-    return ReleaseContext.from_clients(clients)
-
-
-def with_settings(ctx: ReleaseContext, **changes: Any) -> ReleaseContext:
-    return dataclasses.replace(ctx, settings=ctx.settings.model_copy(update=changes))
 
 
 def seed(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 from collections.abc import Mapping
-from typing import Any
 
 import pytest
 
@@ -18,6 +16,7 @@ from shared.ledger import IN_RELEASE, RunRecord, RunState
 from shared.release import ReleaseContext, handle_job_event, promote_held, reconcile
 from shared.storage import BlobRef
 from tests.fakes.platform import FakePlatform
+from tests.integration.conftest import with_settings
 
 pytestmark = pytest.mark.integration
 
@@ -26,22 +25,6 @@ RUN1 = "tl-chat-000000000001-aaaaaaaa"
 RUN2 = "tl-chat-000000000002-bbbbbbbb"
 RUN3 = "tl-chat-000000000003-cccccccc"
 ENDPOINT = "tl-chat"
-
-
-@pytest.fixture
-def fake(clients: Clients) -> FakePlatform:
-    platform = FakePlatform()
-    clients.use_platform(platform)
-    return platform
-
-
-@pytest.fixture
-def ctx(clients: Clients, fake: FakePlatform) -> ReleaseContext:
-    return ReleaseContext.from_clients(clients)
-
-
-def with_settings(ctx: ReleaseContext, **changes: Any) -> ReleaseContext:
-    return dataclasses.replace(ctx, settings=ctx.settings.model_copy(update=changes))
 
 
 def release(
