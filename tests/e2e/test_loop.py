@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from cli.commands.demo import DEMO_DATASET, variant
 from functions.devhost import DevHost
 from shared.clients import Clients
-from shared.commands.demo import DEMO_DATASET, variant
 from shared.ledger import RunRecord, RunState
 from shared.platform.local import LocalPlatform
 from shared.settings import Settings

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from cli.commands.submit import add_arguments, submit
 from shared.clients import Clients
-from shared.commands.submit import add_arguments, submit
 from shared.ledger import RunState
 from shared.settings import Settings
 from shared.storage import BlobRef

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from cli.commands.demo import DEMO_DATASET, variant
+from cli.commands.upload import local_settings, upload_dataset
 from shared.clients import Clients
-from shared.commands.demo import DEMO_DATASET, variant
-from shared.commands.upload import local_settings, upload_dataset
 from shared.errors import ConfigError
 from shared.ingest import delivery_key
 from shared.settings import Settings

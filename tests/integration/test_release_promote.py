@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from shared.cli import build_parser
+from cli.main import build_parser
 from shared.clients import Clients
 from shared.errors import NotFoundError, NotPromotableError, PlatformError
 from shared.events import JobEvent

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
+from cli.commands import status
 from shared.clients import Clients
-from shared.commands import status
 from shared.ledger import RunState
 
 pytestmark = pytest.mark.integration

@@ -14,9 +14,9 @@ import azure.functions as func
 import pytest
 from azure.functions import meta
 
+from cli.commands import sweep as sweep_command
 from functions import _root
 from shared.clients import Clients
-from shared.commands import sweep as sweep_command
 from shared.errors import ConflictError
 from shared.ledger import RunState
 from shared.naming import endpoint_name

@@ -220,7 +220,7 @@ def test_plan_command_prints_plan_and_job_as_json(
     dataset: Path, clean_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`tuneloop plan --json` exits 0 with the plan, its warnings and the job dict, offline."""
-    from shared.cli import main
+    from cli.main import main
 
     code = main(
         [
@@ -244,7 +244,7 @@ def test_plan_command_prints_plan_and_job_as_json(
 
 def test_plan_command_hash_matches_the_validator(dataset: Path) -> None:
     """The CLI's streamed sha256 is the validator's dataset identity (same run id as ingest)."""
-    from shared.commands.plan import dataset_sha256
+    from cli.commands.plan import dataset_sha256
     from shared.dataset import ValidationConfig, validate_path
 
     report = validate_path(dataset, config=ValidationConfig())
@@ -255,7 +255,7 @@ def test_plan_command_violations_exit_1_one_line_each(
     dataset: Path, clean_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A disallowed size, an enum and a type violation exit 1 with one clear line per problem."""
-    from shared.cli import main
+    from cli.main import main
 
     code = main(
         [
@@ -278,7 +278,7 @@ def test_plan_command_uses_given_specs(
     dataset: Path, clean_env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """--model-spec swaps the base model: a model with no allow-list accepts any GPU size."""
-    from shared.cli import main
+    from cli.main import main
 
     spec = tmp_path / "model.yaml"
     spec.write_text(
@@ -301,7 +301,7 @@ def test_plan_command_missing_dataset_exits_1(
     tmp_path: Path, clean_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An unreadable dataset is one error line, not a traceback."""
-    from shared.cli import main
+    from cli.main import main
 
     assert main(["plan", str(tmp_path / "nope.jsonl"), "--line", "support"]) == 1
     assert "cannot read dataset" in capsys.readouterr().err

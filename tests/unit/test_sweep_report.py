@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.commands.sweep import format_table
+from cli.commands.sweep import format_table
 from shared.platform.azureml._sweep import _parse_time, _region, _resource_of_metric
 from shared.sweep import Action, Decision, SweepPolicy, SweepReport
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.cli import main
+from cli.main import main
 from shared.settings import load_settings
 
 
@@ -100,10 +100,10 @@ def test_flag_must_be_a_positive_number(tmp_path: Path) -> None:
 
 
 def test_python_dash_m_shared_runs_the_same_command(tmp_path: Path) -> None:
-    """`python -m shared validate` is the same command with the same exit codes."""
+    """`python -m cli validate` is the same command with the same exit codes."""
     good = write(tmp_path / "ok.jsonl", 10)
     bad = write(tmp_path / "bad.jsonl", 10, "[]")
-    run = [sys.executable, "-m", "shared", "validate"]
+    run = [sys.executable, "-m", "cli", "validate"]
     ok = subprocess.run([*run, str(good)], capture_output=True, text=True, check=False)
     assert ok.returncode == 0, ok.stderr
     assert "✅ valid" in ok.stdout

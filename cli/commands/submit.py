@@ -13,10 +13,10 @@ import argparse
 import logging
 from typing import TYPE_CHECKING, Any
 
-from shared.commands.plan import (
+from cli.commands.plan import (
     add_arguments as add_plan_arguments,
 )
-from shared.commands.plan import (
+from cli.commands.plan import (
     parse_overrides,
     plan_document,
     print_plan,

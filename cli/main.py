@@ -1,6 +1,6 @@
-"""The ``tuneloop`` command (also ``python -m shared``).
+"""The ``tuneloop`` command (also ``python -m cli``).
 
-Each subcommand lives in ``shared/commands/<name>.py`` with ``add_arguments(parser)`` and
+Each subcommand lives in ``cli/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; modules import heavy libraries inside ``run`` only.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 __all__ = ["COMMANDS", "main"]
 
-# name -> one-line help; the module is shared.commands.<name>
+# name -> one-line help; the module is cli.commands.<name>
 COMMANDS: dict[str, str] = {
     "validate": "validate a JSONL chat dataset and print its report",
     "plan": "plan a fine-tune job offline and print it as it would be submitted",
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        module = importlib.import_module(f"shared.commands.{name}")
+        module = importlib.import_module(f"cli.commands.{name}")
         cmd = sub.add_parser(name, help=help_text, description=help_text)
         module.add_arguments(cmd)
         cmd.set_defaults(_module=module)

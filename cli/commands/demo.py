@@ -109,7 +109,7 @@ class Demo:
     # -- drop and classify ------------------------------------------------------------------
     def drop(self, data: bytes, name: str) -> tuple[str, str]:
         """Upload the dataset; the ingest outcome and the run it names."""
-        from shared.commands.upload import upload_dataset
+        from cli.commands.upload import upload_dataset
         from shared.errors import NotFoundError
         from shared.ingest import delivery_key
 
