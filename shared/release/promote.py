@@ -1,0 +1,152 @@
+"""Promotion: the release's last step, and the same step run by hand on a HELD run.
+
+:func:`promote` moves traffic to the run's deployment, deletes the previous deployment and
+retires the previous live run; :func:`promote_held` is ``tuneloop promote``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from shared.errors import LedgerConflictError, NotFoundError, NotPromotableError
+from shared.ledger import RunRecord, RunState
+from shared.platform.port import ProvisioningState
+from shared.release.context import ReleaseContext, advance, reread
+from shared.release.lease import acquire, release
+
+__all__ = ["live_run", "promote", "promote_held"]
+
+log = logging.getLogger(__name__)
+
+
+def promote(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
+    """Traffic 100 % to the run's deployment → delete the previous one → retire the previous
+    run → PROMOTED. Every call is idempotent; ``previous_*`` were recorded before the first."""
+    endpoint, deployment = str(run.get("endpoint")), str(run.get("deployment"))
+    ctx.platform.set_traffic(endpoint, {deployment: 100})
+    previous = run.get("previous_deployment")
+    if previous and previous != deployment:
+        ctx.platform.delete_deployment(endpoint, str(previous))
+    if run.get("previous_run"):
+        _retire(ctx, run.line, str(run.get("previous_run")), by=run.run_id)
+    ep = ctx.platform.get_endpoint(endpoint)
+    run = advance(
+        ctx, run, RunState.PROMOTED, note=f"{deployment} takes 100 % of {endpoint}",
+        reason=None, scoring_uri=ep.scoring_uri or run.get("scoring_uri"),
+        promoted_at=ctx.now().isoformat(), endpoint=endpoint, deployment=deployment,
+        model_version=run.get("model_version"), eval_loss=run.get("eval_loss"),
+    )
+    log.info("run %s line %s PROMOTED as %s on %s", run.run_id, run.line, deployment, endpoint)
+    return run
+
+
+def live_run(ctx: ReleaseContext, run: RunRecord) -> RunRecord | None:
+    """The line's live (PROMOTED) run other than ``run``: the one a promotion replaces."""
+    live = [
+        r for r in ctx.ledger.list(line=run.line, states=[RunState.PROMOTED])
+        if r.run_id != run.run_id
+    ]
+    live.sort(key=lambda r: str(r.get("promoted_at") or r.get("updated") or ""))
+    return live[-1] if live else None
+
+
+def _retire(ctx: ReleaseContext, line: str, run_id: str, *, by: str) -> None:
+    while True:
+        try:
+            prev = ctx.ledger.get(line, run_id)
+        except NotFoundError:
+            return
+        if prev.state != RunState.PROMOTED:
+            return
+        try:
+            advance(ctx, prev, RunState.RETIRED, reason=f"superseded by {by}")
+            return
+        except LedgerConflictError:
+            continue
+
+
+# -- by hand --------------------------------------------------------------------------------
+def promote_held(ctx: ReleaseContext, run_id: str, *, line: str | None = None) -> RunRecord:
+    """Promote a HELD run by hand: the release's own last step on its kept deployment.
+
+    Its deployment (left at 0 % by ``TUNELOOP_PROMOTION=manual``) takes 100 % of the line's
+    endpoint, the previous deployment is deleted and the previous live run RETIRED. A PROMOTED
+    run is returned as it is, and a promotion cut short resumes from what it recorded. Raises
+    NotPromotableError for a run in another state, a deployment that is gone (a failed smoke
+    test or gate removes it) or not ready, or a line whose release is under way now.
+    """
+    run = ctx.ledger.get(line, run_id) if line else ctx.ledger.find(run_id)
+    if run.state == RunState.PROMOTED:
+        return run
+    _check_promotable(ctx, run)
+    token = uuid.uuid4().hex
+    if not acquire(ctx, run, token):
+        raise NotPromotableError(
+            f"line {run.line} is busy: another release is under way",
+            hint="try again once `tuneloop status --line "
+            f"{run.line}` shows no run between TRAINED and DEPLOYED",
+        )
+    done = False
+    try:
+        while True:
+            run = reread(ctx, run)
+            if run.state == RunState.PROMOTED:
+                done = True
+                return run
+            _check_promotable(ctx, run)
+            try:
+                run = _record_manual_promotion(ctx, run)
+                run = promote(ctx, run)
+            except LedgerConflictError:
+                continue
+            done = True
+            return run
+    finally:
+        release(ctx, run.line, token, done=done)
+
+
+def _check_promotable(ctx: ReleaseContext, run: RunRecord) -> None:
+    """Raise NotPromotableError unless the run is HELD with a ready deployment."""
+    where = f"run {run.run_id} on line {run.line}"
+    status = f"tuneloop status --line {run.line}"
+    if run.state != RunState.HELD:
+        raise NotPromotableError(
+            f"{where} is {run.state.value}, not HELD; only a held run is promoted by hand",
+            hint=f"see `{status}`",
+        )
+    endpoint, deployment = run.get("endpoint"), run.get("deployment")
+    held = f"held: {run.reason}" if run.reason else "held"
+    if not endpoint or not deployment:
+        raise NotPromotableError(
+            f"{where} was {held} before it had a deployment",
+            hint="fix the cause and submit the dataset again",
+        )
+    try:
+        dep = ctx.platform.get_deployment(str(endpoint), str(deployment))
+    except NotFoundError as exc:
+        raise NotPromotableError(
+            f"{where}: deployment {deployment} no longer exists on endpoint {endpoint} ({held})",
+            hint="only a run held by TUNELOOP_PROMOTION=manual keeps its deployment; "
+            "submit the dataset again to release it",
+        ) from exc
+    if dep.provisioning_state != ProvisioningState.SUCCEEDED:
+        raise NotPromotableError(
+            f"{where}: deployment {deployment} on endpoint {endpoint} is "
+            f"{dep.provisioning_state}, not Succeeded",
+            hint="wait for it, or submit the dataset again if it failed",
+        )
+
+
+def _record_manual_promotion(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
+    """Record the live run and deployment being replaced, once, before traffic moves."""
+    if run.get("promoting"):
+        return run
+    live = live_run(ctx, run)
+    return ctx.ledger.update(
+        run, promoting=True, gate="promoted by hand", held_reason=run.reason, reason=None,
+        previous_run=live.run_id if live else None,
+        previous_deployment=live.get("deployment") if live else None,
+        note=f"promoting {run.get('deployment')} by hand"
+        + (f", replacing {live.run_id}" if live else ""),
+    )

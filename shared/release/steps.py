@@ -1,0 +1,348 @@
+"""The step machine: TRAINED → register → REGISTERED → endpoint → DEPLOYING → deployment at 0 %
+→ DEPLOYED → smoke test → gate → promote → PROMOTED (or HELD).
+
+Every step reads the run from the ledger, does one idempotent platform call and records its
+progress (ETag-guarded) before the next step starts, so a crash, a duplicate delivery or a
+redelivery resumes from the recorded step. Long operations (endpoint, deployment) are
+started and left: the run waits in DEPLOYING and :func:`advance_release`, called by later
+events or the reconciler, polls and continues.
+
+One release at a time per line (:mod:`shared.release.lease`): a worker that finds the line's
+lease taken returns at once; the reconciler advances the waiting run later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from shared.errors import (
+    LedgerConflictError,
+    NotFoundError,
+    PlatformError,
+    TransientError,
+    TuneloopError,
+)
+from shared.ledger import IN_RELEASE, RunRecord, RunState
+from shared.naming import deployment_name, endpoint_name, model_name
+from shared.platform.port import (
+    BaseModelInfo,
+    DeploymentSpec,
+    ModelVersionInfo,
+    ProvisioningState,
+)
+from shared.release.context import ReleaseContext, advance, hold, reread
+from shared.release.gate import decide_promotion
+from shared.release.lease import acquire, release
+from shared.release.promote import live_run, promote
+from shared.release.smoke import smoke_test
+
+__all__ = ["MAX_SMOKE_ATTEMPTS", "MAX_STEP_FAILURES", "advance_release", "inference_allow_list"]
+
+log = logging.getLogger(__name__)
+
+MAX_STEP_FAILURES = 3  # non-transient failures of one step before the run is HELD
+MAX_SMOKE_ATTEMPTS = 3  # transient smoke-test failures before the run is HELD
+_MAX_STEPS = 12
+
+Step = Callable[[ReleaseContext, RunRecord], tuple[RunRecord, bool]]
+
+
+def advance_release(ctx: ReleaseContext, run: RunRecord, *, kick: bool = True) -> RunRecord:
+    """Drive a run that is mid-release as far as it can go now; never waits for Azure.
+
+    When the run's release ends (PROMOTED, HELD, FAILED) and ``kick`` is set, the next run
+    waiting for the same line is started at once instead of at the next reconcile.
+    """
+    if run.state not in IN_RELEASE:
+        return run
+    token = uuid.uuid4().hex
+    if not acquire(ctx, run, token):
+        return run
+    done = False
+    try:
+        run = _drive(ctx, reread(ctx, run))
+        done = run.state not in IN_RELEASE
+    finally:
+        release(ctx, run.line, token, done=done)
+    if done and kick:
+        _start_next(ctx, run)
+    return run
+
+
+def _start_next(ctx: ReleaseContext, finished: RunRecord) -> None:
+    """Start the oldest run still waiting on the line; its failures are the reconciler's."""
+    waiting = [
+        r for r in ctx.ledger.list(line=finished.line, states=IN_RELEASE)
+        if r.run_id != finished.run_id
+    ]
+    if not waiting:
+        return
+    try:
+        advance_release(ctx, waiting[0], kick=False)
+    except Exception as exc:  # the finished run's delivery must not fail for the next one
+        log.warning(
+            "line %s: next release %s did not start (%s); the reconciler retries",
+            finished.line, waiting[0].run_id, exc,
+        )
+
+
+def _drive(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
+    for _ in range(_MAX_STEPS):
+        step = _STEPS.get(run.state)
+        if step is None:
+            return run
+        try:
+            run, moved = step(ctx, run)
+        except LedgerConflictError:
+            run = reread(ctx, run)
+            continue
+        except TransientError:
+            raise
+        except PlatformError as exc:
+            run = _record_failure(ctx, run, exc)
+            if run.state not in IN_RELEASE:
+                return run
+            raise
+        if not moved:
+            return run
+    return run
+
+
+def _record_failure(ctx: ReleaseContext, run: RunRecord, exc: TuneloopError) -> RunRecord:
+    failures = int(run.get("failures") or 0) + 1
+    try:
+        current = reread(ctx, run)
+        if current.state != run.state:
+            return current
+        if failures >= MAX_STEP_FAILURES:
+            _discard_deployment(ctx, current)
+            return hold(ctx, current, f"{run.state.value} step failed {failures} times: {exc}")
+        return ctx.ledger.update(
+            current, failures=failures, last_error=str(exc),
+            note=f"{run.state.value} step failed ({exc.code}); will retry",
+        )
+    except LedgerConflictError:
+        return run
+
+
+def _discard_deployment(ctx: ReleaseContext, run: RunRecord) -> None:
+    """Best effort: remove a held run's new deployment (never once it may carry traffic)."""
+    if run.state not in (RunState.DEPLOYING, RunState.DEPLOYED) or run.get("promoting"):
+        return
+    try:
+        ctx.platform.delete_deployment(str(run.get("endpoint")), str(run.get("deployment")))
+    except TuneloopError as exc:
+        log.warning("run %s: could not delete deployment %s: %s", run.run_id,
+                    run.get("deployment"), exc)
+
+
+# -- TRAINED: register the model ------------------------------------------------------------
+def _step_trained(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
+    if not run.get("model_version"):
+        version = _next_version(ctx, run.line)
+        run = ctx.ledger.update(
+            run,
+            model_version=version,
+            model_name=model_name(run.line),
+            endpoint=endpoint_name(run.line),
+            deployment=deployment_name(version),
+            note=f"model version {version} assigned",
+        )
+    model = ctx.platform.register_model(
+        str(run.get("model_name")), str(run.get("model_version")),
+        job_name=run.run_id, tags=_lineage_tags(run),
+    )
+    run = advance(
+        ctx, run, RunState.REGISTERED, note=f"registered {model.name}:{model.version}",
+        model_id=model.id,
+    )
+    return run, True
+
+
+def _lineage_tags(run: RunRecord) -> dict[str, str]:
+    tags = {
+        "tuneloop_run": run.run_id,
+        "tuneloop_line": run.line,
+        "tuneloop_job": run.run_id,
+        "tuneloop_dataset": str(run.get("dataset_sha256") or run.get("sha256") or ""),
+        "tuneloop_blob": str(run.get("blob") or ""),
+    }
+    return {k: v for k, v in tags.items() if v}
+
+
+def _next_version(ctx: ReleaseContext, line: str) -> str:
+    """Next model version of the line from an ETag-guarded counter (gaps possible, never reuse)."""
+    key = f"version-{line}"
+    while True:
+        try:
+            claim = ctx.ledger.get_claim(key)
+        except NotFoundError:
+            if ctx.ledger.claim(key, last=1) is not None:
+                return "1"
+            continue
+        last = int(claim.fields.get("last") or 0) + 1
+        try:
+            ctx.ledger.update_claim(claim, last=last)
+            return str(last)
+        except LedgerConflictError:
+            continue
+
+
+# -- REGISTERED: the line's endpoint --------------------------------------------------------
+def _step_registered(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
+    endpoint = str(run.get("endpoint"))
+    ep = ctx.platform.ensure_endpoint(
+        endpoint, tags={"tuneloop_managed": "true", "tuneloop_line": run.line}
+    )
+    if ep.provisioning_state == ProvisioningState.FAILED:
+        return hold(ctx, run, f"endpoint {endpoint} is in state Failed"), True
+    run = advance(
+        ctx, run, RunState.DEPLOYING, note=f"endpoint {endpoint} {ep.provisioning_state}",
+        endpoint_state=ep.provisioning_state,
+    )
+    return run, True
+
+
+# -- DEPLOYING: endpoint ready, then the deployment at 0 % ----------------------------------
+def _step_deploying(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
+    endpoint = str(run.get("endpoint"))
+    deployment = str(run.get("deployment"))
+    try:
+        ep = ctx.platform.get_endpoint(endpoint)
+    except NotFoundError:  # gone since (e.g. swept): start it again
+        ep = ctx.platform.ensure_endpoint(
+            endpoint, tags={"tuneloop_managed": "true", "tuneloop_line": run.line}
+        )
+    if ep.provisioning_state == ProvisioningState.FAILED:
+        return hold(ctx, run, f"endpoint {endpoint} is in state Failed"), True
+    if ep.provisioning_state != ProvisioningState.SUCCEEDED:
+        return _note_wait(ctx, run, "endpoint_state", ep.provisioning_state), False
+    if not run.get("instance_checked"):
+        problem = _check_instance_type(ctx)
+        if problem:
+            return hold(ctx, run, problem), True
+        run = ctx.ledger.update(run, instance_checked=True)
+    model = ModelVersionInfo(
+        name=str(run.get("model_name")), version=str(run.get("model_version")),
+        id=str(run.get("model_id")),
+    )
+    s = ctx.settings
+    dep = ctx.platform.deploy(
+        DeploymentSpec(
+            endpoint=endpoint, name=deployment, model=model,
+            instance_type=s.inference_instance_type, instance_count=s.inference_instance_count,
+            tags={"tuneloop_run": run.run_id, "tuneloop_line": run.line},
+        )
+    )
+    if dep.provisioning_state == ProvisioningState.SUCCEEDED:
+        run = advance(
+            ctx, run, RunState.DEPLOYED, note=f"deployment {deployment} ready at 0 % traffic",
+            endpoint_state=ep.provisioning_state, deployment_state=dep.provisioning_state,
+            scoring_uri=ep.scoring_uri,
+        )
+        return run, True
+    if dep.provisioning_state in (ProvisioningState.FAILED, ProvisioningState.CANCELED):
+        ctx.platform.delete_deployment(endpoint, deployment)
+        reason = f"deployment {deployment} {dep.provisioning_state}: {dep.error or 'no detail'}"
+        return hold(ctx, run, reason), True
+    return _note_wait(ctx, run, "deployment_state", dep.provisioning_state), False
+
+
+def _check_instance_type(ctx: ReleaseContext) -> str | None:
+    """A reason to hold if the inference instance type is off the base model's allow-list."""
+    s = ctx.settings
+    base = ctx.platform.get_base_model(s.base_model, s.base_model_version or "latest")
+    allowed = inference_allow_list(base)
+    if allowed is None or s.inference_instance_type.lower() in {a.lower() for a in allowed}:
+        return None
+    return (
+        f"instance type {s.inference_instance_type} is not on the inference allow-list of "
+        f"{base.name}:{base.version} ({', '.join(allowed)}); set TUNELOOP_INFERENCE_INSTANCE_TYPE "
+        "to one of them"
+    )
+
+
+def inference_allow_list(base: BaseModelInfo) -> list[str] | None:
+    """The instance types the base model may be served on, or None if it does not say."""
+    raw: Any = base.tags.get("inference_compute_allow_list")
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw.replace("'", '"'))
+        except ValueError:
+            raw = [part.strip(" []'\"") for part in raw.split(",")]
+    if not raw:
+        meta = base.system_metadata
+        computes = meta.get("supportedComputes") or {}
+        skus = meta.get("SKU") or {}
+        raw = (computes.get("inferenceComputes") if isinstance(computes, Mapping) else None) or (
+            skus.get("inferenceRecommendedSkus") if isinstance(skus, Mapping) else None
+        )
+    if not raw:
+        return None
+    return [str(x) for x in raw if str(x)]
+
+
+def _note_wait(ctx: ReleaseContext, run: RunRecord, key: str, value: str) -> RunRecord:
+    """Record what the run waits on, once per change (the timeline stays short)."""
+    if run.get(key) == value:
+        return run
+    try:
+        note = f"waiting: {key.replace('_', ' ')} {value}"
+        return ctx.ledger.update(run, note=note, **{key: value})
+    except LedgerConflictError:
+        return run
+
+
+# -- DEPLOYED: smoke test, gate, promote ----------------------------------------------------
+def _step_deployed(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
+    endpoint, deployment = str(run.get("endpoint")), str(run.get("deployment"))
+    if not run.get("promoting"):
+        try:
+            problem = smoke_test(ctx, run)
+        except TransientError as exc:
+            attempts = int(run.get("smoke_attempts") or 0) + 1
+            if attempts < MAX_SMOKE_ATTEMPTS:
+                ctx.ledger.update(run, smoke_attempts=attempts, last_error=str(exc))
+                raise
+            problem = f"{deployment} did not answer after {attempts} attempts: {exc}"
+        if problem:
+            ctx.platform.delete_deployment(endpoint, deployment)
+            return hold(ctx, run, f"smoke test failed: {problem}"), True
+        live = live_run(ctx, run)
+        decision = decide_promotion(
+            ctx.settings.promotion,
+            new_loss=_as_float(run.get("eval_loss")),
+            live_loss=_as_float(live.get("eval_loss")) if live else None,
+            has_live=live is not None,
+            tolerance=ctx.settings.gate_tolerance,
+        )
+        if not decision.promote:
+            if not decision.keep_deployment:
+                ctx.platform.delete_deployment(endpoint, deployment)
+            return hold(ctx, run, decision.reason), True
+        run = ctx.ledger.update(
+            run, promoting=True, gate=decision.reason,
+            previous_run=live.run_id if live else None,
+            previous_deployment=live.get("deployment") if live else None,
+            note=f"smoke test passed; {decision.reason}; promoting",
+        )
+    return promote(ctx, run), True
+
+
+def _as_float(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+_STEPS: dict[RunState, Step] = {
+    RunState.TRAINED: _step_trained,
+    RunState.REGISTERED: _step_registered,
+    RunState.DEPLOYING: _step_deploying,
+    RunState.DEPLOYED: _step_deployed,
+}
