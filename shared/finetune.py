@@ -27,7 +27,15 @@ from typing import Any
 import yaml
 
 from shared.errors import NotFoundError, PlanError
-from shared.naming import is_valid_line, slug
+from shared.naming import (
+    BASE_MODEL_TAG,
+    DATASET_TAG,
+    FINGERPRINT_TAG,
+    LINE_TAG,
+    RUN_TAG,
+    experiment_name,
+    is_valid_line,
+)
 from shared.naming import run_id as make_run_id
 from shared.platform.port import (
     BaseModelInfo,
@@ -620,17 +628,17 @@ def plan_finetune(
         data_container=data_container,
         train_blob=f"{rid}/train.jsonl",
         validation_blob=f"{rid}/validation.jsonl",
-        experiment_name=f"tuneloop-{slug(line)}",
+        experiment_name=experiment_name(line),
         display_name=display_name(base_model, line, parameters),
         compute=cluster,
         instance_type=instance_type,
         tags=MappingProxyType(
             {
-                "tuneloop_run": rid,
-                "tuneloop_line": line,
-                "tuneloop_dataset": dataset_sha256,
-                "tuneloop_base_model": base_model.id,
-                "tuneloop_fingerprint": fingerprint,
+                RUN_TAG: rid,
+                LINE_TAG: line,
+                DATASET_TAG: dataset_sha256,
+                BASE_MODEL_TAG: base_model.id,
+                FINGERPRINT_TAG: fingerprint,
             }
         ),
         warnings=tuple(warnings),
@@ -684,7 +692,7 @@ def retry_plan(plan: FinetunePlan, attempt: int) -> FinetunePlan:
         run_id=rid,
         train_blob=f"{rid}/train.jsonl",
         validation_blob=f"{rid}/validation.jsonl",
-        tags=MappingProxyType({**plan.tags, "tuneloop_run": rid}),
+        tags=MappingProxyType({**plan.tags, RUN_TAG: rid}),
     )
 
 

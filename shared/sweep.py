@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from shared.errors import LedgerConflictError, TuneloopError, UnknownTrafficError
 from shared.ledger import IN_RELEASE, InvalidTransitionError, RunState
-from shared.naming import endpoint_name
+from shared.naming import LINE_TAG, MANAGED_TAG, PROTECT_TAG, endpoint_name
 from shared.platform.port import EndpointInfo, Platform, ProvisioningState
 
 if TYPE_CHECKING:
@@ -46,9 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MANAGED_TAG = "tuneloop_managed"
-LINE_TAG = "tuneloop_line"
-PROTECT_TAG = "tuneloop_protect"
 SWEEPS_PREFIX = "_sweeps/"
 
 # Runs whose deployment lives on the line's endpoint: deleting the endpoint ends them.
