@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.naming import JOB_TAG
 from shared.platform.local import events
 from shared.platform.local.procs import watch_parent
 from shared.platform.local.state import read_json, utcnow_iso, write_json
@@ -308,7 +309,7 @@ def run_training(spec: Mapping[str, Any], job_dir: Path, progress: _Progress) ->
 
     configure_mlflow(home)
     experiment = ensure_experiment(home, plan["experiment_name"])
-    tags = {**plan.get("tags", {}), "tuneloop_job": plan["run_id"]}
+    tags = {**plan.get("tags", {}), JOB_TAG: plan["run_id"]}
     progress(event="start", total_steps=total_steps, train_examples=len(train_rows),
              validation_examples=len(eval_rows), skipped_examples=skipped,
              base_model=str(base_dir), lora=hp.apply_lora)
