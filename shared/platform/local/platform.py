@@ -192,6 +192,11 @@ class LocalPlatform:
         if not _JOB_NAME.match(name):
             raise PlatformError(f"job name {name!r} is not a valid Azure ML job name")
         job_dir = self.paths.job(name)
+        from shared.platform.local import registry
+
+        # The tracking store exists before any trainer starts: two first trainers creating
+        # its schema at once fail (see registry.ensure_store).
+        registry.ensure_store(self.home)
         with locked(self.paths):
             exists = read_json(job_dir / "job.json") is not None
             if not exists:

@@ -12,8 +12,10 @@ mlflow is imported inside the functions: it is heavy and must not load with the 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
+import sqlite3
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -30,6 +32,7 @@ __all__ = [
     "client",
     "configure_mlflow",
     "ensure_experiment",
+    "ensure_store",
     "find_version",
     "log_chat_model",
     "model_local_dir",
@@ -57,8 +60,54 @@ def quiet() -> Iterator[None]:
         yield
 
 
+def _store_ready(db: Path) -> bool:
+    """Whether ``db`` holds an initialised MLflow store (alembic stamps it last)."""
+    if not db.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None
+
+
+def ensure_store(home: Path) -> None:
+    """Create the MLflow tracking store in ``<home>/mlflow.db`` once, under a file lock.
+
+    MLflow creates its schema (and runs its migrations) on the first connection to an empty
+    database; two processes doing that at once fail (``table datasets already exists``,
+    ``duplicate column name``). The platform calls this before it starts a job, and every
+    MLflow use here goes through it, so exactly one process creates the schema. Cheap once
+    the store exists (one read-only SQLite query; mlflow is not imported).
+    """
+    paths = Paths(home)
+    db = paths.home / "mlflow.db"
+    if _store_ready(db):
+        return
+    paths.root.mkdir(parents=True, exist_ok=True)
+    with open(paths.root / ".mlflow-init.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            if _store_ready(db):
+                return
+            for name in ("alembic", "mlflow"):
+                logging.getLogger(name).setLevel(logging.WARNING)
+            with quiet():
+                from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+                store = SqlAlchemyStore(  # type: ignore[no-untyped-call]
+                    paths.mlflow_uri, paths.mlflow_artifacts.as_uri()
+                )
+                store.engine.dispose()
+            log.info("MLflow tracking store created in %s", db)
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def configure_mlflow(home: Path) -> str:
-    """Point mlflow at ``<home>/mlflow.db`` and keep it quiet; returns the tracking URI."""
+    """Point mlflow at ``<home>/mlflow.db`` (created once, see :func:`ensure_store`) and keep
+    it quiet; returns the tracking URI."""
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -66,6 +115,7 @@ def configure_mlflow(home: Path) -> str:
         logging.getLogger(name).setLevel(logging.WARNING)
     paths = Paths(home)
     home.mkdir(parents=True, exist_ok=True)
+    ensure_store(home)
     uri = paths.mlflow_uri
     with quiet():
         mlflow.set_tracking_uri(uri)
