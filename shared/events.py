@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from shared.naming import LINE_TAG
+from shared.platform.port import JobStatus
+
 __all__ = [
     "FAILED_STATUSES",
     "RUNNING_STATUSES",
@@ -35,21 +38,13 @@ __all__ = [
 RUN_COMPLETED = "Microsoft.MachineLearningServices.RunCompleted"
 RUN_STATUS_CHANGED = "Microsoft.MachineLearningServices.RunStatusChanged"
 
-# Azure ML run statuses by their lower-case spelling -> the canonical spelling.
-_STATUSES = {
-    s.lower(): s
-    for s in (
-        "NotStarted", "Queued", "Preparing", "Provisioning", "Starting", "Running",
-        "Finalizing", "CancelRequested", "Completed", "Failed", "Canceled", "NotResponding",
-    )
-}
-_STATUSES["cancelled"] = "Canceled"
-_STATUSES["notresponding"] = "NotResponding"
-
-RUNNING_STATUSES = frozenset(
-    {"NotStarted", "Queued", "Preparing", "Provisioning", "Starting", "Running", "Finalizing"}
-)
-FAILED_STATUSES = frozenset({"Failed", "Canceled", "NotResponding"})
+# A job in one of these is on its way (not yet finished, not being canceled).
+RUNNING_STATUSES = frozenset({
+    JobStatus.NOT_STARTED, JobStatus.QUEUED, JobStatus.PREPARING, JobStatus.PROVISIONING,
+    JobStatus.STARTING, JobStatus.RUNNING, JobStatus.FINALIZING,
+})
+# A job in one of these ended without a model.
+FAILED_STATUSES = frozenset({JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING})
 
 # Run types of pipeline steps and other child runs; a parent pipeline is "azureml.PipelineRun".
 _CHILD_RUN_TYPES = frozenset({"azureml.steprun", "azureml.reusedsteprun", "azureml.stepjob"})
@@ -77,7 +72,7 @@ class JobEvent:
     event_id: str
     event_type: str
     run_id: str
-    status: str  # canonical Azure ML spelling, e.g. "Completed", "Running"
+    status: JobStatus
     run_type: str | None = None
     experiment_name: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
@@ -87,11 +82,11 @@ class JobEvent:
     @property
     def line(self) -> str | None:
         """The tuneloop line from the run's tags, when the payload carries them."""
-        return self.tags.get("tuneloop_line") or None
+        return self.tags.get(LINE_TAG) or None
 
     @property
     def completed(self) -> bool:
-        return self.status == "Completed"
+        return self.status == JobStatus.COMPLETED
 
     @property
     def failed(self) -> bool:
@@ -111,11 +106,14 @@ class Skip:
     warn: bool = False  # True when it looks like misconfiguration or tampering
 
 
-def normalize_status(value: Any) -> str | None:
-    """The canonical spelling of an Azure ML run status in any case; None if unknown."""
-    if not isinstance(value, str):
-        return None
-    return _STATUSES.get(value.strip().lower())
+def normalize_status(value: Any) -> JobStatus | None:
+    """The Azure ML run status spelled in any case; None if it is not one we act on.
+
+    ``Paused`` and ``Unknown`` are statuses of other job kinds; an event carrying them is
+    skipped as it always was.
+    """
+    status = JobStatus.parse(value)
+    return None if status in (None, JobStatus.PAUSED, JobStatus.UNKNOWN) else status
 
 
 def envelope_of(event: Any) -> Envelope:
@@ -196,7 +194,7 @@ def parse_job_event(event: Any, *, trusted_topic: str) -> JobEvent | Skip:
     if env.topic.strip().lower() != trusted_topic.strip().lower():
         return Skip(f"event from foreign topic {env.topic!r}", env.id, warn=True)
     if env.event_type == RUN_COMPLETED:
-        status: str | None = "Completed"
+        status: JobStatus | None = JobStatus.COMPLETED
     elif env.event_type == RUN_STATUS_CHANGED:
         status = None
     else:

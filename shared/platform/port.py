@@ -1,11 +1,22 @@
-"""Domain types and the :class:`Platform` Protocol both adapters implement."""
+"""Domain types and the :class:`Platform` Protocol both adapters (and the test fake) implement.
+
+Ownership: names are derived from lines (``shared.naming``), and what the platform holds under
+a name says which line it belongs to through the :data:`~shared.naming.LINE_TAG` tag.
+``register_model``, ``ensure_endpoint`` and ``deploy`` refuse, with ConflictError, to reuse a
+model or endpoint whose tag names another line (:func:`check_line_owner`): one line never
+serves or replaces another line's model, even if two lines' names ever collided.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
+
+from shared.errors import ConflictError
+from shared.naming import LINE_TAG
 
 __all__ = [
     "TERMINAL_JOB_STATUSES",
@@ -18,9 +29,11 @@ __all__ = [
     "EndpointInfo",
     "FinetunePlan",
     "JobInfo",
+    "JobStatus",
     "ModelVersionInfo",
     "Platform",
     "ProvisioningState",
+    "check_line_owner",
 ]
 
 
@@ -37,8 +50,65 @@ class ProvisioningState:
     IN_PROGRESS = frozenset({CREATING, UPDATING, DELETING})
 
 
-# Azure ML job statuses after which nothing changes.
-TERMINAL_JOB_STATUSES = frozenset({"Completed", "Failed", "Canceled", "NotResponding"})
+class JobStatus(StrEnum):
+    """A job's status, spelled as Azure ML's REST API and events spell it.
+
+    The values of azure-ai-ml's ``JobStatus`` (``_restclient/arm_ml_service/models/_enums``).
+    A ``StrEnum``: a member equals, hashes and serialises as its spelling.
+    """
+
+    NOT_STARTED = "NotStarted"
+    STARTING = "Starting"
+    PROVISIONING = "Provisioning"
+    PREPARING = "Preparing"
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    FINALIZING = "Finalizing"
+    CANCEL_REQUESTED = "CancelRequested"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELED = "Canceled"
+    NOT_RESPONDING = "NotResponding"
+    PAUSED = "Paused"
+    UNKNOWN = "Unknown"
+
+    @classmethod
+    def parse(cls, value: object) -> JobStatus | None:
+        """The status a service or event spells in any case (``cancelled`` too); None if
+        it is not a status."""
+        if isinstance(value, cls):
+            return value
+        if not isinstance(value, str):
+            return None
+        return _JOB_STATUS_BY_LOWER.get(value.strip().lower())
+
+    @classmethod
+    def of(cls, value: object) -> JobStatus:
+        """Like :meth:`parse`, but a status we do not know reads as ``UNKNOWN``."""
+        return cls.parse(value) or cls.UNKNOWN
+
+
+_JOB_STATUS_BY_LOWER = {s.value.lower(): s for s in JobStatus} | {"cancelled": JobStatus.CANCELED}
+
+# Job statuses after which nothing changes (NotResponding as the release has always read it).
+TERMINAL_JOB_STATUSES = frozenset(
+    {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING}
+)
+
+
+def check_line_owner(what: str, existing: Mapping[str, str], wanted: Mapping[str, str]) -> None:
+    """Raise ConflictError when ``existing`` tags name another line than ``wanted`` does.
+
+    ``what`` names the thing (``endpoint tl-support``). Nothing is checked when either side
+    names no line: the port only refuses a name that another line has claimed.
+    """
+    mine, theirs = wanted.get(LINE_TAG), existing.get(LINE_TAG)
+    if mine and theirs and mine != theirs:
+        raise ConflictError(
+            f"{what} belongs to line {theirs!r}, not to line {mine!r}",
+            hint="two lines must not share a model or endpoint; rename one of the lines "
+            "or delete the other line's model or endpoint",
+        )
 
 
 @dataclass(frozen=True)
@@ -119,15 +189,18 @@ class FinetunePlan:
 
 @dataclass(frozen=True)
 class JobInfo:
-    """A job's state as the platform reports it. ``status`` uses Azure ML's names."""
+    """A job's state as the platform reports it (a status string is read as a JobStatus)."""
 
     name: str
-    status: str
+    status: JobStatus
     tags: Mapping[str, str] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
     outputs: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
     studio_url: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", JobStatus.of(self.status))
 
     @property
     def terminal(self) -> bool:
@@ -207,7 +280,11 @@ class Platform(Protocol):
     def register_model(
         self, name: str, version: str, *, job_name: str, tags: Mapping[str, str]
     ) -> ModelVersionInfo:
-        """Register the job's trained model as ``name:version``; idempotent on (name, version)."""
+        """Register the job's trained model as ``name:version``; idempotent on (name, version).
+
+        Raises ConflictError when a version of ``name`` is tagged with another line than
+        ``tags`` name (:func:`check_line_owner`).
+        """
         ...
 
     def get_model_version(self, name: str, version: str) -> ModelVersionInfo:
@@ -215,7 +292,10 @@ class Platform(Protocol):
         ...
 
     def ensure_endpoint(self, name: str, *, tags: Mapping[str, str]) -> EndpointInfo:
-        """Start creating the endpoint if missing; return its current state (may be Creating)."""
+        """Start creating the endpoint if missing; return its current state (may be Creating).
+
+        Raises ConflictError when the endpoint exists tagged with another line than ``tags``.
+        """
         ...
 
     def get_endpoint(self, name: str) -> EndpointInfo:
@@ -223,7 +303,11 @@ class Platform(Protocol):
         ...
 
     def deploy(self, spec: DeploymentSpec) -> DeploymentInfo:
-        """Start the deployment if missing (at 0 % traffic); return its current state."""
+        """Start the deployment if missing (at 0 % traffic); return its current state.
+
+        Raises NotFoundError without the endpoint, and ConflictError when the endpoint, or
+        the model, is tagged with another line than ``spec.tags`` name.
+        """
         ...
 
     def get_deployment(self, endpoint: str, name: str) -> DeploymentInfo:
@@ -237,11 +321,22 @@ class Platform(Protocol):
         ...
 
     def set_traffic(self, endpoint: str, split: Mapping[str, int]) -> None:
-        """Set the endpoint's traffic split (percentages summing to 100, or all zero)."""
+        """Set the endpoint's traffic split (percentages summing to 100, or all zero).
+
+        Omitted deployments get 0 %. A split naming a missing deployment raises
+        NotFoundError; one that does not sum to 100 (or 0) raises PlatformError.
+        """
         ...
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
-        """Delete a deployment; already gone is success."""
+        """Start deleting a deployment; already gone (or no endpoint) is success.
+
+        A deployment that still takes traffic (> 0 %) is never deleted: ConflictError, set
+        its traffic to 0 first. Azure ML's safe rollout does the same (traffic moves to the
+        new deployment, then the old one is deleted: learn.microsoft.com, "Perform safe
+        rollout of new deployments for real-time inference"); the adapters check it
+        themselves rather than rely on the service, so all implementations agree.
+        """
         ...
 
     # -- sweeping -----------------------------------------------------------------------

@@ -148,3 +148,18 @@ def test_raw_dict_deliveries_parse_too() -> None:
 def test_normalize_status(raw: Any, expected: str | None) -> None:
     """Statuses in any case map to Azure ML's spelling; junk maps to None."""
     assert normalize_status(raw) == expected
+
+
+def test_event_statuses_are_the_ports_job_status() -> None:
+    """An event's status is the port's JobStatus, and the status sets are made of it."""
+    from shared.events import FAILED_STATUSES, RUNNING_STATUSES
+    from shared.platform.port import TERMINAL_JOB_STATUSES, JobInfo, JobStatus
+
+    event = parse(payload("ml_RunStatusChanged.failed.eventgrid.json"))
+    assert isinstance(event, JobEvent)
+    assert event.status is JobStatus.FAILED
+    assert all(isinstance(s, JobStatus) for s in RUNNING_STATUSES | FAILED_STATUSES)
+    assert FAILED_STATUSES <= TERMINAL_JOB_STATUSES
+    assert not RUNNING_STATUSES & TERMINAL_JOB_STATUSES
+    assert JobInfo("j", "completed").status is JobStatus.COMPLETED  # read once, at the edge
+    assert JobInfo("j", "Sleeping").status is JobStatus.UNKNOWN
