@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from azure.core.exceptions import (
     HttpResponseError,
@@ -47,6 +47,7 @@ from shared.errors import (
     TuneloopError,
 )
 from shared.finetune import retry_plan
+from shared.leases import claim_status, let_go, renew, stale_claims, take_claim
 from shared.ledger import TERMINAL, Claim, Ledger, RunRecord, RunState
 from shared.naming import is_valid_line, slug
 from shared.reports import report_prefix, validation_refs, write_run_report
@@ -79,7 +80,6 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=10)
 # Attempts of one dataset + plan after FAILED runs (a re-drop retrains; see _attempt).
 MAX_ATTEMPTS = 5
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _JSONL = "application/jsonl"
 _CLAIM_KIND = "ingest"  # other stages keep claims in the same ledger partition
 
@@ -153,17 +153,6 @@ def delivery_key(container: str, blob: str, etag: str) -> str:
 def delivery_run_id(line: str, key: str) -> str:
     """Ledger id for a delivery that never becomes a job (rejected, duplicate, failed)."""
     return f"in-{slug(line)[:40]}-{key[:16]}"
-
-
-def claim_status(
-    fields: dict[str, Any], *, now: datetime, lease: timedelta
-) -> Literal["done", "busy", "stale"]:
-    """Whether a claim is finished, held by a live handler, or abandoned (takeover allowed)."""
-    if fields.get("done"):
-        return "done"
-    beat = fields.get("heartbeat") or fields.get("claimed")
-    when = datetime.fromisoformat(beat) if isinstance(beat, str) else _EPOCH
-    return "busy" if now - when < lease else "stale"
 
 
 def _utcnow() -> datetime:
@@ -263,9 +252,7 @@ class Ingest:
         """Finish every delivery whose handler died (claim not done, heartbeat stale)."""
         results = []
         now = self.clock()
-        for claim in self.ledger.list_claims(kind=_CLAIM_KIND, done=False):
-            if claim_status(claim.fields, now=now, lease=self.lease) != "stale":
-                continue
+        for claim in stale_claims(self.ledger, kind=_CLAIM_KIND, now=now, lease=self.lease):
             f = claim.fields
             path = parse_dataset_path(str(f["blob_name"]))
             ref = BlobRef(str(f["container"]), path.blob)
@@ -307,50 +294,30 @@ class Ingest:
         self, path: DatasetPath, ref: BlobRef, etag: str, key: str
     ) -> Claim | IngestResult:
         where = str(ref)
-        attempt = uuid.uuid4().hex[:12]
-        now = self.clock().isoformat()
-        claim = self.ledger.claim(
-            key,
-            kind=_CLAIM_KIND,
-            container=ref.container,
-            blob_name=ref.name,
-            etag=etag,
-            line=path.line,
-            attempt=attempt,
-            heartbeat=now,
-            step="claimed",
-            done=False,
+        taken = take_claim(
+            self.ledger, key, now=self.clock(), lease=self.lease, attempt=uuid.uuid4().hex[:12],
+            kind=_CLAIM_KIND, container=ref.container, blob_name=ref.name, etag=etag,
+            line=path.line, step="claimed",
         )
-        if claim is not None:
-            return claim
-        try:
-            existing = self.ledger.get_claim(key)
-        except NotFoundError:  # pragma: no cover - claims are never deleted
-            raise TransientError(f"claim {key} vanished", hint="the host will retry") from None
-        status = claim_status(existing.fields, now=self.clock(), lease=self.lease)
-        run_id = existing.fields.get("run_id")
-        if status == "done":
+        run_id = taken.claim.fields.get("run_id")
+        if taken.status == "done":
+            state = taken.claim.fields.get("state")
             log.info(
                 "ingest already_done run=%s line=%s state=%s blob=%s",
-                run_id, path.line, existing.fields.get("state"), where,
+                run_id, path.line, state, where,
             )
-            state = existing.fields.get("state")
             return IngestResult(
                 Outcome.ALREADY_DONE, where, path.line, run_id, RunState(state) if state else None
             )
-        if status == "busy":
+        if taken.status == "busy":
             log.info("ingest in_progress run=%s line=%s blob=%s", run_id, path.line, where)
             return IngestResult(Outcome.IN_PROGRESS, where, path.line, run_id)
-        try:
-            taken = self.ledger.update_claim(existing, attempt=attempt, heartbeat=now)
-        except LedgerConflictError:
-            log.info("ingest in_progress run=%s line=%s blob=%s", run_id, path.line, where)
-            return IngestResult(Outcome.IN_PROGRESS, where, path.line, run_id)
-        log.warning(
-            "ingest resume run=%s line=%s step=%s blob=%s (previous attempt failed or died)",
-            run_id, path.line, existing.fields.get("step"), where,
-        )
-        return taken
+        if taken.status == "resumed":
+            log.warning(
+                "ingest resume run=%s line=%s step=%s blob=%s (previous attempt failed or died)",
+                run_id, path.line, taken.claim.fields.get("step"), where,
+            )
+        return taken.claim
 
     def _work(self, d: _Delivery) -> IngestResult:
         step, run_id = d.claim.fields.get("step"), d.claim.fields.get("run_id")
@@ -546,7 +513,7 @@ class Ingest:
     def _release(self, d: _Delivery) -> None:
         """Let the host's retry take over at once (best effort: else the lease expires)."""
         try:
-            d.claim = self.ledger.update_claim(d.claim, heartbeat=_EPOCH.isoformat())
+            d.claim = let_go(self.ledger, d.claim)
         except Exception:  # the storage may be what is down; the lease covers it then
             log.warning("ingest could not release claim blob=%s; it expires after the lease", d.ref)
 
@@ -603,9 +570,7 @@ class Ingest:
     def _heartbeat(self, d: _Delivery, **fields: Any) -> None:
         """Prove we still own the claim (ETag-fenced) and push the lease forward."""
         try:
-            d.claim = self.ledger.update_claim(
-                d.claim, heartbeat=self.clock().isoformat(), **fields
-            )
+            d.claim = renew(self.ledger, d.claim, now=self.clock(), **fields)
         except LedgerConflictError:
             raise _LostClaimError from None
 

@@ -8,14 +8,16 @@ One module per job:
 * :mod:`~shared.release.smoke` — the smoke test of a new deployment at 0 % traffic;
 * :mod:`~shared.release.gate` — the pure promotion decision;
 * :mod:`~shared.release.promote` — the last step, and the same step by hand on a HELD run;
-* :mod:`~shared.release.lease` — one release at a time per line;
 * :mod:`~shared.release.context` — the ports and the ledger moves they all share.
+
+One release at a time per line: the line lease and the version counter live in
+:mod:`shared.leases`.
 """
 
+from shared.leases import LINE_LEASE_TTL as LEASE_TTL
 from shared.release.context import ReleaseContext, write_run_report
 from shared.release.gate import GateDecision, decide_promotion
 from shared.release.jobs import ReconcileSummary, handle_delivery, handle_job_event, reconcile
-from shared.release.lease import LEASE_TTL
 from shared.release.promote import promote_held
 from shared.release.smoke import answer_text
 from shared.release.steps import advance_release, inference_allow_list

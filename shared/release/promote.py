@@ -10,10 +10,10 @@ import logging
 import uuid
 
 from shared.errors import LedgerConflictError, NotFoundError, NotPromotableError
+from shared.leases import acquire_line, release_line
 from shared.ledger import RunRecord, RunState
 from shared.platform.port import ProvisioningState
 from shared.release.context import ReleaseContext, advance, reread
-from shared.release.lease import acquire, release
 
 __all__ = ["live_run", "promote", "promote_held"]
 
@@ -81,7 +81,7 @@ def promote_held(ctx: ReleaseContext, run_id: str, *, line: str | None = None) -
         return run
     _check_promotable(ctx, run)
     token = uuid.uuid4().hex
-    if not acquire(ctx, run, token):
+    if not acquire_line(ctx.ledger, run.line, run.run_id, token, now=ctx.now()):
         raise NotPromotableError(
             f"line {run.line} is busy: another release is under way",
             hint="try again once `tuneloop status --line "
@@ -103,7 +103,7 @@ def promote_held(ctx: ReleaseContext, run_id: str, *, line: str | None = None) -
             done = True
             return run
     finally:
-        release(ctx, run.line, token, done=done)
+        release_line(ctx.ledger, run.line, token, done=done)
 
 
 def _check_promotable(ctx: ReleaseContext, run: RunRecord) -> None:

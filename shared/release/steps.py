@@ -7,8 +7,8 @@ redelivery resumes from the recorded step. Long operations (endpoint, deployment
 started and left: the run waits in DEPLOYING and :func:`advance_release`, called by later
 events or the reconciler, polls and continues.
 
-One release at a time per line (:mod:`shared.release.lease`): a worker that finds the line's
-lease taken returns at once; the reconciler advances the waiting run later.
+One release at a time per line (the line lease in :mod:`shared.leases`): a worker that finds
+the line's lease taken returns at once; the reconciler advances the waiting run later.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from shared.errors import (
     TransientError,
     TuneloopError,
 )
+from shared.leases import acquire_line, next_version, release_line
 from shared.ledger import IN_RELEASE, RunRecord, RunState
 from shared.naming import deployment_name, endpoint_name, model_name
 from shared.platform.port import (
@@ -36,7 +37,6 @@ from shared.platform.port import (
 )
 from shared.release.context import ReleaseContext, advance, hold, reread
 from shared.release.gate import decide_promotion
-from shared.release.lease import acquire, release
 from shared.release.promote import live_run, promote
 from shared.release.smoke import smoke_test
 
@@ -60,14 +60,14 @@ def advance_release(ctx: ReleaseContext, run: RunRecord, *, kick: bool = True) -
     if run.state not in IN_RELEASE:
         return run
     token = uuid.uuid4().hex
-    if not acquire(ctx, run, token):
+    if not acquire_line(ctx.ledger, run.line, run.run_id, token, now=ctx.now()):
         return run
     done = False
     try:
         run = _drive(ctx, reread(ctx, run))
         done = run.state not in IN_RELEASE
     finally:
-        release(ctx, run.line, token, done=done)
+        release_line(ctx.ledger, run.line, token, done=done)
     if done and kick:
         _start_next(ctx, run)
     return run
@@ -143,7 +143,7 @@ def _discard_deployment(ctx: ReleaseContext, run: RunRecord) -> None:
 # -- TRAINED: register the model ------------------------------------------------------------
 def _step_trained(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
     if not run.get("model_version"):
-        version = _next_version(ctx, run.line)
+        version = next_version(ctx.ledger, run.line)
         run = ctx.ledger.update(
             run,
             model_version=version,
@@ -172,24 +172,6 @@ def _lineage_tags(run: RunRecord) -> dict[str, str]:
         "tuneloop_blob": str(run.get("blob") or ""),
     }
     return {k: v for k, v in tags.items() if v}
-
-
-def _next_version(ctx: ReleaseContext, line: str) -> str:
-    """Next model version of the line from an ETag-guarded counter (gaps possible, never reuse)."""
-    key = f"version-{line}"
-    while True:
-        try:
-            claim = ctx.ledger.get_claim(key)
-        except NotFoundError:
-            if ctx.ledger.claim(key, last=1) is not None:
-                return "1"
-            continue
-        last = int(claim.fields.get("last") or 0) + 1
-        try:
-            ctx.ledger.update_claim(claim, last=last)
-            return str(last)
-        except LedgerConflictError:
-            continue
 
 
 # -- REGISTERED: the line's endpoint --------------------------------------------------------
