@@ -31,27 +31,23 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-
 from shared.dataset import ValidationConfig, split_to, validate_stream
 from shared.errors import (
+    AlreadyExistsError,
+    BlobChangedError,
     LedgerConflictError,
     NotFoundError,
     PlanError,
     TransientError,
     TuneloopError,
+    translate_azure_error,
 )
 from shared.finetune import retry_plan
 from shared.leases import claim_status, let_go, renew, stale_claims, take_claim
 from shared.ledger import TERMINAL, Claim, Ledger, RunRecord, RunState
 from shared.naming import is_valid_line, slug
 from shared.reports import report_prefix, validation_refs, write_run_report
-from shared.storage import BlobChangedError, BlobRef, Storage
+from shared.storage import BlobRef, Storage
 
 if TYPE_CHECKING:
     from shared.clients import Clients
@@ -279,9 +275,7 @@ class Ingest:
                 return self._close(d, Outcome.SUPERSEDED if changed else Outcome.GONE, exc)
             except Exception as exc:  # a bug must end in a recorded state, not a retry loop
                 if _looks_transient(exc):
-                    raise TransientError(
-                        f"{type(exc).__name__}: {exc}", hint="the host will retry"
-                    ) from exc
+                    raise TransientError(f"{type(exc).__name__}: {exc}") from exc
                 log.exception("ingest internal error blob=%s line=%s", ref, path.line)
                 return self._fail(d, exc)
         except _LostClaimError:
@@ -357,7 +351,7 @@ class Ingest:
             raise TransientError(
                 f"quarantine copy {target} has sha256 {copied}, "
                 f"the dataset {d.report.dataset.sha256}",
-                hint="the original is kept; the host will retry",
+                hint="the original is kept",
             )
         d.ingest = {"outcome": "rejected", "run_id": rec.run_id, "quarantined": str(target)}
         self._write_validation(d)
@@ -553,7 +547,7 @@ class Ingest:
             )
         try:
             return self.ledger.create(d.path.line, run_id, state, note=note, **fields)
-        except ResourceExistsError:
+        except AlreadyExistsError:
             return self.ledger.get(d.path.line, run_id)
 
     def _advance(
@@ -612,10 +606,7 @@ class Ingest:
 
 def _looks_transient(exc: Exception) -> bool:
     """An SDK error the adapters did not wrap but that a retry can cure (5xx, 408, 429, I/O)."""
-    if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return True
-    status = getattr(exc, "status_code", None) if isinstance(exc, HttpResponseError) else None
-    return status is not None and (status >= 500 or status in (408, 429))
+    return isinstance(translate_azure_error(exc, "ingest"), TransientError)
 
 
 def _reason(report: ValidationReport) -> str:

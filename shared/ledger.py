@@ -14,23 +14,23 @@ import builtins
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceModifiedError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.errors import LedgerConflictError, NotFoundError, TransientError, TuneloopError
+from shared.errors import (
+    AlreadyExistsError,
+    InvalidTransitionError,
+    LedgerConflictError,
+    NotFoundError,
+    StorageError,
+    map_azure_errors,
+)
 
 __all__ = [
     "CLAIMS_PARTITION",
@@ -105,12 +105,6 @@ def can_move(current: RunState, target: RunState) -> bool:
     return _RANK[target] > _RANK[current]
 
 
-class InvalidTransitionError(TuneloopError):
-    """The requested state change would move a run backwards or out of a terminal state."""
-
-    code = "invalid_transition"
-
-
 @dataclass
 class RunRecord:
     """One run as stored. ``fields`` holds everything but the keys, state and timeline."""
@@ -151,8 +145,15 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _wrap_transient(exc: Exception) -> TransientError:
-    return TransientError(f"ledger storage unavailable: {exc}", hint="the host will retry")
+# The role a managed identity needs for the ledger table (Azure built-in roles).
+_ROLE = "Storage Table Data Contributor on the storage account"
+
+
+def _mapped(what: str) -> AbstractContextManager[None]:
+    """The one error mapper with the ledger's meanings: 412 is a lost race, 404 a missing row."""
+    return map_azure_errors(
+        f"ledger: {what}", role=_ROLE, modified=LedgerConflictError, other=StorageError
+    )
 
 
 _RESERVED = {"PartitionKey", "RowKey", "state", "timeline", "Timestamp"}
@@ -205,39 +206,33 @@ class Ledger:
 
     def ensure_table(self) -> None:
         try:
-            self._table.create_table()
-        except ResourceExistsError:
+            with _mapped(f"creating table {self._table.table_name}"):
+                self._table.create_table()
+        except AlreadyExistsError:
             pass
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _wrap_transient(exc) from exc
 
     # -- runs ---------------------------------------------------------------------------
     def create(
         self, line: str, run_id: str, state: RunState, *, note: str | None = None, **fields: Any
     ) -> RunRecord:
-        """Create a run; raises ``ResourceExistsError`` if the run exists (callers decide)."""
+        """Create a run; raises ``AlreadyExistsError`` if the run exists (callers decide)."""
         now = _now()
         rec = RunRecord(
             line=line, run_id=run_id, state=state, fields={"created": now, "updated": now, **fields}
         )
         rec.timeline.append(_event(state, note))
-        try:
+        with _mapped(f"creating run {run_id} on line {line}"):
             meta = self._table.create_entity(_to_entity(rec))
-        except ResourceExistsError:
-            raise
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _wrap_transient(exc) from exc
         rec.etag = meta.get("etag")
         log.info("ledger create run=%s line=%s state=%s", run_id, line, state.value)
         return rec
 
     def get(self, line: str, run_id: str) -> RunRecord:
         try:
-            return _from_entity(self._table.get_entity(line, run_id))
-        except ResourceNotFoundError as exc:
+            with _mapped(f"reading run {run_id} on line {line}"):
+                return _from_entity(self._table.get_entity(line, run_id))
+        except NotFoundError as exc:
             raise NotFoundError(f"run {run_id!r} on line {line!r} is not in the ledger") from exc
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _wrap_transient(exc) from exc
 
     def find(self, run_id: str) -> RunRecord:
         """The run with this id on any line. Raises NotFoundError."""
@@ -313,21 +308,19 @@ class Ledger:
         """Insert the claim ``key``; returns None if it exists already (someone has it)."""
         entity = {"PartitionKey": CLAIMS_PARTITION, "RowKey": key, "claimed": _now(), **fields}
         try:
-            meta = self._table.create_entity(entity)
-        except ResourceExistsError:
+            with _mapped(f"claiming {key}"):
+                meta = self._table.create_entity(entity)
+        except AlreadyExistsError:
             return None
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _wrap_transient(exc) from exc
         fields = dict(fields) | {"claimed": entity["claimed"]}
         return Claim(key=key, fields=fields, etag=meta.get("etag"))
 
     def get_claim(self, key: str) -> Claim:
         try:
-            entity = self._table.get_entity(CLAIMS_PARTITION, key)
-        except ResourceNotFoundError as exc:
+            with _mapped(f"reading claim {key}"):
+                entity = self._table.get_entity(CLAIMS_PARTITION, key)
+        except NotFoundError as exc:
             raise NotFoundError(f"claim {key!r} not found") from exc
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _wrap_transient(exc) from exc
         fields = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
         return Claim(key=key, fields=fields, etag=entity.metadata.get("etag"))
 
@@ -342,7 +335,7 @@ class Ledger:
         """Claims whose fields equal ``equals`` (e.g. ``kind="ingest", done=False``), for
         sweeps that resume work whose handler died."""
         query = " and ".join(["PartitionKey eq @pk", *(f"{k} eq @{k}" for k in equals)])
-        try:
+        with _mapped("listing claims"):
             entities = self._table.query_entities(
                 query, parameters={"pk": CLAIMS_PARTITION, **equals}
             )
@@ -354,8 +347,6 @@ class Ledger:
                 )
                 for e in entities
             ]
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _wrap_transient(exc) from exc
 
     # -- internals ----------------------------------------------------------------------
     def _replace(self, rec: RunRecord) -> RunRecord:
@@ -367,35 +358,25 @@ class Ledger:
         self, entity: dict[str, Any], etag: str | None, *, what: str
     ) -> Mapping[str, Any]:
         try:
-            return self._table.update_entity(
-                entity,
-                mode=UpdateMode.REPLACE,
-                etag=etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            with _mapped(f"updating {what}"):
+                return self._table.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (LedgerConflictError, NotFoundError) as exc:
+            # A replace guarded by an ETag on a row that is gone is a lost race as well.
             raise LedgerConflictError(
                 f"{what} changed since it was read", hint="re-read and decide again"
             ) from exc
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
-                raise LedgerConflictError(
-                    f"{what} changed since it was read", hint="re-read and decide again"
-                ) from exc
-            if exc.status_code is not None and (exc.status_code >= 500 or exc.status_code == 429):
-                raise _wrap_transient(exc) from exc
-            raise
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _wrap_transient(exc) from exc
 
     def _query(self, query: str, **params: str) -> builtins.list[RunRecord]:
-        try:
+        with _mapped("querying runs"):
             entities = self._table.query_entities(
                 query, parameters={"claims": CLAIMS_PARTITION, **params}
             )
             return [_from_entity(e) for e in entities]
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _wrap_transient(exc) from exc
 
 
 def _event(state: RunState, note: str | None) -> dict[str, Any]:

@@ -10,19 +10,20 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import (
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
-from shared.errors import NotFoundError, TransientError, TuneloopError
+from shared.errors import (
+    AlreadyExistsError,
+    BlobChangedError,
+    NotFoundError,
+    StorageError,
+    TransientError,
+    map_azure_errors,
+)
 from shared.settings import Settings
 
 __all__ = ["BlobChangedError", "BlobRef", "BlockWriter", "Storage"]
@@ -41,19 +42,15 @@ class BlobRef:
         return f"{self.container}/{self.name}"
 
 
-def _transient(exc: Exception, what: str) -> TransientError:
-    return TransientError(f"storage unavailable while {what}: {exc}", hint="the host will retry")
+# The role a managed identity needs for our containers (Azure built-in roles).
+_ROLE = "Storage Blob Data Contributor on the storage account"
 
 
-class BlobChangedError(TuneloopError):
-    """The blob was overwritten since the version we pinned (ETag no longer matches)."""
-
-    code = "blob_changed"
-
-
-def _is_transient_status(exc: HttpResponseError) -> bool:
-    status = exc.status_code
-    return status is not None and (status >= 500 or status in (408, 429))
+def _mapped(what: str) -> AbstractContextManager[None]:
+    """The one error mapper with the storage's meanings: 412 means the blob changed."""
+    return map_azure_errors(
+        f"storage: {what}", role=_ROLE, modified=BlobChangedError, other=StorageError
+    )
 
 
 class BlockWriter:
@@ -84,31 +81,19 @@ class BlockWriter:
         """Stage what is buffered, commit the block list; return the content's sha256."""
         if self._buffer or not self._ids:
             self._stage()
-        try:
+        with _mapped(f"writing {self.ref}"):
             self._blob.commit_block_list(
                 [BlobBlock(block_id) for block_id in self._ids],
                 content_settings=ContentSettings(content_type=content_type),
             )
-        except HttpResponseError as exc:
-            if _is_transient_status(exc):
-                raise _transient(exc, f"writing {self.ref}") from exc
-            raise
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _transient(exc, f"writing {self.ref}") from exc
         return self._digest.hexdigest()
 
     def _stage(self) -> None:
         import base64
 
         block_id = base64.b64encode(f"{len(self._ids):08d}".encode()).decode()
-        try:
+        with _mapped(f"writing {self.ref}"):
             self._blob.stage_block(block_id, bytes(self._buffer))
-        except HttpResponseError as exc:
-            if _is_transient_status(exc):
-                raise _transient(exc, f"writing {self.ref}") from exc
-            raise
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _transient(exc, f"writing {self.ref}") from exc
         self._ids.append(block_id)
         self._buffer.clear()
 
@@ -130,21 +115,19 @@ class Storage:
         )
         for name in wanted:
             try:
-                self.service.create_container(name)
-            except ResourceExistsError:
+                with _mapped(f"creating container {name}"):
+                    self.service.create_container(name)
+            except AlreadyExistsError:
                 pass
-            except (ServiceRequestError, ServiceResponseError) as exc:
-                raise _transient(exc, f"creating container {name}") from exc
 
     # -- reading ------------------------------------------------------------------------
     def properties(self, ref: BlobRef) -> dict[str, Any]:
         """etag, size, version id and last-modified of a blob. Raises NotFoundError."""
         try:
-            props = self.service.get_blob_client(ref.container, ref.name).get_blob_properties()
-        except ResourceNotFoundError as exc:
+            with _mapped(f"reading {ref}"):
+                props = self.service.get_blob_client(ref.container, ref.name).get_blob_properties()
+        except NotFoundError as exc:
             raise NotFoundError(f"blob {ref} does not exist") from exc
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _transient(exc, f"reading {ref}") from exc
         return {
             "etag": props.etag,
             "size": props.size,
@@ -169,23 +152,20 @@ class Storage:
             if pin:
                 kwargs.update(etag=pin, match_condition=MatchConditions.IfNotModified)
             try:
-                downloader = blob.download_blob(**kwargs)
-                data = downloader.readall()
-            except ResourceNotFoundError as exc:
+                with _mapped(f"reading {ref}"):
+                    downloader = blob.download_blob(**kwargs)
+                    data = downloader.readall()
+            except NotFoundError as exc:
                 raise NotFoundError(f"blob {ref} does not exist") from exc
-            except HttpResponseError as exc:
-                if exc.status_code == 416 and offset == 0:
+            except BlobChangedError as exc:
+                raise BlobChangedError(
+                    f"blob {ref} changed since version {pin} was read",
+                    hint="the newer version is processed by its own event",
+                ) from exc
+            except StorageError as exc:
+                if _status_of(exc) == 416 and offset == 0:
                     return  # an empty blob has no first range (preconditions are checked first)
-                if exc.status_code == 412:
-                    raise BlobChangedError(
-                        f"blob {ref} changed since version {pin} was read",
-                        hint="the newer version is processed by its own event",
-                    ) from exc
-                if _is_transient_status(exc):
-                    raise _transient(exc, f"reading {ref}") from exc
                 raise
-            except (ServiceRequestError, ServiceResponseError) as exc:
-                raise _transient(exc, f"reading {ref}") from exc
             pin = pin or downloader.properties.etag
             # content_range is "bytes <start>-<end>/<blob size>"
             total = int(str(downloader.properties.content_range).rpartition("/")[2])
@@ -197,31 +177,30 @@ class Storage:
 
     def read_json(self, ref: BlobRef) -> Any:
         try:
-            data = self.service.get_blob_client(ref.container, ref.name).download_blob().readall()
-        except ResourceNotFoundError as exc:
+            with _mapped(f"reading {ref}"):
+                blob = self.service.get_blob_client(ref.container, ref.name)
+                data = blob.download_blob().readall()
+        except NotFoundError as exc:
             raise NotFoundError(f"blob {ref} does not exist") from exc
         return json.loads(data)
 
     def exists(self, ref: BlobRef) -> bool:
-        try:
+        with _mapped(f"checking {ref}"):
             return bool(self.service.get_blob_client(ref.container, ref.name).exists())
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _transient(exc, f"checking {ref}") from exc
 
     def list_names(self, container: str, prefix: str | None = None) -> list[str]:
-        client = self.service.get_container_client(container)
-        return [b.name for b in client.list_blobs(name_starts_with=prefix)]
+        with _mapped(f"listing {container}/{prefix or ''}"):
+            client = self.service.get_container_client(container)
+            return [b.name for b in client.list_blobs(name_starts_with=prefix)]
 
     # -- writing ------------------------------------------------------------------------
     def write_bytes(
         self, ref: BlobRef, data: bytes, *, content_type: str = "application/octet-stream"
     ) -> None:
-        try:
+        with _mapped(f"writing {ref}"):
             self.service.get_blob_client(ref.container, ref.name).upload_blob(
                 data, overwrite=True, content_settings=ContentSettings(content_type=content_type)
             )
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _transient(exc, f"writing {ref}") from exc
 
     def write_json(self, ref: BlobRef, obj: Any) -> None:
         body = json.dumps(obj, indent=2, sort_keys=False, default=str).encode()
@@ -253,7 +232,7 @@ class Storage:
         if check.hexdigest() != written:
             raise TransientError(
                 f"copy {src} -> {dst} did not verify (sha256 mismatch)",
-                hint="the original is kept; the host will retry",
+                hint="the original is kept",
             )
         return written
 
@@ -265,13 +244,15 @@ class Storage:
         if etag:
             kwargs.update(etag=etag, match_condition=MatchConditions.IfNotModified)
         try:
-            self.service.get_blob_client(ref.container, ref.name).delete_blob(**kwargs)
-        except ResourceNotFoundError:
+            with _mapped(f"deleting {ref}"):
+                self.service.get_blob_client(ref.container, ref.name).delete_blob(**kwargs)
+        except NotFoundError:
             return
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
-                log.warning("blob %s changed since it was read; not deleting it", ref)
-                return
-            raise
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _transient(exc, f"deleting {ref}") from exc
+        except BlobChangedError:
+            log.warning("blob %s changed since it was read; not deleting it", ref)
+
+
+def _status_of(exc: BaseException) -> int | None:
+    """The HTTP status of the SDK error a tuneloop error was mapped from, if any."""
+    status = getattr(exc.__cause__, "status_code", None)
+    return status if isinstance(status, int) else None

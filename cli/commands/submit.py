@@ -150,9 +150,7 @@ def _submit_and_record(
     plan: FinetunePlan, clients: Clients, report: ValidationReport, split: dict[str, Any]
 ) -> JobInfo:
     """Record the run (ACCEPTED), submit once, move it to SUBMITTED with the job name."""
-    from azure.core.exceptions import ResourceExistsError
-
-    from shared.errors import LedgerConflictError
+    from shared.errors import AlreadyExistsError, LedgerConflictError
     from shared.ledger import RunState, can_move
 
     ledger = clients.ledger
@@ -169,7 +167,7 @@ def _submit_and_record(
         rec = ledger.create(
             plan.line, plan.run_id, RunState.ACCEPTED, note="tuneloop submit", **fields
         )
-    except ResourceExistsError:
+    except AlreadyExistsError:
         rec = ledger.get(plan.line, plan.run_id)
     job = clients.platform.submit_finetune(plan)
     for _ in range(3):

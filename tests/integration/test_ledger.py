@@ -5,10 +5,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from azure.core.exceptions import ResourceExistsError
 
 from shared.clients import Clients
-from shared.errors import LedgerConflictError, NotFoundError
+from shared.errors import AlreadyExistsError, LedgerConflictError, NotFoundError
 from shared.ledger import InvalidTransitionError, RunState
 
 pytestmark = pytest.mark.integration
@@ -23,7 +22,7 @@ def test_create_get_find_and_list(clients: Clients) -> None:
     assert rec.get("meta") == {"k": 1}
     assert ledger.find("run-1").line == "chat"
     assert [r.run_id for r in ledger.list(line="chat")] == ["run-1"]
-    with pytest.raises(ResourceExistsError):
+    with pytest.raises(AlreadyExistsError):
         ledger.create("chat", "run-1", RunState.RECEIVED)
     with pytest.raises(NotFoundError):
         ledger.find("nope")

@@ -22,10 +22,12 @@ from shared.errors import (
     PlatformError,
     TransientError,
     TuneloopError,
+    map_azure_errors,
 )
-from shared.finetune import ASSET_TYPES, SERVERLESS
 from shared.platform.azureml._base import AzureMLBase
 from shared.platform.port import (
+    ASSET_TYPES,
+    SERVERLESS,
     BaseModelInfo,
     ComponentInput,
     ComponentInterface,
@@ -55,49 +57,29 @@ log = logging.getLogger(__name__)
 PIPELINE_OUTPUT = "trained_model"
 
 
+# The roles the app's identity needs: AzureML Data Scientist on the workspace (jobs, models,
+# endpoints) and read access on the registry (base models, components).
+AZUREML_ROLE = "AzureML Data Scientist on the workspace (and Reader on the model registry)"
+
+
 @contextmanager
 def map_sdk_errors(what: str) -> Iterator[None]:
-    """Translate azure-core / azure-ai-ml exceptions into the port's error tree."""
-    from azure.ai.ml.exceptions import MlException, ValidationErrorType
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ResourceExistsError,
-        ResourceNotFoundError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
+    """Translate azure-core / azure-ai-ml exceptions into the port's error tree.
 
-    try:
-        yield
-    except ResourceNotFoundError as exc:
-        raise NotFoundError(f"{what}: not found ({_service_message(exc)})") from exc
-    except ResourceExistsError as exc:
-        raise ConflictError(f"{what}: already exists ({_service_message(exc)})") from exc
-    except ClientAuthenticationError as exc:
-        raise PlatformError(
-            f"{what}: not authorised ({_service_message(exc)})",
-            hint="check the identity's roles (AzureML Data Scientist on the workspace, "
-            "read on the registry)",
-        ) from exc
-    except (ServiceRequestError, ServiceResponseError) as exc:
-        raise TransientError(f"{what}: connection failed ({exc})") from exc
-    except HttpResponseError as exc:
-        status = exc.status_code or 0
-        message = f"{what}: HTTP {status} ({_service_message(exc)})"
-        if status == 404:
-            raise NotFoundError(message) from exc
-        if status == 409:
-            raise ConflictError(message) from exc
-        if status == 429 or status >= 500:
-            raise TransientError(message) from exc
-        raise PlatformError(message) from exc
-    except MlException as exc:
-        # The SDK resolves label "latest" by listing versions; none listed is its own
-        # "does not exist" exception, which is a NotFoundError like a 404.
-        if getattr(exc, "error_type", None) == ValidationErrorType.RESOURCE_NOT_FOUND:
-            raise NotFoundError(f"{what}: not found ({_service_message(exc)})") from exc
-        raise PlatformError(f"{what}: {exc}") from exc
+    azure-core errors go through the one mapper (:func:`shared.errors.map_azure_errors`);
+    only azure-ai-ml's own exception type is handled here.
+    """
+    from azure.ai.ml.exceptions import MlException, ValidationErrorType
+
+    with map_azure_errors(what, role=AZUREML_ROLE):
+        try:
+            yield
+        except MlException as exc:  # an AzureError too: handled first, inside the mapper
+            # The SDK resolves label "latest" by listing versions; none listed is its own
+            # "does not exist" exception, which is a NotFoundError like a 404.
+            if getattr(exc, "error_type", None) == ValidationErrorType.RESOURCE_NOT_FOUND:
+                raise NotFoundError(f"{what}: not found ({_service_message(exc)})") from exc
+            raise PlatformError(f"{what}: {exc}") from exc
 
 
 def _service_message(exc: Any) -> str:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from shared.errors import ConflictError, NotFoundError, PlatformError, TransientError
+from shared.errors import ConflictError, NotFoundError, PlatformError, map_azure_errors
 from shared.platform.azureml._base import AzureMLBase
 from shared.platform.azureml._jobs import PIPELINE_OUTPUT, map_sdk_errors
 from shared.platform.azureml._sweep import _listed_endpoint
@@ -200,11 +200,7 @@ class ReleaseMixin(AzureMLBase):
     ) -> Any:
         """POST the payload to the scoring URI with the endpoint key (deployment header)."""
         from azure.core import PipelineClient
-        from azure.core.exceptions import (
-            HttpResponseError,
-            ServiceRequestError,
-            ServiceResponseError,
-        )
+        from azure.core.exceptions import HttpResponseError
         from azure.core.pipeline.policies import RetryPolicy
         from azure.core.rest import HttpRequest
 
@@ -225,20 +221,14 @@ class ReleaseMixin(AzureMLBase):
             **self._client_kwargs(),
         )
         target = f"{endpoint}/{deployment}" if deployment else endpoint
-        try:
+        with map_azure_errors(f"scoring {target}"):
             with client:
                 response = client.send_request(request, stream=False)
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise TransientError(f"scoring {target}: connection failed ({exc})") from exc
-        status = response.status_code
-        if status >= 400:
-            text = response.text()[:300]
-            message = f"scoring {target}: HTTP {status} ({text})"
-            if status == 404:
-                raise NotFoundError(message)
-            if status in (408, 429) or status >= 500:
-                raise TransientError(message)
-            raise PlatformError(message)
+            status = response.status_code
+            if status >= 400:
+                # Keep the scoring server's own words (first 300 characters) in the message.
+                text = response.text()[:300]
+                raise HttpResponseError(message=f"HTTP {status}: {text}", response=response)
         try:
             return response.json()
         except (ValueError, HttpResponseError):

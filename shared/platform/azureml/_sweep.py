@@ -19,23 +19,13 @@ from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import (
-    AzureError,
-    HttpResponseError,
-    ResourceExistsError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-
 from shared.errors import (
     ConflictError,
-    PlatformError,
-    TransientError,
-    TuneloopError,
+    NotFoundError,
     UnknownTrafficError,
 )
 from shared.platform.azureml._base import AzureMLBase
+from shared.platform.azureml._jobs import map_sdk_errors
 from shared.platform.port import EndpointInfo
 
 if TYPE_CHECKING:
@@ -144,25 +134,14 @@ def _listed_endpoint(
     )
 
 
-def _platform_error(exc: AzureError, what: str) -> TuneloopError:
-    if isinstance(exc, ServiceRequestError | ServiceResponseError):
-        return TransientError(f"{what}: {exc}", hint="network problem; the next run retries")
-    status = getattr(exc, "status_code", None)
-    if status is not None and (status == 429 or status >= 500):
-        return TransientError(f"{what}: HTTP {status}: {exc}", hint="the next run retries")
-    return PlatformError(f"{what}: {exc}")
-
-
 class SweepMixin(AzureMLBase):
     """The port's sweeping operations on Azure ML."""
 
     # -- listing --------------------------------------------------------------------------
     def list_endpoints(self) -> list[EndpointInfo]:
         """Every online endpoint of the workspace, from one paged list (no per-endpoint GET)."""
-        try:
+        with map_sdk_errors("listing online endpoints"):
             return [_listed_endpoint(e) for e in self.ml_client.online_endpoints.list()]
-        except AzureError as exc:
-            raise _platform_error(exc, "listing online endpoints failed") from exc
 
     # -- metrics --------------------------------------------------------------------------
     @cached_property
@@ -290,20 +269,14 @@ class SweepMixin(AzureMLBase):
     def delete_endpoint(self, name: str) -> None:
         """Start deleting the endpoint and return (the poller finishes in the background)."""
         try:
-            self.ml_client.online_endpoints.begin_delete(name=name)
-        except ResourceNotFoundError:
+            with map_sdk_errors(f"deleting endpoint {name}"):
+                self.ml_client.online_endpoints.begin_delete(name=name)
+        except NotFoundError:
             log.info("sweep: endpoint %s already gone", name)
-        except ResourceExistsError as exc:
+        except ConflictError as exc:
             raise ConflictError(
-                f"endpoint {name} cannot be deleted now: {exc}",
-                hint="another operation is running on it; the next sweep tries again",
+                exc.message, hint="another operation is running on it; the next sweep tries again"
             ) from exc
-        except HttpResponseError as exc:
-            if exc.status_code == 404:
-                return
-            raise _platform_error(exc, f"deleting endpoint {name} failed") from exc
-        except AzureError as exc:
-            raise _platform_error(exc, f"deleting endpoint {name} failed") from exc
 
 
 def _errored_resources(response: PipelineResponse[Any, Any]) -> Iterator[str]:
