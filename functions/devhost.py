@@ -1,9 +1,9 @@
 """Run the app's functions locally, without the Functions host.
 
 What the host and Event Grid do in Azure, done here on one machine:
-- storage: the configured account, else an Azurite of this home (persisted under
-  ``<home>/azurite``; its ports are recorded in ``<home>/devhost.json`` so a second devhost,
-  ``tuneloop upload`` or a restart after a crash finds the same one);
+- storage: the configured account, else the home's Azurite, which the local platform starts
+  or adopts (``shared.platform.local.azurite.start_local_storage``; recorded in
+  ``<home>/devhost.json``); a devhost that started or adopted it stops it on shutdown;
 - watches the incoming container and delivers BlobCreated to ``ingest_dataset`` once per blob
   version (a restart redelivers; the ingest's ledger claim makes that a no-op);
 - delivers the local platform's job events (Azure ML Event Grid schema) to ``on_job_event``;
@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import socket
 import sys
 import threading
 import time
@@ -39,29 +38,26 @@ from azure.functions.timer import TimerRequest
 
 from functions import _root
 from shared.clients import Clients
+from shared.errors import TuneloopError
 from shared.schedule import next_fire
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.platform.local import LocalPlatform
-    from shared.platform.local.azurite import Azurite
+    from shared.platform.local.azurite import LocalStorage
     from shared.platform.port import Platform
 
 __all__ = [
-    "AZURITE_PORTS",
     "MAX_ATTEMPTS",
     "DevHost",
     "HostedPlatform",
     "blob_created_event",
     "load_functions",
-    "local_storage",
 ]
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8  # Event Grid's and the blob trigger's retries end in a dead letter too
-AZURITE_PORTS = (10000, 10001, 10002)  # blob, queue, table: the emulator's defaults
-STATE_FILE = "devhost.json"
 
 
 class HostedPlatform(Protocol):
@@ -102,12 +98,6 @@ def _quiet_auth_level(record: logging.LogRecord) -> bool:
     return not str(record.msg).startswith("Auth level is not applied")
 
 
-def _port_open(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def blob_created_event(
     account_url: str, container: str, name: str, etag: str, size: int
 ) -> dict[str, Any]:
@@ -134,24 +124,6 @@ def blob_created_event(
         "dataVersion": "",
         "metadataVersion": "1",
     }
-
-
-def local_storage(home: Path) -> str | None:
-    """The connection string of the Azurite a devhost runs for ``home``, if one answers."""
-    state = _read_state(home)
-    conn = state.get("azurite_connection_string")
-    ports = state.get("azurite_ports") or []
-    if isinstance(conn, str) and ports and all(_port_open(int(p)) for p in ports):
-        return conn
-    return None
-
-
-def _read_state(home: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((Path(home) / STATE_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 @dataclass
@@ -202,7 +174,7 @@ class DevHost:
     platform: HostedPlatform | None = None
     clients: Clients | None = None
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
-    _azurite: Azurite | None = None
+    _storage: LocalStorage | None = None
     _functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
     _seen_blobs: set[tuple[str, str]] = field(default_factory=set)
     _deliveries: dict[str, _Delivery] = field(default_factory=dict)
@@ -237,6 +209,7 @@ class DevHost:
                         settings.platform_kind)
             settings = settings.model_copy(update={"platform": "local"})
         self.settings = self._ensure_storage(settings)
+        self._write_state()  # at once: a devhost that dies from here on leaves it recorded
         clients = Clients(self.settings)
         clients.storage.ensure_containers()
         clients.ledger.ensure_table()
@@ -260,7 +233,6 @@ class DevHost:
         ]
         for timer in self._timers:
             timer.arm(now)
-        self._write_state()
         log.info("devhost up storage=%s home=%s", self.blob_endpoint, self.settings.home)
         return self
 
@@ -289,19 +261,26 @@ class DevHost:
             self.stop()
 
     def stop(self) -> None:
-        """Stop the loop, every child process of the platform, and Azurite if we started it."""
+        """Stop the loop, every child process of the platform, and the home's Azurite if this
+        devhost owns it (started it, or adopted it from a devhost that died)."""
+        from shared.platform.local.azurite import read_host_state, write_host_state
+
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=60)
         if self.platform is not None:
             self.platform.close()
         _root.set_clients(None)
-        if self._azurite is not None:
-            self._azurite.stop()
-            self._azurite = None
-            state = _read_state(Path(self.settings.home))
-            if state.get("azurite_pid") is not None:
-                self._write_state(azurite=False)
+        storage, self._storage = self._storage, None
+        if storage is not None and storage.owned:
+            storage.stop()
+            home = Path(self.settings.home)
+            try:
+                state = read_host_state(home)
+            except TuneloopError:
+                state = None  # replaced meanwhile by something unreadable: not ours to fix
+            if state is not None and state.pid == os.getpid():
+                write_host_state(home, pid=os.getpid(), storage=None)
 
     def __enter__(self) -> DevHost:
         return self.start()
@@ -385,14 +364,14 @@ class DevHost:
         return str(self.clients.blob_service.url)
 
     @property
+    def local_storage(self) -> LocalStorage | None:
+        """The home's Azurite this devhost uses (None: storage is configured elsewhere)."""
+        return self._storage
+
+    @property
     def azurite_ports(self) -> tuple[int, int, int] | None:
-        """(blob, queue, table) of the Azurite this devhost uses, if it runs one."""
-        state = _read_state(Path(self.settings.home))
-        ports = state.get("azurite_ports")
-        if not ports:
-            return None
-        blob, queue, table = (int(p) for p in ports)
-        return blob, queue, table
+        """(blob, queue, table) of the home's Azurite this devhost uses, if it uses one."""
+        return self._storage.ports if self._storage is not None else None
 
     # -- internals ----------------------------------------------------------------------
     def _deliver(self, key: str, name: str, binding: Any, *, about: dict[str, Any]) -> bool:
@@ -446,54 +425,28 @@ class DevHost:
         return binding_for_blob_event(event, self.clients)
 
     def _ensure_storage(self, settings: Settings) -> Settings:
-        """Configured storage as is; else this home's Azurite (found running, or started).
+        """Configured storage as is; else the home's Azurite (found running, or started).
 
-        An Azurite that some other home started may hold another ledger with the same run
-        ids, so a home only reuses its own (recorded in ``devhost.json``); a foreign one on
-        the default ports makes this home's Azurite take free ports instead.
+        A configured connection string that is the home's recorded Azurite (exported from
+        the banner) counts as the home's Azurite: adopted or restarted like it.
         """
-        if settings.storage_connection_string or settings.storage_account_url:
-            return settings
-        from shared.platform.local.azurite import connection_string, free_port, start_azurite
+        from shared.platform.local.azurite import read_host_state, start_local_storage
 
         home = Path(settings.home)
-        home.mkdir(parents=True, exist_ok=True)
-        existing = local_storage(home)
-        if existing is not None:
-            log.info("devhost uses this home's running Azurite")
-            return settings.model_copy(update={"storage_connection_string": existing})
-        ports = AZURITE_PORTS
-        if any(_port_open(p) for p in ports):
-            ports = (free_port(), free_port(), free_port())
-            log.warning("ports %s are taken (another Azurite?); this home's Azurite uses %s",
-                        AZURITE_PORTS, ports)
-        self._azurite = start_azurite(
-            location=home / "azurite", ports=ports, log_file=home / "azurite.log"
-        )
-        blob, queue, table = ports
-        log.info("devhost started Azurite on %s", ports)
+        conn = settings.storage_connection_string
+        if settings.storage_account_url:
+            return settings
+        if conn:
+            state = read_host_state(home)
+            if state is None or state.azurite_connection_string != conn:
+                return settings
+        self._storage = start_local_storage(home)
         return settings.model_copy(
-            update={"storage_connection_string": connection_string(blob, table, queue)}
+            update={"storage_connection_string": self._storage.connection_string}
         )
 
-    def _write_state(self, *, azurite: bool = True) -> None:
+    def _write_state(self) -> None:
         """Record where this devhost's things are (``tuneloop upload`` reads it)."""
-        home = Path(self.settings.home)
-        state: dict[str, Any] = {"pid": os.getpid(), "started": datetime.now(UTC).isoformat()}
-        if self._azurite is not None and azurite:
-            a = self._azurite
-            state.update(
-                azurite_pid=a.process.pid if a.process else None,
-                azurite_ports=[a.blob_port, a.queue_port, a.table_port],
-                # Azurite's well-known development key (public); never a configured secret.
-                azurite_connection_string=a.connection_string,
-            )
-        elif azurite:
-            previous = _read_state(home)
-            if previous.get("azurite_connection_string") == self.settings.storage_connection_string:
-                state.update({k: v for k, v in previous.items() if k.startswith("azurite_")})
-        home.mkdir(parents=True, exist_ok=True)
-        path = home / STATE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2), encoding="utf-8")
-        os.replace(tmp, path)
+        from shared.platform.local.azurite import write_host_state
+
+        write_host_state(Path(self.settings.home), pid=os.getpid(), storage=self._storage)

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import shared
+
 if TYPE_CHECKING:
     from functions.devhost import DevHost
     from shared.clients import Clients
@@ -37,7 +39,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEMO_DATASET", "DemoError", "add_arguments", "demo_settings", "run", "variant"]
 
-DEMO_DATASET = Path(__file__).resolve().parents[1] / "data" / "demo" / "support.jsonl"
+# Package data of ``shared`` (shipped in wheels; see pyproject's package-data).
+DEMO_DATASET = Path(shared.__file__).resolve().parent / "data" / "demo" / "support.jsonl"
 DEFAULT_QUESTION = "I forgot my password."
 MAX_VARIANTS = 5
 # The tiny model's own defaults (5 epochs) learn the style; 20 epochs (180 steps, ~25 s on

@@ -36,21 +36,20 @@ def _timer_text(every: float | None, schedule: str) -> str:
 
 def banner(host: DevHost) -> str:
     """Where everything is, and how to use it."""
-    from functions.devhost import local_storage
-
     s = host.settings
     home = Path(s.home).resolve()
     lines = [f"tuneloop is up: home {home} (Ctrl-C stops it; `tuneloop up` again restores "
              "the endpoints)", ""]
-    ports = host.azurite_ports
-    azurite_conn = local_storage(home)
-    if ports is not None and azurite_conn == s.storage_connection_string:
-        blob, queue, table = ports
+    storage = host.local_storage
+    if storage is not None:
+        blob, queue, table = storage.ports
+        how = "started" if storage.process is not None else (
+            "adopted from a devhost that stopped" if storage.owned else "shared with a devhost")
         lines += [
-            f"storage      Azurite: blob :{blob}, queue :{queue}, table :{table} on 127.0.0.1 "
-            f"(data in {home / 'azurite'})",
+            f"storage      Azurite ({how}): blob :{blob}, queue :{queue}, table :{table} on "
+            f"127.0.0.1 (data in {home / 'azurite'})",
             "             for other shells (tuneloop status / upload / sweep):",
-            f"             export TUNELOOP_STORAGE_CONNECTION_STRING='{azurite_conn}'",
+            f"             export TUNELOOP_STORAGE_CONNECTION_STRING='{storage.connection_string}'",
         ]
     else:
         lines.append(f"storage      {host.blob_endpoint} (configured)")

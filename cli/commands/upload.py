@@ -31,7 +31,7 @@ def local_settings(settings: Settings) -> Settings:
     """``settings``, with the home's running Azurite filled in when no storage is configured."""
     if settings.storage_connection_string or settings.storage_account_url:
         return settings
-    from functions.devhost import local_storage
+    from shared.platform.local.azurite import local_storage
 
     found = local_storage(Path(settings.home))
     if found is None:

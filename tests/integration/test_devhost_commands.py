@@ -46,11 +46,13 @@ def test_upload_finds_the_homes_azurite_only_when_storage_is_not_configured(
     assert local_settings(settings) is settings
     bare = settings.model_copy(update={"storage_connection_string": None})
     assert local_settings(bare).storage_connection_string is None  # no devhost recorded
-    blob_port = int(azurite.split("BlobEndpoint=http://127.0.0.1:")[1].split("/")[0])
-    table_port = int(azurite.split("TableEndpoint=http://127.0.0.1:")[1].split("/")[0])
+    ports = [
+        int(azurite.split(f"{kind}Endpoint=http://127.0.0.1:")[1].split("/")[0])
+        for kind in ("Blob", "Queue", "Table")
+    ]
     settings.home.mkdir(parents=True, exist_ok=True)
     (settings.home / "devhost.json").write_text(json.dumps({
-        "azurite_ports": [blob_port, table_port],
+        "azurite_ports": ports,
         "azurite_connection_string": azurite,
     }))
     assert local_settings(bare).storage_connection_string == azurite
