@@ -1,30 +1,33 @@
-"""The two adapters of the platform port behind one driver interface, for the contract suite.
+"""The implementations of the platform port behind one driver interface, for the contract suite.
 
 A :class:`Driver` is the adapter itself plus the few hooks a contract test needs that the port
 does not offer (make a job finish, tell whether something was created anew, wait for a platform
 that settles on its own time). :class:`AzureMLDriver` runs the real SDK against
 :class:`~tests.contract.fake_azureml.FakeAzureML` (one endpoint per list page, so ``nextLink``
 is followed); :class:`LocalDriver` runs ``LocalPlatform`` for real on Azurite, with one tiny
-training started when the driver is made.
+training started when the driver is made; :class:`FakeDriver` runs the tests' own
+``FakePlatform``, so the fake the unit and flow tests rely on keeps the same contract.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from shared.clients import Clients
-from shared.finetune import SERVERLESS, Planner
+from shared.finetune import SERVERLESS, Planner, bundled_base_model, bundled_component
 from shared.platform.port import FinetunePlan, JobInfo, Platform
 from shared.settings import Settings
 from shared.storage import BlobRef
 from tests.contract.fake_azureml import RG, WS, FakeAzureML
 from tests.fakes.credential import FakeCredential
+from tests.fakes.platform import FakePlatform
+from tests.polling import wait_until
 from tests.fixtures.azureml.rest import SUB
 
 T = TypeVar("T")
@@ -77,16 +80,10 @@ class Driver:
         """Adapter-specific evidence that the last scoring request targeted ``deployment``."""
 
     def eventually(self, check: Callable[[], T | None], what: str) -> T:
-        """Call ``check`` until it returns something truthy (reads move the fake on; the local
+        """Call ``check`` until it returns something truthy (reads move the fakes on; the local
         platform settles in real time)."""
-        deadline = time.monotonic() + self.timeout
-        while True:
-            value = check()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.kind}: {what} not reached in {self.timeout:.0f}s")
-            time.sleep(self.every)
+        return wait_until(check, timeout=self.timeout, what=f"{self.kind}: {what}",
+                          every=self.every)
 
     def finished_job(self) -> JobInfo:
         """The driver's run, submitted through the port (once) and finished."""
@@ -135,6 +132,40 @@ class AzureMLDriver(Driver):
         last = [s for s in self.fake.scores if s.endpoint == endpoint][-1]
         assert last.headers.get("azureml-model-deployment") == deployment
         assert last.deployment == deployment
+
+
+class FakeDriver(Driver):
+    """The tests' ``FakePlatform`` with the bundled Phi-3 model and fine-tune component."""
+
+    kind = "fake"
+    instance_type = "Standard_NC6s_v3"
+    compute = "gpu-a100"
+    timeout = 5.0
+    every = 0.0
+
+    def __init__(self) -> None:
+        shipped = bundled_base_model()  # the registry's facts; its task tag as listed there
+        model = dataclasses.replace(shipped, tags={**shipped.tags, "task": "chat-completion"})
+        self.fake = FakePlatform(
+            polls_to_provision=1, base_model=model, component=bundled_component()
+        )
+        self.platform = self.fake
+        self.settings = Settings(platform="local", compute=self.compute)
+        self.plan = Planner(self.settings, self.platform).plan(line=LINE, dataset_sha256=SHA)
+
+    def finish(self, job_name: str) -> JobInfo:
+        self.fake.complete(job_name)
+        return self.platform.get_job(job_name)
+
+    def creations(self, what: str, *names: str) -> Any:
+        return self.fake.created.count((what, *names))
+
+    def missing_base_model(self) -> tuple[Platform, str]:
+        return self.platform, "No-Such-Model-In-The-Registry"
+
+    def check_targeted(self, endpoint: str, deployment: str) -> None:
+        last = [i for i in self.fake.invocations if i[0] == endpoint][-1]
+        assert last[1] == deployment
 
 
 class LocalDriver(Driver):

@@ -1,7 +1,8 @@
-"""The platform port's contract, one suite run against both adapters.
+"""The platform port's contract, one suite run against every implementation of the port.
 
-Every test takes ``platform_under_test`` (see ``conftest.py``): the Azure ML adapter through the
-real SDK and a stateful fake workspace, and the local platform for real. A test states what
+Every test takes ``platform_under_test`` (see ``conftest.py``): the tests' ``FakePlatform``,
+the Azure ML adapter through the real SDK and a stateful fake workspace, and the local
+platform for real. No test depends on another having run first. A test states what
 ``shared/platform/port.py`` promises and asserts only what the port lets a caller observe;
 the driver's hooks (make a job finish, was something created anew) stand in for the rest.
 """
@@ -17,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from shared.errors import NotFoundError, PlatformError
+from shared.errors import ConflictError, NotFoundError, PlatformError
+from shared.naming import LINE_TAG, MANAGED_TAG, RUN_TAG
 from shared.platform.port import (
     TERMINAL_JOB_STATUSES,
     DeploymentInfo,
@@ -29,20 +31,15 @@ from shared.platform.port import (
 )
 from tests.contract.drivers import Driver
 
-pytestmark = [
-    # azure-ai-ml 1.35 builds marshmallow-3 schemas with options marshmallow 4 removes; the
-    # warnings come from the SDK's own schema classes, not from our calls.
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.RemovedInMarshmallow4Warning"),
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.ChangedInMarshmallow4Warning"),
-]
-
 SERVED = "tl-contract"
 ENSURED = "tl-contract-ensure"
 DELETED = "tl-contract-delete"
 RACED = "tl-contract-race"
+OWNED = "tl-contract-owned"
 DEPLOYMENT = "blue"
 MODEL = "tuneloop-contract"
-TAGS = {"tuneloop_managed": "true", "tuneloop_line": "contract"}
+TAGS = {MANAGED_TAG: "true", LINE_TAG: "contract"}
+INTRUDER = {MANAGED_TAG: "true", LINE_TAG: "Contract"}  # another line: case matters
 PAYLOAD: dict[str, Any] = {
     "input_data": {
         "input_string": [[{"role": "user", "content": "Say red 2 times."}]],
@@ -83,12 +80,12 @@ def served(platform_under_test: Driver) -> Served:
     d = platform_under_test
     p = d.platform
     job = d.finished_job()
-    model = p.register_model(MODEL, "1", job_name=job.name, tags={"tuneloop_run": job.name})
+    model = p.register_model(MODEL, "1", job_name=job.name, tags={RUN_TAG: job.name})
     p.ensure_endpoint(SERVED, tags=TAGS)
     d.eventually(lambda: p.get_endpoint(SERVED).provisioning_state == ProvisioningState.SUCCEEDED,
                  "endpoint Succeeded")
     spec = DeploymentSpec(
-        SERVED, DEPLOYMENT, model, d.instance_type, tags={"tuneloop_run": job.name}
+        SERVED, DEPLOYMENT, model, d.instance_type, tags={RUN_TAG: job.name}
     )
     with ThreadPoolExecutor(max_workers=2) as pool:
         firsts = list(pool.map(lambda _: p.deploy(spec), range(2)))
@@ -163,7 +160,7 @@ def test_submit_finetune_is_idempotent_on_the_run_id(platform_under_test: Driver
     created = d.creations("job", d.plan.run_id)
     second = d.platform.submit_finetune(d.plan)
     assert first.name == second.name == d.plan.run_id
-    assert second.tags.get("tuneloop_run") == d.plan.run_id
+    assert second.tags.get(RUN_TAG) == d.plan.run_id
     assert d.creations("job", d.plan.run_id) == created
     assert d.platform.get_job(d.plan.run_id).name == d.plan.run_id
 
@@ -198,14 +195,14 @@ def test_register_model_is_idempotent_on_name_and_version(platform_under_test: D
     """Registering (name, version) twice gives one version, readable by get_model_version."""
     d = platform_under_test
     job = d.finished_job()
-    tags = {"tuneloop_run": job.name, "tuneloop_line": "contract"}
+    tags = {RUN_TAG: job.name, LINE_TAG: "contract"}
     first = d.platform.register_model(f"{MODEL}-reg", "3", job_name=job.name, tags=tags)
     created = d.creations("model", f"{MODEL}-reg", "3")
     assert created == 1
     second = d.platform.register_model(f"{MODEL}-reg", "3", job_name=job.name, tags=tags)
     assert (second.name, second.version, second.id) == (first.name, "3", first.id)
     assert first.name == f"{MODEL}-reg"
-    assert first.tags.get("tuneloop_run") == job.name
+    assert first.tags.get(RUN_TAG) == job.name
     assert d.creations("model", f"{MODEL}-reg", "3") == created
     read = d.platform.get_model_version(f"{MODEL}-reg", "3")
     assert (read.name, read.version, read.id) == (first.name, "3", first.id)
@@ -450,16 +447,84 @@ def test_delete_endpoint_is_idempotent(platform_under_test: Driver) -> None:
 def test_delete_deployment_removes_it_and_is_idempotent(
     platform_under_test: Driver, served: Served
 ) -> None:
-    """A deployment without traffic is deleted; deleting it again succeeds (runs last: it
-    takes the suite's deployment away)."""
+    """A deployment without traffic is deleted; deleting it again, while it may still be
+    deleting and once it is gone, succeeds (its own deployment: no other test is touched)."""
     d = platform_under_test
     p = d.platform
-    p.set_traffic(served.endpoint, {served.deployment: 0})
-    p.delete_deployment(served.endpoint, served.deployment)
-    p.delete_deployment(served.endpoint, served.deployment)  # while it may still be deleting
-    d.eventually(
-        lambda: raises_not_found(lambda: p.get_deployment(served.endpoint, served.deployment)),
-        "deployment gone",
-    )
-    p.delete_deployment(served.endpoint, served.deployment)  # already gone
-    assert served.deployment not in nonzero(p.get_endpoint(served.endpoint).traffic)
+    spec = dataclasses.replace(served.spec, name="gone")
+    p.deploy(spec)
+    d.eventually(lambda: p.get_deployment(served.endpoint, "gone").provisioning_state
+                 == ProvisioningState.SUCCEEDED, "deployment Succeeded")
+    assert nonzero(p.get_endpoint(served.endpoint).traffic).get("gone", 0) == 0
+    p.delete_deployment(served.endpoint, "gone")
+    p.delete_deployment(served.endpoint, "gone")  # while it may still be deleting
+    d.eventually(lambda: raises_not_found(lambda: p.get_deployment(served.endpoint, "gone")),
+                 "deployment gone")
+    p.delete_deployment(served.endpoint, "gone")  # already gone
+    assert "gone" not in nonzero(p.get_endpoint(served.endpoint).traffic)
+    assert p.get_deployment(served.endpoint, served.deployment).name == served.deployment
+
+
+def test_delete_deployment_with_traffic_is_refused(
+    platform_under_test: Driver, served: Served
+) -> None:
+    """A deployment that takes traffic is not deleted: ConflictError, and it keeps serving."""
+    d = platform_under_test
+    p = d.platform
+    p.set_traffic(served.endpoint, {served.deployment: 100})
+    d.eventually(lambda: p.get_endpoint(served.endpoint).provisioning_state
+                 == ProvisioningState.SUCCEEDED, "endpoint Succeeded")
+    with pytest.raises(ConflictError, match="traffic"):
+        p.delete_deployment(served.endpoint, served.deployment)
+    read = p.get_deployment(served.endpoint, served.deployment)
+    assert read.provisioning_state == ProvisioningState.SUCCEEDED
+    assert nonzero(p.get_endpoint(served.endpoint).traffic) == {served.deployment: 100}
+    assert p.invoke(served.endpoint, PAYLOAD)["output"].strip()
+
+
+# -- ownership: a name another line's tag claims is never reused ---------------------------
+
+
+def test_register_model_refuses_a_model_of_another_line(platform_under_test: Driver) -> None:
+    """Registering under a model name whose versions belong to another line is a
+    ConflictError, for a new version and for an existing one; nothing is registered."""
+    d = platform_under_test
+    p = d.platform
+    job = d.finished_job()
+    name = f"{MODEL}-owned"
+    p.register_model(name, "1", job_name=job.name, tags={LINE_TAG: "contract"})
+    for version in ("1", "2"):
+        with pytest.raises(ConflictError, match="belongs to line 'contract'"):
+            p.register_model(name, version, job_name=job.name, tags={LINE_TAG: "Contract"})
+    assert raises_not_found(lambda: p.get_model_version(name, "2"))
+    assert p.get_model_version(name, "1").tags.get(LINE_TAG) == "contract"
+
+
+def test_ensure_endpoint_refuses_an_endpoint_of_another_line(
+    platform_under_test: Driver,
+) -> None:
+    """ensure_endpoint on an endpoint tagged with another line is a ConflictError, and the
+    endpoint keeps its owner."""
+    d = platform_under_test
+    p = d.platform
+    p.ensure_endpoint(OWNED, tags=TAGS)
+    with pytest.raises(ConflictError, match="belongs to line 'contract'"):
+        p.ensure_endpoint(OWNED, tags=INTRUDER)
+    assert dict(p.get_endpoint(OWNED).tags) == TAGS
+    assert [e.name for e in p.list_endpoints()].count(OWNED) == 1
+    d.eventually(lambda: p.get_endpoint(OWNED).provisioning_state
+                 == ProvisioningState.SUCCEEDED, "endpoint Succeeded")
+    p.delete_endpoint(OWNED)
+
+
+def test_deploy_refuses_an_endpoint_of_another_line(
+    platform_under_test: Driver, served: Served
+) -> None:
+    """Deploying onto an endpoint tagged with another line is a ConflictError; no deployment
+    is created."""
+    d = platform_under_test
+    spec = dataclasses.replace(served.spec, name="intruder", tags={**INTRUDER})
+    with pytest.raises(ConflictError, match="belongs to line 'contract'"):
+        d.platform.deploy(spec)
+    assert raises_not_found(lambda: d.platform.get_deployment(served.endpoint, "intruder"))
+    assert d.creations("deployment", served.endpoint, "intruder") in (0, (None, None))

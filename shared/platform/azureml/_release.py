@@ -23,6 +23,7 @@ from shared.platform.port import (
     EndpointInfo,
     ModelVersionInfo,
     ProvisioningState,
+    check_line_owner,
 )
 
 __all__ = [
@@ -85,11 +86,17 @@ class ReleaseMixin(AzureMLBase):
     def register_model(
         self, name: str, version: str, *, job_name: str, tags: Mapping[str, str]
     ) -> ModelVersionInfo:
-        """Register the job's trained model as an MLflow model ``name:version`` (once)."""
-        try:
-            return self.get_model_version(name, version)
-        except NotFoundError:
-            pass
+        """Register the job's trained model as an MLflow model ``name:version`` (once).
+
+        Every version of ``name`` is read first: one tagged with another line is a
+        ConflictError (the port's ownership rule), the same version is returned as is.
+        """
+        existing = self._model_versions(name)
+        for model in existing:
+            check_line_owner(f"model {name}:{model.version}", model.tags, tags)
+        for model in existing:
+            if model.version == version:
+                return model
         from azure.ai.ml.constants import AssetTypes
         from azure.ai.ml.entities import Model
 
@@ -106,17 +113,31 @@ class ReleaseMixin(AzureMLBase):
         log.info("registered model %s:%s from job %s", name, version, job_name)
         return _model_info(created)
 
+    def _model_versions(self, name: str) -> list[ModelVersionInfo]:
+        """Every registered version of ``name`` (none when the model does not exist)."""
+        try:
+            with map_sdk_errors(f"versions of model {name}"):
+                return [_model_info(m) for m in self.ml_client.models.list(name=name)]
+        except NotFoundError:
+            return []
+
     def get_model_version(self, name: str, version: str) -> ModelVersionInfo:
         with map_sdk_errors(f"model {name}:{version}"):
             return _model_info(self.ml_client.models.get(name=name, version=version))
 
     # -- endpoints ----------------------------------------------------------------------
     def ensure_endpoint(self, name: str, *, tags: Mapping[str, str]) -> EndpointInfo:
-        """Start creating the key-auth managed endpoint if missing; return its state now."""
+        """Start creating the key-auth managed endpoint if missing; return its state now.
+
+        An existing endpoint tagged with another line is a ConflictError (port ownership).
+        """
         try:
-            return self.get_endpoint(name)
+            existing = self.get_endpoint(name)
         except NotFoundError:
             pass
+        else:
+            check_line_owner(f"endpoint {name}", existing.tags, tags)
+            return existing
         from azure.ai.ml.entities import ManagedOnlineEndpoint
 
         endpoint = ManagedOnlineEndpoint(
@@ -127,9 +148,11 @@ class ReleaseMixin(AzureMLBase):
             with map_sdk_errors(f"creating endpoint {name}"):
                 self.ml_client.online_endpoints.begin_create_or_update(endpoint)  # not waited on
             log.info("endpoint %s: creation started", name)
-        except ConflictError:  # a racing delivery's create is running: that endpoint is ours
+        except ConflictError:  # a racing create is running: ours, unless another line's
             log.info("endpoint %s: created concurrently", name)
-        return self.get_endpoint(name)
+        info = self.get_endpoint(name)
+        check_line_owner(f"endpoint {name}", info.tags, tags)
+        return info
 
     def get_endpoint(self, name: str) -> EndpointInfo:
         with map_sdk_errors(f"endpoint {name}"):
@@ -137,7 +160,16 @@ class ReleaseMixin(AzureMLBase):
 
     # -- deployments --------------------------------------------------------------------
     def deploy(self, spec: DeploymentSpec) -> DeploymentInfo:
-        """Start the deployment at 0 % traffic if missing; return its state now."""
+        """Start the deployment at 0 % traffic if missing; return its state now.
+
+        The endpoint is read first: missing is NotFoundError, tagged with another line than
+        ``spec.tags`` (or the model so tagged) is ConflictError (port ownership).
+        """
+        endpoint = self.get_endpoint(spec.endpoint)
+        check_line_owner(f"endpoint {spec.endpoint}", endpoint.tags, spec.tags)
+        check_line_owner(
+            f"model {spec.model.name}:{spec.model.version}", spec.model.tags, spec.tags
+        )
         try:
             return self.get_deployment(spec.endpoint, spec.name)
         except NotFoundError:
@@ -173,7 +205,24 @@ class ReleaseMixin(AzureMLBase):
             )
 
     def delete_deployment(self, endpoint: str, name: str) -> None:
-        """Start deleting the deployment; already gone (or no endpoint) is success."""
+        """Start deleting the deployment; already gone (or no endpoint) is success.
+
+        One that still takes traffic is a ConflictError, checked here from the endpoint's
+        split: the port's rule, whatever the service would answer (safe rollout moves the
+        traffic away first, then deletes: learn.microsoft.com, "Perform safe rollout of new
+        deployments for real-time inference").
+        """
+        try:
+            with map_sdk_errors(f"endpoint {endpoint}"):
+                entity = self.ml_client.online_endpoints.get(name=endpoint)
+        except NotFoundError:
+            return
+        share = int((entity.traffic or {}).get(name, 0))
+        if share > 0:
+            raise ConflictError(
+                f"deployment {name} still takes {share} % of {endpoint}'s traffic",
+                hint="set its traffic to 0 first",
+            )
         try:
             with map_sdk_errors(f"deleting deployment {endpoint}/{name}"):
                 self.ml_client.online_deployments.begin_delete(name=name, endpoint_name=endpoint)
