@@ -34,6 +34,7 @@ from shared.platform.port import (
     ComputeInfo,
     FinetunePlan,
     JobInfo,
+    JobStatus,
 )
 
 if TYPE_CHECKING:
@@ -324,9 +325,9 @@ class JobsMixin(AzureMLBase):
         """Status, tags, outputs and error of a job."""
         with map_sdk_errors(f"job {name} in workspace {self.settings.workspace_name}"):
             job = self.ml_client.jobs.get(name)
-        status = _text(job.status)
-        error = self._failure_message(name) if status == "Failed" else None
-        metrics = self._final_metrics(name, job) if status == "Completed" else {}
+        status = JobStatus.of(_text(job.status))
+        error = self._failure_message(name) if status == JobStatus.FAILED else None
+        metrics = self._final_metrics(name, job) if status == JobStatus.COMPLETED else {}
         return _job_info(job, error, metrics)
 
     def _final_metrics(self, name: str, job: Any) -> dict[str, float]:
@@ -422,7 +423,7 @@ def _job_info(
         outputs[key] = str(path) if path else f"azureml://jobs/{job.name}/outputs/{key}"
     return JobInfo(
         name=str(job.name),
-        status=_text(job.status),
+        status=JobStatus.of(_text(job.status)),
         tags={str(k): str(v) for k, v in (job.tags or {}).items()},
         metrics=dict(metrics or {}),
         outputs=outputs,

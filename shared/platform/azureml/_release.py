@@ -92,11 +92,11 @@ class ReleaseMixin(AzureMLBase):
         ConflictError (the port's ownership rule), the same version is returned as is.
         """
         existing = self._model_versions(name)
-        for model in existing:
-            check_line_owner(f"model {name}:{model.version}", model.tags, tags)
-        for model in existing:
-            if model.version == version:
-                return model
+        for registered in existing:
+            check_line_owner(f"model {name}:{registered.version}", registered.tags, tags)
+        for registered in existing:
+            if registered.version == version:
+                return registered
         from azure.ai.ml.constants import AssetTypes
         from azure.ai.ml.entities import Model
 
