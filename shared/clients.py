@@ -1,13 +1,24 @@
-"""Lazy client factories: each client is created once, on first use, from the settings.
+"""The composition root's clients: each created once, on first use, from the settings.
 
-Tests build a :class:`Clients` with their own settings (an Azurite connection string, a
-fake transport) instead of monkey-patching; nothing here runs at import.
+Every port can be handed in instead (keyword-only, all alike): ``ledger``, ``storage``,
+``platform``, ``clock`` and ``transport`` (given to every Azure SDK client). Tests and the
+devhost wire fakes that way instead of monkey-patching; nothing here runs at import.
+
+``close()`` (or leaving ``with Clients(...)``) closes what this object created — the SDK
+clients, the credential, a platform it built — and never what it was given.
+
+``sdk_options`` are extra keyword arguments for the storage SDK clients (retry counts,
+timeouts): the Functions host keeps the SDK defaults, a terminal command asks for
+:data:`CLI_SDK_OPTIONS` so that a storage that is not there fails in seconds.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from functools import cached_property
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConfigError
@@ -22,17 +33,60 @@ if TYPE_CHECKING:
     from shared.platform import Platform
     from shared.storage import Storage
 
-__all__ = ["Clients"]
+__all__ = ["CLI_SDK_OPTIONS", "Clients", "utcnow"]
+
+log = logging.getLogger(__name__)
+
+# A terminal command waits for a person: one retry, short connect timeout. The storage SDK's
+# defaults (blob: ExponentialRetry, retry_total=3, 15 s initial backoff + 3**n; tables:
+# RetryPolicy, retry_connect=3, 0.8 s backoff factor; azure-storage-blob
+# _shared/policies.py, azure-data-tables _policies.py) keep a refused connection retrying for
+# over a minute. ``initial_backoff``/``increment_base`` are ExponentialRetry's (blob) and
+# ``retry_backoff_factor`` is RetryPolicy's (tables); each client ignores the other's.
+CLI_SDK_OPTIONS: Mapping[str, Any] = {
+    "retry_total": 1,
+    "retry_connect": 1,
+    "initial_backoff": 1,
+    "increment_base": 1,
+    "random_jitter_range": 1,
+    "retry_backoff_factor": 0.2,
+    "connection_timeout": 5,
+}
+
+_NO_STORAGE_HINT = (
+    "set TUNELOOP_STORAGE_CONNECTION_STRING (Azurite) or TUNELOOP_STORAGE_ACCOUNT_URL"
+)
 
 
-@dataclass
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 class Clients:
-    """The composition root's client cache. ``transport`` is passed to every Azure SDK client."""
+    """The composition root's client cache; see the module docstring."""
 
-    settings: Settings
-    transport: Any = None
-    _overrides: dict[str, Any] = field(default_factory=dict)
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        ledger: Ledger | None = None,
+        storage: Storage | None = None,
+        platform: Platform | None = None,
+        clock: Callable[[], datetime] | None = None,
+        transport: Any = None,
+        sdk_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.sdk_options: dict[str, Any] = dict(sdk_options or {})
+        self.clock: Callable[[], datetime] = clock or utcnow
+        # Given objects are cached as if created, and remembered so that close() spares them.
+        given = {"ledger": ledger, "storage": storage, "platform": platform}
+        self._given: set[str] = {name for name, value in given.items() if value is not None}
+        for name in self._given:
+            self.__dict__[name] = given[name]
 
+    # -- SDK clients ----------------------------------------------------------------------
     @cached_property
     def credential(self) -> TokenCredential:
         from azure.identity import DefaultAzureCredential
@@ -40,7 +94,10 @@ class Clients:
         return DefaultAzureCredential()
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"transport": self.transport} if self.transport is not None else {}
+        kwargs = dict(self.sdk_options)
+        if self.transport is not None:
+            kwargs["transport"] = self.transport
+        return kwargs
 
     @cached_property
     def blob_service(self) -> BlobServiceClient:
@@ -53,10 +110,7 @@ class Clients:
             )
         if s.storage_account_url:
             return BlobServiceClient(s.storage_account_url, self.credential, **self._kwargs())
-        raise ConfigError(
-            "no storage configured",
-            hint="set TUNELOOP_STORAGE_CONNECTION_STRING (Azurite) or TUNELOOP_STORAGE_ACCOUNT_URL",
-        )
+        raise ConfigError("no storage configured", hint=_NO_STORAGE_HINT)
 
     @cached_property
     def table_service(self) -> TableServiceClient:
@@ -70,15 +124,13 @@ class Clients:
         if s.storage_account_url:
             table_url = s.storage_account_url.replace(".blob.", ".table.")
             return TableServiceClient(table_url, credential=self.credential, **self._kwargs())
-        raise ConfigError(
-            "no storage configured",
-            hint="set TUNELOOP_STORAGE_CONNECTION_STRING (Azurite) or TUNELOOP_STORAGE_ACCOUNT_URL",
-        )
+        raise ConfigError("no storage configured", hint=_NO_STORAGE_HINT)
 
     @cached_property
     def ledger_table(self) -> TableClient:
         return self.table_service.get_table_client(self.settings.ledger_table)
 
+    # -- ports ----------------------------------------------------------------------------
     @cached_property
     def ledger(self) -> Ledger:
         from shared.ledger import Ledger
@@ -95,9 +147,6 @@ class Clients:
 
     @cached_property
     def platform(self) -> Platform:
-        if "platform" in self._overrides:
-            platform: Platform = self._overrides["platform"]
-            return platform
         if self.settings.platform_kind == "azureml":
             from shared.platform.azureml import AzureMLPlatform
 
@@ -110,6 +159,40 @@ class Clients:
         return LocalPlatform.from_settings(self.settings, storage=self.storage)
 
     def use_platform(self, platform: Platform) -> None:
-        """Wire a specific platform (tests, devhost) instead of the one settings select."""
-        self._overrides["platform"] = platform
-        self.__dict__.pop("platform", None)
+        """Wire a specific platform after construction (the devhost, older tests)."""
+        self._close_created("platform")
+        self.__dict__["platform"] = platform
+        self._given.add("platform")
+
+    # -- lifetime -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close every client this object created (not the ones it was given); idempotent."""
+        for name in ("platform", "ledger_table", "table_service", "blob_service", "credential"):
+            self._close_created(name)
+
+    def _close_created(self, name: str) -> None:
+        if name in self._given or name not in self.__dict__:
+            return
+        created = self.__dict__.pop(name)
+        close = getattr(created, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:  # one client failing to close must not keep the others open
+                log.warning("closing %s failed", name, exc_info=True)
+        if name in ("table_service", "blob_service", "ledger_table"):
+            # The ports built on a closed SDK client go with it.
+            for port in ("ledger", "storage"):
+                if port not in self._given:
+                    self.__dict__.pop(port, None)
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

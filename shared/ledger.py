@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from azure.core import MatchConditions
 from azure.data.tables import TableClient, UpdateMode
@@ -39,6 +39,7 @@ __all__ = [
     "Claim",
     "InvalidTransitionError",
     "Ledger",
+    "LedgerPort",
     "RunRecord",
     "RunState",
     "can_move",
@@ -384,3 +385,50 @@ def _event(state: RunState, note: str | None) -> dict[str, Any]:
     if note:
         event["note"] = note
     return event
+
+
+class LedgerPort(Protocol):
+    """What the ingest and the release need from the run ledger (``Ledger`` is the adapter on
+    Azure Table storage; tests/fakes/ledger.py runs it in memory; both pass
+    tests/contract/test_ledger_contract.py).
+
+    Runs: ``create`` raises AlreadyExistsError for an existing run, ``get``/``find`` raise
+    NotFoundError; ``advance`` moves forward only (InvalidTransitionError) and, like
+    ``update``, is guarded by the record's ETag (LedgerConflictError when the stored run
+    changed). Claims: ``claim`` inserts or returns None when taken; ``update_claim`` is
+    ETag-guarded. Storage outages raise TransientError.
+    """
+
+    def ensure_table(self) -> None: ...
+
+    def create(
+        self, line: str, run_id: str, state: RunState, *, note: str | None = None, **fields: Any
+    ) -> RunRecord: ...
+
+    def get(self, line: str, run_id: str) -> RunRecord: ...
+
+    def find(self, run_id: str) -> RunRecord: ...
+
+    def list(
+        self, *, line: str | None = None, states: Iterable[RunState] | None = None
+    ) -> builtins.list[RunRecord]: ...
+
+    def advance(
+        self,
+        rec: RunRecord,
+        state: RunState,
+        *,
+        note: str | None = None,
+        reason: str | None = None,
+        **fields: Any,
+    ) -> RunRecord: ...
+
+    def update(self, rec: RunRecord, *, note: str | None = None, **fields: Any) -> RunRecord: ...
+
+    def claim(self, key: str, **fields: Any) -> Claim | None: ...
+
+    def get_claim(self, key: str) -> Claim: ...
+
+    def update_claim(self, claim: Claim, **fields: Any) -> Claim: ...
+
+    def list_claims(self, **equals: str | bool) -> Sequence[Claim]: ...

@@ -1,0 +1,149 @@
+"""An in-memory ledger: the real :class:`shared.ledger.Ledger` over an in-memory table.
+
+Only the storage is faked (cosmicpython's ``FakeRepository`` fakes the repository's store):
+``InMemoryTable`` keeps entities in a dict and answers like Azure Table storage — inserts
+fail with 409 when the row exists, a replace with an ETag that is not the stored one fails
+with 412, reads of a missing row with 404 — by raising the same azure-core exceptions the
+SDK raises, so the ledger's record logic and the one error mapper run unchanged. The ledger
+contract suite (tests/contract/test_ledger_contract.py) runs against it and against the
+ledger on Azurite.
+
+Fault injection: ``fail_next(exc, times=1)`` makes the next table calls raise ``exc``;
+``calls`` counts the calls by method, so a test can assert that the fault fired.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+import threading
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableEntity
+
+from shared.ledger import Ledger
+
+__all__ = ["FakeLedger", "InMemoryTable"]
+
+_CONDITION = re.compile(r"^(\w+) (eq|ne) @(\w+)$")
+
+
+class InMemoryTable:
+    """The part of ``azure.data.tables.TableClient`` the ledger uses, in memory."""
+
+    def __init__(self, name: str = "runs") -> None:
+        self.table_name = name
+        self.rows: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
+        self.calls: Counter[str] = Counter()
+        self._created = False
+        self._etags = itertools.count(1)
+        self._lock = threading.Lock()
+        self._faults: list[Exception] = []
+
+    # -- fault injection --------------------------------------------------------------------
+    def fail_next(self, exc: Exception, *, times: int = 1) -> None:
+        """The next ``times`` table calls raise ``exc`` (as the SDK would raise it)."""
+        self._faults.extend([exc] * times)
+
+    def _enter(self, method: str) -> None:
+        self.calls[method] += 1
+        if self._faults:
+            raise self._faults.pop(0)
+
+    def _etag(self) -> str:
+        return f'W/"datetime\'{next(self._etags):020d}\'"'
+
+    # -- the TableClient surface ------------------------------------------------------------
+    def create_table(self) -> None:
+        with self._lock:
+            self._enter("create_table")
+            if self._created:
+                raise ResourceExistsError(message="TableAlreadyExists")
+            self._created = True
+
+    def create_entity(self, entity: Mapping[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self._enter("create_entity")
+            key = (str(entity["PartitionKey"]), str(entity["RowKey"]))
+            if key in self.rows:
+                raise ResourceExistsError(message="EntityAlreadyExists")
+            etag = self._etag()
+            self.rows[key] = (copy.deepcopy(dict(entity)), etag)
+            return {"etag": etag}
+
+    def get_entity(self, partition_key: str, row_key: str) -> TableEntity:
+        with self._lock:
+            self._enter("get_entity")
+            try:
+                entity, etag = self.rows[(partition_key, row_key)]
+            except KeyError:
+                raise ResourceNotFoundError(message="ResourceNotFound") from None
+            return _entity(entity, etag)
+
+    def update_entity(
+        self,
+        entity: Mapping[str, Any],
+        *,
+        mode: Any = None,
+        etag: str | None = None,
+        match_condition: MatchConditions | None = None,
+    ) -> dict[str, Any]:
+        del mode  # the ledger always replaces
+        with self._lock:
+            self._enter("update_entity")
+            key = (str(entity["PartitionKey"]), str(entity["RowKey"]))
+            if key not in self.rows:
+                raise ResourceNotFoundError(message="ResourceNotFound")
+            if match_condition == MatchConditions.IfNotModified and etag != self.rows[key][1]:
+                raise ResourceModifiedError(message="UpdateConditionNotSatisfied")
+            new = self._etag()
+            self.rows[key] = (copy.deepcopy(dict(entity)), new)
+            return {"etag": new}
+
+    def query_entities(
+        self, query_filter: str, *, parameters: Mapping[str, Any] | None = None
+    ) -> Iterator[TableEntity]:
+        with self._lock:
+            self._enter("query_entities")
+            matches = [_entity(e, etag) for e, etag in self.rows.values()
+                       if _matches(e, query_filter, parameters or {})]
+        # Table storage returns rows ordered by PartitionKey, then RowKey.
+        matches.sort(key=lambda e: (e["PartitionKey"], e["RowKey"]))
+        return iter(matches)
+
+
+def _entity(stored: Mapping[str, Any], etag: str) -> TableEntity:
+    out = TableEntity(copy.deepcopy(dict(stored)))
+    out._metadata = {"etag": etag}  # what the SDK fills in from the response
+    return out
+
+
+def _matches(entity: Mapping[str, Any], query: str, parameters: Mapping[str, Any]) -> bool:
+    """The OData filters the ledger sends: ``Name eq @p`` / ``Name ne @p`` joined by ``and``."""
+    for part in query.split(" and "):
+        match = _CONDITION.match(part.strip())
+        if match is None:
+            raise NotImplementedError(f"InMemoryTable cannot filter on {part!r}")
+        name, op, param = match.groups()
+        equal = name in entity and entity[name] == parameters[param]
+        if equal != (op == "eq"):
+            return False
+    return True
+
+
+class FakeLedger(Ledger):
+    """The real ledger logic over :class:`InMemoryTable` (``table`` for inspection/faults)."""
+
+    def __init__(self, table: InMemoryTable | None = None) -> None:
+        self.table = table or InMemoryTable()
+        super().__init__(self.table)  # type: ignore[arg-type]  # the TableClient surface used
+        self.ensure_table()
