@@ -17,8 +17,11 @@ from typing import Any, Protocol, runtime_checkable
 
 from shared.errors import ConflictError
 from shared.naming import LINE_TAG
+from shared.platform.metadata import ModelMetadata, parse_model_metadata
 
 __all__ = [
+    "ASSET_TYPES",
+    "SERVERLESS",
     "TERMINAL_JOB_STATUSES",
     "BaseModelInfo",
     "ComponentInput",
@@ -30,6 +33,7 @@ __all__ = [
     "FinetunePlan",
     "JobInfo",
     "JobStatus",
+    "ModelMetadata",
     "ModelVersionInfo",
     "Platform",
     "ProvisioningState",
@@ -95,6 +99,15 @@ TERMINAL_JOB_STATUSES = frozenset(
     {JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELED, JobStatus.NOT_RESPONDING}
 )
 
+# The compute name of Azure ML serverless compute (a plan's steps run on "serverless" and the
+# fine-tune step on ``instance_type_finetune``), as ComputeInfo.name and in compute inputs.
+SERVERLESS = "serverless"
+# Component input types that are data/model assets (passed as Input(type=..., path=...)): the
+# values of azure.ai.ml.constants.AssetTypes; every other input type is a literal value.
+ASSET_TYPES = frozenset(
+    {"uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model", "triton_model"}
+)
+
 
 def check_line_owner(what: str, existing: Mapping[str, str], wanted: Mapping[str, str]) -> None:
     """Raise ConflictError when ``existing`` tags name another line than ``wanted`` does.
@@ -113,7 +126,11 @@ def check_line_owner(what: str, existing: Mapping[str, str], wanted: Mapping[str
 
 @dataclass(frozen=True)
 class BaseModelInfo:
-    """A registry model: its asset id, tags and system metadata (allow-lists, defaults)."""
+    """A registry model: its asset id, tags and system metadata, and ``metadata``, the typed
+    facts (allow-lists, tasks, retirement dates, defaults) parsed once from those two by
+    :func:`~shared.platform.metadata.parse_model_metadata`. Read the facts from ``metadata``,
+    never from ``tags``/``system_metadata``.
+    """
 
     id: str  # azureml://registries/azureml/models/<name>/versions/<v>, or a local path/id
     name: str
@@ -121,6 +138,11 @@ class BaseModelInfo:
     tags: Mapping[str, str] = field(default_factory=dict)
     properties: Mapping[str, str] = field(default_factory=dict)
     system_metadata: Mapping[str, Any] = field(default_factory=dict)
+    metadata: ModelMetadata = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # frozen: set the derived field once, here (dataclasses.replace re-derives it)
+        object.__setattr__(self, "metadata", parse_model_metadata(self.tags, self.system_metadata))
 
 
 @dataclass(frozen=True)
