@@ -2,6 +2,11 @@
 
 Each subcommand lives in ``cli/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; modules import heavy libraries inside ``run`` only.
+
+Errors are reported here, once, for every command: a :class:`~shared.errors.TuneloopError`
+(an invalid ``TUNELOOP_*`` setting included) becomes one ``error:`` line per problem on stderr
+and the exit code of its type (:data:`EXIT_CODES`); anything else is a bug, shown as one line,
+with the traceback under ``-v``.
 """
 
 from __future__ import annotations
@@ -10,9 +15,35 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import TextIO
 
-__all__ = ["COMMANDS", "main"]
+from shared.errors import ConfigError, DatasetUnreadableError, PlanError, TuneloopError
+
+__all__ = [
+    "COMMANDS",
+    "EXIT_CODES",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_USAGE",
+    "build_parser",
+    "exit_code",
+    "main",
+    "report_error",
+]
+
+EXIT_FAILED = 1  # the data, the run or the platform failed (also: a bug, see main)
+EXIT_USAGE = 2  # configuration or usage: fix a setting, a flag, a spec or a path and run again
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+# Error type -> exit code; the first match in this order wins (subclasses before bases).
+EXIT_CODES: tuple[tuple[type[TuneloopError], int], ...] = (
+    (ConfigError, EXIT_USAGE),  # a setting is missing or invalid
+    (PlanError, EXIT_USAGE),  # flags, overrides, specs or compute do not make a valid plan
+    (DatasetUnreadableError, EXIT_USAGE),  # the path given is missing or not a file
+    (TuneloopError, EXIT_FAILED),  # the platform, the ledger, a release step
+)
 
 # name -> one-line help; the module is cli.commands.<name>
 COMMANDS: dict[str, str] = {
@@ -20,7 +51,7 @@ COMMANDS: dict[str, str] = {
     "plan": "plan a fine-tune job offline and print it as it would be submitted",
     "submit": "plan and submit a fine-tune job",
     "status": "show each run's state, timeline and reason",
-    "promote": "promote a HELD run: its deployment takes 100 % of the line's endpoint",
+    "promote": "promote a HELD run: its deployment takes all of the line's endpoint traffic",
     "sweep": "decide (and by default delete) idle endpoints",
     "up": "run the app locally (Azurite, local platform, triggers) until Ctrl-C",
     "demo": "run the whole loop once on the embedded local platform",
@@ -28,28 +59,89 @@ COMMANDS: dict[str, str] = {
 }
 
 
+_VERBOSE_HELP = "log at DEBUG level; show the traceback of an unexpected error"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tuneloop", description="Continuous fine-tuning of chat models on Azure ML."
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, help_text in COMMANDS.items():
         module = importlib.import_module(f"cli.commands.{name}")
         cmd = sub.add_parser(name, help=help_text, description=help_text)
+        # -v after the command too; SUPPRESS keeps a -v given before it.
+        cmd.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP
+        )
         module.add_arguments(cmd)
         cmd.set_defaults(_module=module)
     return parser
 
 
+def exit_code(exc: TuneloopError) -> int:
+    """The stable exit code of an error's type (:data:`EXIT_CODES`)."""
+    return next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
+
+
+def report_error(exc: TuneloopError, *, stream: TextIO | None = None) -> int:
+    """One ``error:`` line per problem (the hint on the same line when there is one problem)."""
+    out = stream or sys.stderr
+    problems = exc.problems if isinstance(exc, PlanError) else [exc.message]
+    if exc.hint and len(problems) == 1:
+        problems = [f"{problems[0]} ({exc.hint})"]
+    for problem in problems:
+        print(f"error: {problem}", file=out)
+    if exc.hint and len(problems) > 1:
+        print(f"hint: {exc.hint}", file=out)
+    return exit_code(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `tuneloop`: the commands, as a usage error
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    code: int = args._module.run(args)
+    try:
+        return _run(args)
+    except TuneloopError as exc:
+        return report_error(exc)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: one line, the traceback only when asked for
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__}: {exc} "
+            f"(run `tuneloop -v {args.command} ...` for the traceback; please report it)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from shared.settings import Settings, load_settings, settings_error
+
+    try:
+        # Read once, before any command: an invalid TUNELOOP_* stops every command alike.
+        load_settings()
+        code: int = args._module.run(args)
+    except SettingsError as exc:
+        raise settings_error(exc) from exc
+    except ValidationError as exc:
+        if exc.title != Settings.__name__:
+            raise
+        raise settings_error(exc) from exc
     return code
 
 

@@ -10,7 +10,6 @@ overrides, then each value is coerced to the type its component input declares.
 
 from __future__ import annotations
 
-import ast
 import difflib
 import hashlib
 import json
@@ -18,7 +17,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
@@ -38,6 +37,8 @@ from shared.naming import (
 )
 from shared.naming import run_id as make_run_id
 from shared.platform.port import (
+    ASSET_TYPES,
+    SERVERLESS,
     BaseModelInfo,
     ComponentInput,
     ComponentInterface,
@@ -48,16 +49,16 @@ from shared.platform.port import (
 from shared.settings import Settings
 
 __all__ = [
-    "ALLOW_LIST_TAG",
     "ASSET_TYPES",
     "BUNDLED_COMPONENT_SPEC",
     "BUNDLED_MODEL_SPEC",
     "COMPUTE_INPUTS",
-    "MODEL_DEFAULTS_KEY",
     "OWNED_INPUTS",
+    "SANITY_BOUNDS",
     "SERVERLESS",
     "TUNELOOP_DEFAULTS",
     "UNSUPPORTED_FINETUNE_SIZES",
+    "Bound",
     "Planner",
     "bundled_base_model",
     "bundled_component",
@@ -96,9 +97,6 @@ TUNELOOP_DEFAULTS: Mapping[str, Any] = MappingProxyType(
 UNSUPPORTED_FINETUNE_SIZES = frozenset(
     {"standard_nc6", "standard_nc12", "standard_nc24", "standard_nc24r"}
 )
-SERVERLESS = "serverless"
-ALLOW_LIST_TAG = "finetune_compute_allow_list"
-MODEL_DEFAULTS_KEY = "model_specific_defaults"
 
 COMPUTE_INPUTS = (
     "compute_model_import",
@@ -117,8 +115,54 @@ OWNED_INPUTS = frozenset(
     }
 )
 GPU_INPUT = "number_of_gpu_to_use_finetuning"
-ASSET_TYPES = frozenset(
-    {"uri_file", "uri_folder", "mltable", "mlflow_model", "custom_model", "triton_model"}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A sanity range for a numeric input: past it a plan is a typo, not a choice."""
+
+    low: float | None
+    high: float | None
+    why: str
+    low_open: bool = False  # the value must be strictly above ``low``
+    unset: float | None = None  # the component's "not set" value (-1), always allowed
+
+
+# tuneloop's own bounds, applied on each side where the component declares none (a ``min`` or
+# ``max`` in the component spec wins). Not the trainer's hard limits: the values beyond which
+# a fine-tune of a chat model is certainly a mistake and would waste GPU hours.
+SANITY_BOUNDS: Mapping[str, Bound] = MappingProxyType(
+    {
+        "learning_rate": Bound(
+            0, 0.1, "a rate of 0 or less does not learn; above 0.1 AdamW diverges (the "
+            "notebook fine-tunes Phi-3 at 5e-6, the local tiny model at 5e-3)", low_open=True
+        ),
+        "num_train_epochs": Bound(
+            1, 100, "a fine-tune over-fits long before 100 passes over its data (the notebook "
+            "uses 1-3, the demo's tiny model 20)"
+        ),
+        "max_steps": Bound(1, 1_000_000, "a step count; -1 = train by epochs", unset=-1),
+        "max_seq_length": Bound(
+            1, 131_072, "a token count no chat model in the catalog exceeds (128k); -1 = the "
+            "model's own maximum", unset=-1
+        ),
+        "lora_r": Bound(
+            1, 1024, "the LoRA rank is at least 1 and far below the model's hidden size "
+            "(Phi-3-mini: 3072); common ranks are 4-64"
+        ),
+        "lora_alpha": Bound(1, 4096, "the LoRA scale is positive; common values are 8-128"),
+        "lora_dropout": Bound(0, 0.9, "a dropout probability; near 1 the adapter learns nothing"),
+        GPU_INPUT: Bound(1, 8, "no Azure GPU VM size has more than 8 GPUs per node (ND96*)"),
+        "num_nodes_finetune": Bound(
+            1, 16, "more than 16 nodes for one chat-model fine-tune is a typo (the notebook "
+            "uses 1)"
+        ),
+        "per_device_train_batch_size": Bound(1, 1024, "a batch of examples per GPU"),
+        "per_device_eval_batch_size": Bound(1, 1024, "a batch of examples per GPU"),
+        "gradient_accumulation_steps": Bound(1, 1024, "a count of batches per update"),
+        "warmup_steps": Bound(0, None, "a step count"),
+        "weight_decay": Bound(0, 1, "AdamW's decay rate; at 1 or more it erases the weights"),
+    }
 )
 _BAD_COMPUTE_STATES = frozenset({"failed", "canceled", "deleting"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -126,50 +170,111 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 # --- specs -------------------------------------------------------------------------------
 
+# Top-level keys that make a YAML a component spec (azure-ai-ml component schemas), and the
+# component types; a model spec has none of them.
+_COMPONENT_KEYS = frozenset({"inputs", "outputs", "jobs", "command", "environment"})
+_COMPONENT_TYPES = frozenset({"command", "pipeline", "parallel", "spark", "sweep", "flow"})
+_SPEC_HINT = (
+    "pass a component spec (azureml-assets spec.yaml) as --component-spec and a model spec "
+    "as --model-spec"
+)
+
 
 def _read_yaml(path: str | Path, what: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise PlanError([f"cannot read {what} {path}: {exc.strerror or exc}"]) from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PlanError(
+            [f"{what} {path} is not a text file (byte {exc.start} is not UTF-8)"], hint=_SPEC_HINT
+        ) from None
+    if "\x00" in text:
+        raise PlanError([f"{what} {path} is not a text file (it holds NUL bytes)"], hint=_SPEC_HINT)
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise PlanError([f"{what} {path} is not valid YAML: {exc}"]) from exc
+        raise PlanError([f"{what} {path} is not valid YAML: {_one_line(exc)}"]) from exc
     if not isinstance(data, dict):
-        raise PlanError([f"{what} {path} is not a YAML mapping"])
+        raise PlanError(
+            [f"{what} {path} is not a YAML mapping but {type(data).__name__}"], hint=_SPEC_HINT
+        )
     return data
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
-def component_from_dict(data: Mapping[str, Any], *, id: str | None = None) -> ComponentInterface:
-    """A component interface from a spec mapping (the azureml-assets YAML shape)."""
+def _number(value: Any, where: str, problems: list[str]) -> float | None:
+    """A spec's ``min``/``max`` (a number, or numeric text: the SDK schema allows both)."""
+    if value is None:
+        return None
+    if not isinstance(value, bool):
+        try:
+            n = float(value)
+        except (TypeError, ValueError):
+            pass
+        else:
+            if math.isfinite(n):
+                return n
+    problems.append(f"{where} = {value!r} is not a number")
+    return None
+
+
+def component_from_dict(
+    data: Mapping[str, Any], *, id: str | None = None, source: str = "component spec"
+) -> ComponentInterface:
+    """A component interface from a spec mapping (the azureml-assets YAML shape).
+
+    Raises PlanError naming ``source`` and each field that does not fit the shape: ``inputs``
+    not a mapping, an input without a ``type`` (azure-ai-ml's ParameterSchema/InputPortSchema
+    declare ``type`` required), ``min``/``max`` not numbers, ``enum`` not a list.
+    """
+    raw_inputs = data.get("inputs") or {}
+    if not isinstance(raw_inputs, Mapping):
+        raise PlanError(
+            [f"{source}: inputs is a {type(raw_inputs).__name__}, not a mapping of input names "
+             "to their specs"],
+            hint=_SPEC_HINT,
+        )
+    problems: list[str] = []
     inputs: dict[str, ComponentInput] = {}
-    for name, spec in (data.get("inputs") or {}).items():
-        spec = spec or {}
+    for name, spec in raw_inputs.items():
+        where = f"{source}: inputs.{name}"
+        if not isinstance(spec, Mapping):
+            problems.append(f"{where} is a {type(spec).__name__}, not a mapping with a type")
+            continue
+        kind = spec.get("type")
+        if not isinstance(kind, str) or not kind.strip():
+            problems.append(f"{where} has no type (string, integer, number, boolean, uri_file ...)")
+            continue
         enum = spec.get("enum")
+        if enum is not None and not isinstance(enum, list):
+            problems.append(f"{where}.enum is a {type(enum).__name__}, not a list")
+            enum = None
+        description = spec.get("description")
         inputs[str(name)] = ComponentInput(
             name=str(name),
-            type=str(spec.get("type", "string")),
+            type=kind.strip(),
             optional=bool(spec.get("optional", False)),
             default=spec.get("default"),
             enum=tuple(_enum_text(e) for e in enum) if enum is not None else None,
-            description=spec.get("description"),
-            min_value=_number(spec.get("min")),
-            max_value=_number(spec.get("max")),
+            description=str(description) if description is not None else None,
+            min_value=_number(spec.get("min"), f"{where}.min", problems),
+            max_value=_number(spec.get("max"), f"{where}.max", problems),
         )
+    if problems:
+        raise PlanError(problems, hint="fix the component spec and plan again")
+    outputs = data.get("outputs") or {}
     return ComponentInterface(
         name=str(data.get("name", "")),
         version=str(data.get("version", "")),
         inputs=MappingProxyType(inputs),
         id=id,
-        outputs=tuple(str(o) for o in (data.get("outputs") or {})),
+        outputs=tuple(str(o) for o in outputs) if isinstance(outputs, Mapping) else (),
     )
 
 
@@ -183,8 +288,11 @@ def load_component_spec(path: str | Path) -> ComponentInterface:
     """The interface of a component from its YAML spec (the azureml-assets ``spec.yaml`` format)."""
     data = _read_yaml(path, "component spec")
     if not data.get("name") or not data.get("inputs"):
-        raise PlanError([f"component spec {path} has no name or no inputs"])
-    return component_from_dict(data)
+        looks_like = " (it looks like a model spec)" if "system_metadata" in data else ""
+        raise PlanError(
+            [f"component spec {path} has no name or no inputs{looks_like}"], hint=_SPEC_HINT
+        )
+    return component_from_dict(data, source=f"component spec {path}")
 
 
 def load_model_spec(path: str | Path, *, registry: str = "azureml") -> BaseModelInfo:
@@ -194,11 +302,26 @@ def load_model_spec(path: str | Path, *, registry: str = "azureml") -> BaseModel
     mapping) are stored as JSON text, the way registry tags are strings.
     """
     data = _read_yaml(path, "model spec")
+    kind = data.get("type")
+    component_keys = sorted(_COMPONENT_KEYS & set(data))
+    if component_keys or (isinstance(kind, str) and kind.lower() in _COMPONENT_TYPES):
+        found = f"type: {kind}" if kind else ", ".join(component_keys)
+        raise PlanError(
+            [f"model spec {path} is a component spec ({found}), not a model spec"],
+            hint=_SPEC_HINT,
+        )
     name, version = data.get("name"), data.get("version")
     if not name or version is None:
         raise PlanError([f"model spec {path} has no name or no version"])
+    problems: list[str] = []
+    for key in ("tags", "properties", "system_metadata"):
+        if data.get(key) is not None and not isinstance(data[key], Mapping):
+            shape = type(data[key]).__name__
+            problems.append(f"model spec {path}: {key} is a {shape}, not a mapping")
+    if problems:
+        raise PlanError(problems, hint=_SPEC_HINT)
     tags = {
-        str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True)
+        str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
         for k, v in (data.get("tags") or {}).items()
     }
     properties = {str(k): str(v) for k, v in (data.get("properties") or {}).items()}
@@ -231,115 +354,44 @@ def bundled_base_model() -> BaseModelInfo:
     return load_model_spec(BUNDLED_MODEL_SPEC)
 
 
-# --- model metadata ----------------------------------------------------------------------
+# --- model metadata (parsed once into BaseModelInfo.metadata) ----------------------------
 
 
-def _parse_literal(text: str) -> Any:
-    """A JSON or Python literal, never evaluated; ``OrderedDict(...)``/``dict(...)`` unwrapped."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        pass
-    tree = ast.parse(text.strip(), mode="eval").body
-    if (
-        isinstance(tree, ast.Call)
-        and isinstance(tree.func, ast.Name)
-        and tree.func.id.lower() in {"ordereddict", "dict"}
-        and len(tree.args) == 1
-        and not tree.keywords
-    ):
-        tree = tree.args[0]
-    value = ast.literal_eval(tree)
-    if isinstance(value, list | tuple) and all(
-        isinstance(p, tuple | list) and len(p) == 2 for p in value
-    ):
-        return dict(value)
-    return value
-
-
-def _metadata_value(model: BaseModelInfo, *keys: str) -> tuple[Any, str] | None:
-    for key in keys:
-        if key in model.tags:
-            return model.tags[key], f"tag {key}"
-    for key in keys:
-        if key in model.system_metadata:
-            return model.system_metadata[key], f"system metadata {key}"
-    return None
+def _metadata_fact(model: BaseModelInfo, fact: str) -> None:
+    """Raise PlanError when the model's metadata for ``fact`` could not be read."""
+    problem = model.metadata.problems.get(fact)
+    if problem:
+        raise PlanError([f"{model.name} {problem}"])
 
 
 def model_specific_defaults(model: BaseModelInfo) -> dict[str, Any]:
-    """The model's ``model_specific_defaults`` (a mapping or a literal string); {} if none."""
-    found = _metadata_value(model, MODEL_DEFAULTS_KEY, "modelSpecificDefaults")
-    if found is None:
-        return {}
-    raw, where = found
-    value: Any = raw
-    if isinstance(raw, str):
-        try:
-            value = _parse_literal(raw)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-            raise PlanError(
-                [f"{model.name} {where} is not a JSON or Python literal mapping: {exc}"]
-            ) from exc
-    if not isinstance(value, Mapping):
-        raise PlanError([f"{model.name} {where} is not a mapping but {type(value).__name__}"])
-    return {str(k): v for k, v in value.items()}
-
-
-def _as_list(raw: Any, model: BaseModelInfo, where: str) -> list[str]:
-    value = raw
-    if isinstance(raw, str):
-        try:
-            value = _parse_literal(raw)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as exc:
-            raise PlanError([f"{model.name} {where} is not a list literal: {exc}"]) from exc
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise PlanError([f"{model.name} {where} is not a list of VM sizes"])
-    return list(value)
+    """The model's ``model_specific_defaults``; {} if none; PlanError if unreadable."""
+    _metadata_fact(model, "model_specific_defaults")
+    return dict(model.metadata.model_specific_defaults)
 
 
 def finetune_allow_list(model: BaseModelInfo) -> list[str] | None:
-    """The VM sizes the model allows for fine-tuning, wherever it keeps them; None if nowhere.
+    """The VM sizes the model allows for fine-tuning; None if it does not say.
 
-    Sources: the tag ``finetune_compute_allow_list`` (a list literal), the system metadata's
-    ``SKU.finetuneRecommendedSkus`` and ``supportedComputes.finetuneComputes`` (union).
+    The tag ``finetune_compute_allow_list`` if set, else ``supportedComputes.finetuneComputes``,
+    else ``SKU.finetuneRecommendedSkus`` (see :mod:`shared.platform.metadata`).
     """
-    sizes: list[str] = []
-    found = False
-    if ALLOW_LIST_TAG in model.tags:
-        sizes += _as_list(model.tags[ALLOW_LIST_TAG], model, f"tag {ALLOW_LIST_TAG}")
-        found = True
-    meta = model.system_metadata
-    for group, key in (
-        ("SKU", "finetuneRecommendedSkus"),
-        ("supportedComputes", "finetuneComputes"),
-    ):
-        section = meta.get(group)
-        if isinstance(section, Mapping) and key in section:
-            sizes += _as_list(section[key], model, f"system metadata {group}.{key}")
-            found = True
-    if not found:
-        return None
-    seen: dict[str, str] = {}
-    for size in sizes:
-        seen.setdefault(size.lower(), size)
-    return list(seen.values())
+    _metadata_fact(model, "finetune_skus")
+    skus = model.metadata.finetune_skus
+    return list(skus) if skus is not None else None
 
 
 def _deprecation_warnings(model: BaseModelInfo) -> list[str]:
-    dep = model.system_metadata.get("deprecation")
-    if not isinstance(dep, Mapping):
-        return []
+    meta = model.metadata
     out = []
-    for key, what in (
-        ("finetuneDeprecationDate", "deprecated"),
-        ("finetuneRetirementDate", "retired"),
+    for when, what in (
+        (meta.finetune_deprecation, "deprecated"),
+        (meta.finetune_retirement, "retired"),
     ):
-        if dep.get(key):
+        if when is not None:
             out.append(
-                f"{model.name} {model.version}: fine-tuning {what} from {dep[key]} (metadata)"
+                f"{model.name} {model.version}: fine-tuning {what} from "
+                f"{when.date().isoformat()} (metadata)"
             )
     return out
 
@@ -349,13 +401,53 @@ def _deprecation_warnings(model: BaseModelInfo) -> list[str]:
 
 def _bounds(spec: ComponentInput, n: float) -> None:
     if spec.min_value is not None and n < spec.min_value:
-        raise ValueError(f"is below the minimum {_fmt(spec.min_value)}")
+        raise ValueError(f"is below the minimum {_fmt(spec.min_value)} the component declares")
     if spec.max_value is not None and n > spec.max_value:
-        raise ValueError(f"is above the maximum {_fmt(spec.max_value)}")
+        raise ValueError(f"is above the maximum {_fmt(spec.max_value)} the component declares")
+
+
+def _sanity_problem(spec: ComponentInput, value: float, bound: Bound) -> str | None:
+    """Why ``value`` is beyond tuneloop's bound on a side the component leaves open, or None."""
+    if bound.unset is not None and value == bound.unset:
+        return None
+    if spec.min_value is None and bound.low is not None:
+        if bound.low_open and value <= bound.low:
+            return f"is not above {_fmt(bound.low)}, tuneloop's sanity minimum: {bound.why}"
+        if value < bound.low:
+            return f"is below {_fmt(bound.low)}, tuneloop's sanity minimum: {bound.why}"
+    if spec.max_value is None and bound.high is not None and value > bound.high:
+        return f"is above {_fmt(bound.high)}, tuneloop's sanity maximum: {bound.why}"
+    return None
+
+
+def _check_sanity(
+    parameters: Mapping[str, Any],
+    sources: Mapping[str, str],
+    component: ComponentInterface,
+    base_model: BaseModelInfo,
+    problems: list[str],
+) -> None:
+    """Numeric inputs within tuneloop's bounds and ``max_seq_length`` within the model's context."""
+    for key, value in parameters.items():
+        spec = component.inputs.get(key)
+        if spec is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        where = f"input {key} = {_fmt(value)} ({sources.get(key, 'tuneloop')})"
+        bound = SANITY_BOUNDS.get(key)
+        problem = _sanity_problem(spec, value, bound) if bound is not None else None
+        if problem:
+            problems.append(f"{where} {problem}")
+            continue
+        window = base_model.metadata.context_window
+        if key == "max_seq_length" and window is not None and value > window:
+            problems.append(
+                f"{where} is above {base_model.name}'s context window of {window} tokens "
+                "(model metadata textContextWindow)"
+            )
 
 
 def _fmt(n: float) -> str:
-    return str(int(n)) if float(n).is_integer() else repr(n)
+    return str(int(n)) if float(n).is_integer() and abs(n) < 1e15 else repr(n)
 
 
 def coerce_value(spec: ComponentInput, value: Any) -> Any:
@@ -607,6 +699,10 @@ def plan_finetune(
             problems.append(f"input {key} = {value!r} ({source}) {exc}")
     _set_gpus(parameters, merged, component, compute, gpus, problems, warnings)
     parameters.update({k: v for k, v in compute_params.items() if k in component.inputs})
+    sources = {key: source for key, (_, source, _) in merged.items()}
+    if compute is not None and GPU_INPUT not in sources:
+        sources[GPU_INPUT] = f"the GPUs per node of {compute.size or compute.name}"
+    _check_sanity(parameters, sources, component, base_model, problems)
     for spec in component.inputs.values():
         missing = spec.name not in parameters and spec.name not in OWNED_INPUTS
         if missing and not spec.optional and spec.default is None:

@@ -11,10 +11,12 @@ import re
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from shared.errors import ConfigError
 
 __all__ = [
     "AZURITE_ACCOUNT",
@@ -23,6 +25,7 @@ __all__ = [
     "Settings",
     "load_settings",
     "parse_iso_duration",
+    "settings_error",
 ]
 
 # The ARM-shaped id the embedded local platform uses as its Event Grid topic.
@@ -105,7 +108,9 @@ class Settings(BaseSettings):
     datastore: str = Field(
         default="tuneloop", description="AML datastore pointing at the prepared container."
     )
-    line_overrides: dict[str, dict[str, Any]] = Field(
+    # NoDecode: the text reaches _json_mapping, which says what is wrong with it (pydantic-settings'
+    # own JSON decoding of complex fields fails with a message that names no cause).
+    line_overrides: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(
         default_factory=dict,
         description='Per-line parameter overrides, JSON: {"line": {"num_train_epochs": 2}}.',
     )
@@ -141,7 +146,12 @@ class Settings(BaseSettings):
     @classmethod
     def _json_mapping(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return json.loads(value) if value.strip() else {}
+            if not value.strip():
+                return {}
+            try:
+                return json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"not JSON ({exc})") from None
         return value
 
     @property
@@ -165,7 +175,67 @@ class Settings(BaseSettings):
         )
 
 
+# Values never echoed in an error message (a connection string carries the account key).
+_SECRET_SETTINGS = frozenset({"storage_connection_string"})
+
+
+def settings_error(exc: ValidationError | SettingsError) -> ConfigError:
+    """One ConfigError naming each invalid ``TUNELOOP_*`` setting, what is wrong, what to do.
+
+    The one place where pydantic's errors become tuneloop's: :func:`load_settings` and the
+    ``tuneloop`` command use it, so every entry point says the same thing.
+    """
+    if isinstance(exc, SettingsError):
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = found.group(1) if found else None
+        env = f"TUNELOOP_{name.upper()}" if name else "a TUNELOOP_* setting"
+        return ConfigError(f"{env} cannot be read: {exc}", hint=_settings_hint([name]))
+    problems: list[str] = []
+    names: list[str | None] = []
+    for err in exc.errors(include_url=False):
+        loc = [str(part) for part in err.get("loc", ())]
+        name = loc[0] if loc else None
+        names.append(name)
+        env = f"TUNELOOP_{name.upper()}" if name else "a TUNELOOP_* setting"
+        where = f" at {'.'.join(loc[1:])}" if len(loc) > 1 else ""
+        shown = "" if name in _SECRET_SETTINGS or len(loc) > 1 else f"={_shown(err.get('input'))}"
+        reason = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        reason = reason[:1].lower() + reason[1:]
+        problems.append(f"{env}{shown} is invalid{where}: {reason}")
+    return ConfigError("; ".join(problems), hint=_settings_hint(names))
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _settings_hint(names: list[str | None]) -> str:
+    known = [n for n in dict.fromkeys(names) if n in Settings.model_fields]
+    if len(known) == 1 and len(names) == 1:
+        name = known[0]
+        default = Settings.model_fields[name].get_default(call_default_factory=True)
+        if default is None:
+            return f"fix TUNELOOP_{name.upper()} or unset it (it is optional)"
+        return f"fix TUNELOOP_{name.upper()} or unset it to use the default {_default_text(default)}"
+    return "fix these settings or unset them to use their defaults"
+
+
+def _default_text(value: Any) -> str:
+    if isinstance(value, timedelta):
+        seconds = int(value.total_seconds())
+        return f"PT{seconds // 3600}H" if seconds % 3600 == 0 else f"PT{seconds}S"
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return repr(value) if isinstance(value, str) else str(value)
+
+
 @lru_cache(maxsize=1)
 def load_settings() -> Settings:
-    """Read the settings once per process."""
-    return Settings()
+    """Read the settings once per process; an invalid one raises ConfigError saying which."""
+    try:
+        return Settings()
+    except (ValidationError, SettingsError) as exc:
+        raise settings_error(exc) from exc

@@ -2,8 +2,10 @@
 
 No credentials, no network: the component and the base model come from local specs (the
 bundled copies unless ``--component-spec`` / ``--model-spec``), the compute from
-``--compute-size``/``--gpus-per-node`` or the settings. Exit 0 with the plan and the job in
-the SDK's dict form; exit 1 with one line per problem.
+``--compute-size``/``--gpus-per-node`` or the settings. The dataset is validated first: the
+plan is only for valid data. Exit 0 with the plan and the job in the SDK's dict form; exit 1
+when the dataset is not valid; exit 2 (a PlanError, reported by ``cli.main``) with one line per
+problem of the flags, the specs or the parameters.
 """
 
 from __future__ import annotations
@@ -14,21 +16,33 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.errors import PlanError, TuneloopError
+from shared.errors import PlanError
+
+if TYPE_CHECKING:
+    from shared.dataset import ValidationReport
+    from shared.platform.port import BaseModelInfo, ComponentInterface, ComputeInfo
+    from shared.settings import Settings
 
 __all__ = [
+    "PlanInputs",
     "add_arguments",
     "dataset_sha256",
     "parse_overrides",
     "plan_document",
+    "plan_inputs",
     "print_plan",
     "quiet_sdk",
-    "report_error",
+    "report_invalid_dataset",
     "run",
+    "validate_dataset",
 ]
+
+# The dataset problems printed before the summary line (the report has them all).
+_SHOWN_ISSUES = 5
 
 _CHUNK = 1024 * 1024
 
@@ -133,58 +147,97 @@ def print_plan(doc: Mapping[str, Any], *, as_json: bool) -> None:
         print(yaml.safe_dump(doc["job"], sort_keys=False, default_flow_style=False), end="")
 
 
-def report_error(exc: TuneloopError) -> int:
-    problems = exc.problems if isinstance(exc, PlanError) else [exc.message]
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    if exc.hint:
-        print(f"hint: {exc.hint}", file=sys.stderr)
+@dataclass(frozen=True)
+class PlanInputs:
+    """What the flags say, read and checked before the dataset is (cheap checks first).
+
+    ``component``/``base_model``/``compute`` are None where no flag gives them: ``plan`` then
+    uses the bundled specs and the settings, ``submit`` asks the workspace.
+    """
+
+    component: ComponentInterface | None
+    component_spec: Path | None
+    base_model: BaseModelInfo | None
+    compute: ComputeInfo | None
+    overrides: dict[str, str]
+
+
+def plan_inputs(args: argparse.Namespace, settings: Settings) -> PlanInputs:
+    """The specs, the compute and the ``--set`` overrides the flags give (PlanError if odd)."""
+    from shared.finetune import load_component_spec, load_model_spec
+    from shared.platform.port import SERVERLESS, ComputeInfo
+
+    if args.gpus_per_node is not None and not args.compute_size:
+        raise PlanError(["--gpus-per-node needs --compute-size"])
+    compute = None
+    if args.compute_size:
+        compute = ComputeInfo(
+            settings.compute or SERVERLESS, args.compute_size, "Succeeded", args.gpus_per_node
+        )
+    return PlanInputs(
+        component=load_component_spec(args.component_spec) if args.component_spec else None,
+        component_spec=args.component_spec,
+        base_model=load_model_spec(args.model_spec) if args.model_spec else None,
+        compute=compute,
+        overrides=parse_overrides(args.overrides),
+    )
+
+
+def validate_dataset(path: Path, settings: Settings) -> ValidationReport:
+    """The validator's report on the local file (DatasetUnreadableError if it cannot be read)."""
+    from shared.dataset import ValidationConfig, validate_path
+
+    return validate_path(path, config=ValidationConfig.from_settings(settings))
+
+
+def report_invalid_dataset(path: Path, report: ValidationReport) -> int:
+    """One line per problem (the first few), then where to see them all; exit status 1."""
+    issues = report.errors[:_SHOWN_ISSUES]
+    for issue in issues:
+        at = f":{issue.line}" if issue.line is not None else ""
+        print(f"error: {path}{at}: {issue.code}: {issue.message}", file=sys.stderr)
+    total = report.error_total
+    more = f" ({total - len(issues)} more problems)" if total > len(issues) else ""
+    print(
+        f"error: {path}: the dataset is not valid{more}, so nothing was planned "
+        f"(`tuneloop validate {path}` shows the whole report)",
+        file=sys.stderr,
+    )
     return 1
 
 
 def run(args: argparse.Namespace) -> int:
     from shared.finetune import (
         BUNDLED_COMPONENT_SPEC,
-        SERVERLESS,
         bundled_base_model,
-        load_component_spec,
-        load_model_spec,
+        bundled_component,
         plan_finetune,
     )
-    from shared.platform.port import ComputeInfo
+    from shared.platform.azureml._jobs import job_to_dict
     from shared.settings import load_settings
 
     quiet_sdk()
-    try:
-        settings = load_settings()
-        if args.gpus_per_node is not None and not args.compute_size:
-            raise PlanError(["--gpus-per-node needs --compute-size"])
-        spec_path = args.component_spec or BUNDLED_COMPONENT_SPEC
-        component = load_component_spec(spec_path)
-        base_model = load_model_spec(args.model_spec) if args.model_spec else bundled_base_model()
-        compute = None
-        if args.compute_size:
-            compute = ComputeInfo(
-                settings.compute or SERVERLESS, args.compute_size, "Succeeded", args.gpus_per_node
-            )
-        plan = plan_finetune(
-            settings,
-            line=args.line,
-            dataset_sha256=dataset_sha256(args.dataset),
-            base_model=base_model,
-            component=component,
-            data_container=settings.prepared_container,
-            compute=compute,
-            cli_overrides=parse_overrides(args.overrides),
-        )
-        from shared.platform.azureml._jobs import job_to_dict
-
-        component_id = (
-            f"azureml://registries/{settings.registry_name}/components/"
-            f"{component.name}/versions/{component.version}"
-        )
-        job = job_to_dict(plan, spec_path, datastore=settings.datastore, component_id=component_id)
-    except TuneloopError as exc:
-        return report_error(exc)
+    settings = load_settings()
+    inputs = plan_inputs(args, settings)
+    report = validate_dataset(args.dataset, settings)
+    if not report.valid:
+        return report_invalid_dataset(args.dataset, report)
+    component = inputs.component or bundled_component()
+    plan = plan_finetune(
+        settings,
+        line=args.line,
+        dataset_sha256=report.dataset.sha256,
+        base_model=inputs.base_model or bundled_base_model(),
+        component=component,
+        data_container=settings.prepared_container,
+        compute=inputs.compute,
+        cli_overrides=inputs.overrides,
+    )
+    component_id = (
+        f"azureml://registries/{settings.registry_name}/components/"
+        f"{component.name}/versions/{component.version}"
+    )
+    spec_path = inputs.component_spec or BUNDLED_COMPONENT_SPEC
+    job = job_to_dict(plan, spec_path, datastore=settings.datastore, component_id=component_id)
     print_plan(plan_document(plan, job), as_json=args.json)
     return 0

@@ -4,7 +4,8 @@ The same arguments as ``tuneloop plan``; the facts the specs/flags do not give c
 Azure ML workspace and registry. The train/validation split goes to the prepared container
 under the run id (skipped when both blobs exist), the job is submitted with the run id as its
 name (an existing job is returned), and the run is recorded in the ledger as SUBMITTED so the
-job events release it like an ingested run.
+job events release it like an ingested run. Exit codes as ``tuneloop plan``: 1 when the dataset
+is not valid, and errors raised here are reported by ``cli.main`` with their type's code.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from cli.commands.plan import (
-    add_arguments as add_plan_arguments,
-)
-from cli.commands.plan import (
-    parse_overrides,
+    PlanInputs,
     plan_document,
+    plan_inputs,
     print_plan,
     quiet_sdk,
-    report_error,
+    report_invalid_dataset,
+    validate_dataset,
 )
-from shared.errors import ConfigError, PlanError, TuneloopError
+from cli.commands.plan import (
+    add_arguments as add_plan_arguments,
+)
+from shared.errors import ConfigError, PlanError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -46,28 +49,29 @@ def run(args: argparse.Namespace) -> int:
     from shared.settings import load_settings
 
     quiet_sdk()
-    try:
-        clients = Clients(load_settings())
-    except TuneloopError as exc:
-        return report_error(exc)
-    return submit(args, clients)
+    return submit(args, Clients(load_settings()))
 
 
 def submit(args: argparse.Namespace, clients: Clients) -> int:
-    """Validate, plan, upload and submit with the given clients (tests wire fakes here)."""
+    """Validate, plan, upload and submit with the given clients (tests wire fakes here).
+
+    Returns 1 when the dataset is not valid (nothing planned, uploaded or submitted); every
+    other failure raises its TuneloopError for ``cli.main`` to report.
+    """
     settings = clients.settings
-    try:
-        if not (settings.storage_connection_string or settings.storage_account_url):
-            raise ConfigError(
-                "tuneloop submit uploads the split to the prepared container",
-                hint="set TUNELOOP_STORAGE_ACCOUNT_URL (the account the datastore points at)",
-            )
-        report = _validate(args.dataset, clients)
-        plan = _plan(args, clients, report.dataset.sha256)
-        split = _upload_split(args.dataset, plan, clients)
-        job = _submit_and_record(plan, clients, report, split)
-    except TuneloopError as exc:
-        return report_error(exc)
+    if not (settings.storage_connection_string or settings.storage_account_url):
+        raise ConfigError(
+            "tuneloop submit uploads the split to the prepared container, and no storage "
+            "account is set",
+            hint="set TUNELOOP_STORAGE_ACCOUNT_URL (the account the datastore points at)",
+        )
+    inputs = plan_inputs(args, settings)
+    report = validate_dataset(args.dataset, settings)
+    if not report.valid:
+        return report_invalid_dataset(args.dataset, report)
+    plan = _plan(args, clients, inputs, report.dataset.sha256)
+    split = _upload_split(args.dataset, plan, clients)
+    job = _submit_and_record(plan, clients, report, split)
     doc = plan_document(plan, None)
     doc["job"] = {"name": job.name, "status": job.status, "studio_url": job.studio_url}
     doc["split"] = split
@@ -77,35 +81,19 @@ def submit(args: argparse.Namespace, clients: Clients) -> int:
     return 0
 
 
-def _validate(path: Path, clients: Clients) -> ValidationReport:
-    from shared.dataset import ValidationConfig, validate_path
+def _plan(
+    args: argparse.Namespace, clients: Clients, inputs: PlanInputs, sha256: str
+) -> FinetunePlan:
+    """The plan from the flags' facts, the rest looked up in the workspace and registry."""
+    from shared.finetune import Planner
 
-    report = validate_path(path, config=ValidationConfig.from_settings(clients.settings))
-    if not report.valid:
-        lines = [f"{path}: the dataset is not valid; `tuneloop validate {path}` shows why"]
-        raise PlanError(lines, hint="fix the dataset and submit again")
-    return report
-
-
-def _plan(args: argparse.Namespace, clients: Clients, sha256: str) -> FinetunePlan:
-    from shared.finetune import SERVERLESS, Planner, load_component_spec, load_model_spec
-    from shared.platform.port import ComputeInfo
-
-    settings = clients.settings
-    if args.gpus_per_node is not None and not args.compute_size:
-        raise PlanError(["--gpus-per-node needs --compute-size"])
-    compute = None
-    if args.compute_size:
-        compute = ComputeInfo(
-            settings.compute or SERVERLESS, args.compute_size, "Succeeded", args.gpus_per_node
-        )
-    return Planner(settings, clients.platform).plan(
+    return Planner(clients.settings, clients.platform).plan(
         line=args.line,
         dataset_sha256=sha256,
-        cli_overrides=parse_overrides(args.overrides),
-        base_model=load_model_spec(args.model_spec) if args.model_spec else None,
-        component=load_component_spec(args.component_spec) if args.component_spec else None,
-        compute=compute,
+        cli_overrides=inputs.overrides,
+        base_model=inputs.base_model,
+        component=inputs.component,
+        compute=inputs.compute,
     )
 
 

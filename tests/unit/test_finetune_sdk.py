@@ -251,10 +251,10 @@ def test_plan_command_hash_matches_the_validator(dataset: Path) -> None:
     assert dataset_sha256(dataset) == report.dataset.sha256
 
 
-def test_plan_command_violations_exit_1_one_line_each(
+def test_plan_command_violations_exit_2_one_line_each(
     dataset: Path, clean_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A disallowed size, an enum and a type violation exit 1 with one clear line per problem."""
+    """A disallowed size, an enum and a type violation exit 2 with one clear line per problem."""
     from cli.main import main
 
     code = main(
@@ -265,7 +265,7 @@ def test_plan_command_violations_exit_1_one_line_each(
         ]
     )  # fmt: skip
     captured = capsys.readouterr()
-    assert code == 1
+    assert code == 2
     assert captured.out == ""
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 3
@@ -297,11 +297,14 @@ def test_plan_command_uses_given_specs(
     assert doc["parameters"]["seed"] == 3
 
 
-def test_plan_command_missing_dataset_exits_1(
+def test_plan_command_missing_dataset_exits_2(
     tmp_path: Path, clean_env: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """An unreadable dataset is one error line, not a traceback."""
+    """A missing dataset is one error line naming it, exit 2 (as `tuneloop validate`)."""
     from cli.main import main
 
-    assert main(["plan", str(tmp_path / "nope.jsonl"), "--line", "support"]) == 1
-    assert "cannot read dataset" in capsys.readouterr().err
+    missing = tmp_path / "nope.jsonl"
+    assert main(["plan", str(missing), "--line", "support"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(missing) in err
+    assert len(err.splitlines()) == 1
