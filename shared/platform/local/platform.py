@@ -52,8 +52,10 @@ from shared.platform.port import (
     EndpointInfo,
     FinetunePlan,
     JobInfo,
+    JobStatus,
     ModelVersionInfo,
     ProvisioningState,
+    check_line_owner,
 )
 from shared.settings import LOCAL_WORKSPACE_ID, Settings
 
@@ -205,7 +207,7 @@ class LocalPlatform:
             log.info("job %s exists; not submitting again", name)
             return self._job_info(name)  # outside the lock: it may take it to reap
         log.info("job %s submitted (pid %s) line=%s", name, proc.pid, plan.line)
-        return JobInfo(name=name, status="NotStarted", tags=dict(plan.tags))
+        return JobInfo(name=name, status=JobStatus.NOT_STARTED, tags=dict(plan.tags))
 
     def _start_job(self, plan: FinetunePlan, job_dir: Path) -> subprocess.Popen[bytes]:
         """Record the job and spawn its trainer (caller holds the lock)."""
@@ -247,7 +249,7 @@ class LocalPlatform:
         }
         return JobInfo(
             name=name,
-            status=str(status.get("status", "NotStarted")),
+            status=JobStatus.of(status.get("status", JobStatus.NOT_STARTED)),
             tags=dict((spec.get("plan") or {}).get("tags") or {}),
             metrics=metrics,
             outputs=dict(status.get("outputs") or {}),
@@ -309,12 +311,17 @@ class LocalPlatform:
 
         job = self.get_job(job_name)
         status = read_json(self.paths.job(job_name) / "status.json") or {}
-        if job.status != "Completed" or not status.get("model_uri"):
+        if job.status != JobStatus.COMPLETED or not status.get("model_uri"):
             raise ConflictError(
                 f"job {job_name} is {job.status}: only a completed job's model can be registered",
                 hint="wait for the job to complete",
             )
         with locked(self.paths):
+            for other in registry.versions(self.home, name):
+                theirs = dict(other.tags or {})
+                check_line_owner(
+                    f"model {name}:{theirs.get(registry.VERSION_TAG, other.version)}", theirs, tags
+                )
             mv = registry.register(
                 self.home, name, version, model_uri=str(status["model_uri"]),
                 run_id=status.get("mlflow_run_id"), tags=tags,
@@ -345,7 +352,9 @@ class LocalPlatform:
             )
         with locked(self.paths):
             record = self._endpoint_record(name)
-            if record is None:
+            if record is not None:
+                check_line_owner(f"endpoint {name}", record.get("tags") or {}, tags)
+            else:
                 now = utcnow_iso()
                 record = {
                     "name": name,
@@ -379,10 +388,15 @@ class LocalPlatform:
         """Start the deployment's server (at 0 % traffic) if missing; return its state."""
         if not _DEPLOYMENT_NAME.match(spec.name):
             raise PlatformError(f"deployment name {spec.name!r} is invalid (3-32, letter first)")
-        if self._endpoint_record(spec.endpoint) is None:
+        endpoint = self._endpoint_record(spec.endpoint)
+        if endpoint is None:
             raise NotFoundError(
                 f"endpoint {spec.endpoint} does not exist", hint="call ensure_endpoint first"
             )
+        check_line_owner(f"endpoint {spec.endpoint}", endpoint.get("tags") or {}, spec.tags)
+        check_line_owner(
+            f"model {spec.model.name}:{spec.model.version}", spec.model.tags, spec.tags
+        )
         path = self.paths.deployment(spec.endpoint, spec.name)
         if read_json(path) is None:
             model_dir, model_id = self._resolve_model(spec.model)

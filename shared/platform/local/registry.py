@@ -201,6 +201,19 @@ def find_version(home: Path, name: str, version: str) -> Any | None:
     return found[0] if found else None
 
 
+def versions(home: Path, name: str) -> list[Any]:
+    """Every MLflow ModelVersion of the registered model ``name`` (none when it is new)."""
+    from mlflow.exceptions import MlflowException
+
+    mlc = client(home)
+    safe_name = name.replace("'", "")
+    try:
+        with quiet():
+            return list(mlc.search_model_versions(f"name = '{safe_name}'"))
+    except MlflowException as exc:
+        raise PlatformError(f"cannot search the MLflow registry for {name}: {exc}") from exc
+
+
 def register(
     home: Path,
     name: str,
