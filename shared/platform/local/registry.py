@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from shared.errors import NotFoundError, PlatformError
+from shared.naming import VERSION_TAG
 from shared.platform.local.state import Paths
 
 if TYPE_CHECKING:
@@ -40,7 +41,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-VERSION_TAG = "tuneloop_version"
 
 
 @contextlib.contextmanager
