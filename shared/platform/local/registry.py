@@ -42,7 +42,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """Silence the deprecation warnings mlflow's own dependencies raise inside mlflow.
