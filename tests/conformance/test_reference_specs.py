@@ -35,9 +35,6 @@ pytestmark = [
     pytest.mark.skipif(
         not PIPELINE.is_file(), reason="../shared/reference is not beside the checkout"
     ),
-    # azure-ai-ml 1.35 builds marshmallow-3 schemas with options marshmallow 4 removes.
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.RemovedInMarshmallow4Warning"),
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.ChangedInMarshmallow4Warning"),
 ]
 
 SHA = "fedcba9876543210" * 4

@@ -32,13 +32,6 @@ from tests.fixtures.azureml.rest import (
     run_details,
 )
 
-pytestmark = [
-    # azure-ai-ml 1.35 builds marshmallow-3 schemas with options marshmallow 4 removes; the
-    # warnings come from the SDK's own schema classes, not from our calls.
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.RemovedInMarshmallow4Warning"),
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.ChangedInMarshmallow4Warning"),
-]
-
 
 @pytest.fixture
 def transport() -> FakeTransport:

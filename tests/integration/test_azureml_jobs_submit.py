@@ -22,10 +22,6 @@ from tests.fixtures.azureml.rest import SUB, WORKSPACE, azureml_transport, creat
 
 pytestmark = [
     pytest.mark.integration,
-    # azure-ai-ml 1.35 builds marshmallow-3 schemas with options marshmallow 4 removes; the
-    # warnings come from the SDK's own schema classes, not from our calls.
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.RemovedInMarshmallow4Warning"),
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.ChangedInMarshmallow4Warning"),
 ]
 
 

@@ -21,13 +21,6 @@ from shared.settings import Settings
 from tests.fakes.credential import FakeCredential
 from tests.fakes.transport import FakeTransport, Recorded, Reply
 
-pytestmark = [
-    # azure-ai-ml 1.35 builds marshmallow-3 schemas with options marshmallow 4 removes; the
-    # warnings come from the SDK's own schema classes, not from our calls.
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.RemovedInMarshmallow4Warning"),
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.ChangedInMarshmallow4Warning"),
-]
-
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "azureml_release"
 SUB = "00000000-1111-2222-3333-444444444444"
 ARM = "https://management.azure.com"

@@ -25,12 +25,6 @@ from tests.fixtures.azureml_sweep import (
     StaticCredential,
 )
 
-pytestmark = [
-    # azure-ai-ml's marshmallow schemas warn at import (third-party, not fixable here).
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.RemovedInMarshmallow4Warning"),
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.ChangedInMarshmallow4Warning"),
-]
-
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"

@@ -23,13 +23,6 @@ from shared.finetune import (
 from shared.platform.port import ComponentInterface, ComputeInfo, FinetunePlan
 from shared.settings import Settings
 
-pytestmark = [
-    # azure-ai-ml 1.35 builds marshmallow-3 schemas with options marshmallow 4 removes; the
-    # warnings come from the SDK's own schema classes, not from our calls.
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.RemovedInMarshmallow4Warning"),
-    pytest.mark.filterwarnings("ignore::marshmallow.warnings.ChangedInMarshmallow4Warning"),
-]
-
 SHA = "89abcdef01234567" * 4
 A100 = ComputeInfo("gpu-a100", "Standard_NC24ads_A100_v4", "Succeeded", gpus_per_node=1)
 REGISTRY_ID = "azureml://registries/azureml/components/chat_completion_pipeline/versions/0.0.82"
