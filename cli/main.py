@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from shared.errors import ConfigError, DatasetUnreadableError, PlanError, Tunelo
 
 __all__ = [
     "COMMANDS",
+    "EXIT_BROKEN_PIPE",
     "EXIT_CODES",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
@@ -36,6 +38,7 @@ __all__ = [
 EXIT_FAILED = 1  # the data, the run or the platform failed (also: a bug, see main)
 EXIT_USAGE = 2  # configuration or usage: fix a setting, a flag, a spec or a path and run again
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+EXIT_BROKEN_PIPE = 141  # the reader of stdout went away (`| head`), as shells report SIGPIPE
 
 # Error type -> exit code; the first match in this order wins (subclasses before bases).
 EXIT_CODES: tuple[tuple[type[TuneloopError], int], ...] = (
@@ -115,6 +118,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return report_error(exc)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `tuneloop plan ... | head`: not an error worth a line
+        _drop_stdout()
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # a bug: one line, the traceback only when asked for
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
@@ -124,6 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # a stdout without a file descriptor
+        pass
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -657,9 +657,14 @@ def display_name(base_model: BaseModelInfo, line: str, parameters: Mapping[str, 
     )
     ds = f"ds{p.get('deepspeed_stage', '2')}" if p.get("apply_deepspeed") == "true" else "nods"
     lora = "lora" if p.get("apply_lora") == "true" else "nolora"
+    # -1 (or unset) is the component's "no limit" / "the model's maximum": said in words, since
+    # "seqlen-1" reads as a typo
+    save = int(p.get("save_total_limit", -1))
+    seqlen = int(p.get("max_seq_length", -1))
     return (
         f"{base_model.name}-{line}-bs{batch}-{p.get('lr_scheduler_type', 'linear')}-{ds}-{lora}"
-        f"-save_limit{p.get('save_total_limit', -1)}-seqlen{p.get('max_seq_length', -1)}"
+        f"-{f'save_limit{save}' if save > 0 else 'save_all'}"
+        f"-{f'seqlen{seqlen}' if seqlen > 0 else 'seqlen_model_max'}"
     )
 
 

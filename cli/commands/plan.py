@@ -43,6 +43,7 @@ __all__ = [
 
 # The dataset problems printed before the summary line (the report has them all).
 _SHOWN_ISSUES = 5
+SERVERLESS_TEXT = "serverless (no cluster)"
 
 _CHUNK = 1024 * 1024
 
@@ -131,9 +132,11 @@ def print_plan(doc: Mapping[str, Any], *, as_json: bool) -> None:
     import yaml
 
     head = {k: v for k, v in doc.items() if k not in {"parameters", "tags", "warnings", "job"}}
+    if "compute" in head and head["compute"] is None and head.get("instance_type"):
+        head["compute"] = SERVERLESS_TEXT  # no cluster: the plan runs on serverless compute
     width = max(len(k) for k in head)
     for key, value in head.items():
-        print(f"{key:<{width}}  {value}")
+        print(f"{key:<{width}}  {'(not set)' if value is None else value}")
     print("parameters:")
     for key, value in doc["parameters"].items():
         print(f"  {key} = {value!r}")

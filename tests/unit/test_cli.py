@@ -408,3 +408,29 @@ def test_plan_of_a_valid_dataset_still_exits_0(
     doc = json.loads(capsys.readouterr().out)
     assert doc["parameters"]["lora_r"] == 16
     assert doc["parameters"]["max_seq_length"] == -1
+
+
+def test_plan_text_output_names_serverless_and_no_minus_one(
+    dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The text plan says serverless (not "compute None") and no "seqlen-1" in the job name."""
+    assert main([*argv_for("plan", dataset), *A100]) == 0
+    out = capsys.readouterr().out
+    compute = next(line for line in out.splitlines() if line.startswith("compute "))
+    assert compute.split(None, 1)[1] == "serverless (no cluster)"
+    display = next(line for line in out.splitlines() if line.startswith("display_name "))
+    assert display.endswith("-save_limit1-seqlen_model_max")
+    assert "None" not in out.split("parameters:")[0]
+
+
+def test_a_closed_stdout_is_not_an_error(
+    dataset: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tuneloop plan ... | head`: the reader going away is exit 141 with no error line."""
+
+    def closed(args: object) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli.commands.plan, "run", closed)  # type: ignore[attr-defined]
+    assert main(argv_for("plan", dataset)) == cli.main.EXIT_BROKEN_PIPE
+    assert capsys.readouterr().err == ""

@@ -341,7 +341,7 @@ def test_run_id_names_tags_and_blobs(plain_settings: Settings) -> None:
     assert plan.data_container == "prepared"
     assert plan.experiment_name == "tuneloop-support"
     assert plan.display_name == (
-        "Phi-3-mini-4k-instruct-support-bs1-cosine-ds2-lora-save_limit1-seqlen-1"
+        "Phi-3-mini-4k-instruct-support-bs1-cosine-ds2-lora-save_limit1-seqlen_model_max"
     )
     assert plan.tags["tuneloop_run"] == plan.run_id
     assert plan.tags["tuneloop_line"] == "support"
