@@ -29,22 +29,19 @@ def run(
     args: argparse.Namespace, *, clients: Clients | None = None, out: TextIO | None = None
 ) -> int:
     """Promote and print where the run serves; 1 with one clear line when it cannot be."""
+    from cli.storage import cli_clients, fail
     from shared.errors import TuneloopError
     from shared.release import ReleaseContext, promote_held
 
     stream = out or sys.stdout
     # The Azure ML SDK's pollers print progress dots to stdout: keep ``out`` clean.
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), contextlib.ExitStack() as stack:
         try:
             if clients is None:
-                from shared.clients import Clients
-                from shared.settings import load_settings
-
-                clients = Clients(load_settings())
+                clients = stack.enter_context(cli_clients())
             rec = promote_held(ReleaseContext.from_clients(clients), args.run_id, line=args.line)
         except TuneloopError as exc:
-            print(f"tuneloop promote: {exc.code}: {exc}", file=sys.stderr)
-            return 1
+            return fail("promote", exc)
     if args.json:
         json.dump(rec.to_dict(), stream, indent=2, default=str)
         stream.write("\n")

@@ -59,19 +59,18 @@ def format_runs(runs: Sequence[RunRecord]) -> str:
 def run(
     args: argparse.Namespace, *, clients: Clients | None = None, out: TextIO | None = None
 ) -> int:
+    from cli.storage import cli_clients, fail
     from shared.errors import TuneloopError
 
     stream = out or sys.stdout
     try:
         if clients is None:
-            from shared.clients import Clients
-            from shared.settings import load_settings
-
-            clients = Clients(load_settings())
-        runs = clients.ledger.list(line=args.line)
+            with cli_clients() as own:
+                runs = own.ledger.list(line=args.line)
+        else:
+            runs = clients.ledger.list(line=args.line)
     except TuneloopError as exc:
-        print(f"tuneloop status: {exc}", file=sys.stderr)
-        return 1
+        return fail("status", exc)
     if args.json:
         json.dump([r.to_dict() for r in runs], stream, indent=2, default=str)
         stream.write("\n")

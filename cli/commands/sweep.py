@@ -71,10 +71,10 @@ def _sweep(args: argparse.Namespace, clients: Clients | None) -> SweepReport:
     from shared.sweep import run_sweep
 
     if clients is None:
-        from shared.clients import Clients
-        from shared.settings import load_settings
+        from cli.storage import cli_clients
 
-        clients = Clients(load_settings())
+        with cli_clients() as own:
+            return _sweep(args, own)
     settings = clients.settings
     clients.storage.ensure_containers(settings.reports_container)
     return run_sweep(
@@ -90,6 +90,7 @@ def run(
     args: argparse.Namespace, *, out: TextIO | None = None, clients: Clients | None = None
 ) -> int:
     """Sweep once and print the decision table (or the JSON report); 1 if a deletion failed."""
+    from cli.storage import fail
     from shared.errors import TuneloopError
 
     out = out or sys.stdout
@@ -99,8 +100,7 @@ def run(
         try:
             report = _sweep(args, clients)
         except TuneloopError as exc:
-            print(f"tuneloop sweep: {exc.code}: {exc}", file=sys.stderr)
-            return 1
+            return fail("sweep", exc)
         data = report.to_dict()
         if args.json:
             out.write(json.dumps(data, indent=2, default=_default) + "\n")

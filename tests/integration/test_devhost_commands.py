@@ -7,7 +7,8 @@ import json
 import pytest
 
 from cli.commands.demo import DEMO_DATASET, variant
-from cli.commands.upload import local_settings, upload_dataset
+from cli.commands.upload import upload_dataset
+from cli.storage import storage_settings
 from shared.clients import Clients
 from shared.errors import ConfigError
 from shared.ingest import delivery_key
@@ -42,10 +43,12 @@ def test_upload_refuses_an_invalid_line(clients: Clients) -> None:
 def test_upload_finds_the_homes_azurite_only_when_storage_is_not_configured(
     settings: Settings, azurite: str
 ) -> None:
-    """Configured storage wins; without it the devhost's recorded Azurite is used if it answers."""
-    assert local_settings(settings) is settings
+    """Configured storage wins; without it the devhost's recorded Azurite is used if it answers,
+    and with neither the command says what to start or set."""
+    assert storage_settings(settings) is settings
     bare = settings.model_copy(update={"storage_connection_string": None})
-    assert local_settings(bare).storage_connection_string is None  # no devhost recorded
+    with pytest.raises(ConfigError, match="no storage configured and no `tuneloop up`"):
+        storage_settings(bare)  # no devhost recorded
     ports = [
         int(azurite.split(f"{kind}Endpoint=http://127.0.0.1:")[1].split("/")[0])
         for kind in ("Blob", "Queue", "Table")
@@ -55,7 +58,7 @@ def test_upload_finds_the_homes_azurite_only_when_storage_is_not_configured(
         "azurite_ports": ports,
         "azurite_connection_string": azurite,
     }))
-    assert local_settings(bare).storage_connection_string == azurite
+    assert storage_settings(bare).storage_connection_string == azurite
 
 
 def test_a_demo_variant_is_the_same_conversations_in_another_order() -> None:

@@ -1,0 +1,87 @@
+"""How a terminal command reaches storage, and how it reports a storage failure.
+
+Every command that reads or writes storage (``status``, ``promote``, ``sweep``, ``upload``)
+finds it the same way: the configured account (``TUNELOOP_STORAGE_CONNECTION_STRING`` /
+``TUNELOOP_STORAGE_ACCOUNT_URL``), else the Azurite that ``tuneloop up`` runs for
+``TUNELOOP_HOME`` (recorded in ``<home>/devhost.json``). Its SDK clients make one retry with
+a short connection timeout, so a storage that is not there fails in seconds; the Functions
+host keeps the SDK's patient defaults.
+
+A failure is one line on stderr, ``tuneloop <command>: <code>: <what> (<what to do>)``, exit 2
+for configuration (no storage configured or reachable, a permission missing, a bad setting)
+and 1 when the operation itself failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from shared.errors import (
+    ConfigError,
+    DatasetUnreadableError,
+    PermissionDeniedError,
+    PlanError,
+    TuneloopError,
+    UnreachableError,
+)
+
+if TYPE_CHECKING:
+    from shared.clients import Clients
+    from shared.settings import Settings
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "cli_clients", "exit_code", "fail", "storage_settings"]
+
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+_START = "start `tuneloop up` for this TUNELOOP_HOME in another shell, or set " \
+    "TUNELOOP_STORAGE_CONNECTION_STRING"
+
+
+def storage_settings(settings: Settings) -> Settings:
+    """``settings`` with the home's running Azurite filled in when no storage is configured.
+
+    Raises ConfigError when there is neither (what to start or set is in the hint).
+    """
+    if settings.storage_connection_string or settings.storage_account_url:
+        return settings
+    from shared.platform.local.azurite import local_storage
+
+    home = Path(settings.home)
+    found = local_storage(home)
+    if found is None:
+        raise ConfigError(
+            f"no storage configured and no `tuneloop up` running for home {home.resolve()}",
+            hint=_START,
+        )
+    return settings.model_copy(update={"storage_connection_string": found})
+
+
+def cli_clients(settings: Settings | None = None, *, transport: Any = None) -> Clients:
+    """Clients for a terminal command: the storage found as above, short SDK retries."""
+    from shared.clients import CLI_SDK_OPTIONS, Clients
+    from shared.settings import load_settings
+
+    found = storage_settings(settings if settings is not None else load_settings())
+    return Clients(found, sdk_options=CLI_SDK_OPTIONS, transport=transport)
+
+
+def exit_code(exc: TuneloopError) -> int:
+    """2 for what the user configures or gives (settings, storage, permissions, paths,
+    plans), else 1 — the same split as ``cli.main``'s table."""
+    configuration = (
+        ConfigError, PlanError, DatasetUnreadableError, UnreachableError, PermissionDeniedError
+    )
+    return EXIT_CONFIG if isinstance(exc, configuration) else EXIT_FAILED
+
+
+def fail(command: str, exc: TuneloopError, *, stream: TextIO | None = None) -> int:
+    """Print ``exc`` as one line for ``tuneloop <command>``; return its exit code."""
+    hint = exc.hint
+    if isinstance(exc, UnreachableError) and exc.message.startswith(("storage:", "ledger:")):
+        hint = f"is the storage running? {_START}"
+    text = " ".join(f"{exc.message} ({hint})".split()) if hint else " ".join(exc.message.split())
+    print(f"tuneloop {command}: {exc.code}: {text}", file=stream or sys.stderr)
+    return exit_code(exc)
