@@ -8,8 +8,8 @@ SDK raises, so the ledger's record logic and the one error mapper run unchanged.
 contract suite (tests/contract/test_ledger_contract.py) runs against it and against the
 ledger on Azurite.
 
-Fault injection: ``fail_next(exc, times=1)`` makes the next table calls raise ``exc``;
-``calls`` counts the calls by method, so a test can assert that the fault fired.
+Fault injection: ``fail_next(exc, method=..., times=1)`` makes the next table calls (of one
+method) raise ``exc``; ``faults_fired`` and ``calls`` let a test assert that it fired.
 """
 
 from __future__ import annotations
@@ -47,17 +47,21 @@ class InMemoryTable:
         self._created = False
         self._etags = itertools.count(1)
         self._lock = threading.Lock()
-        self._faults: list[Exception] = []
+        self._faults: list[tuple[str | None, Exception]] = []
+        self.faults_fired = 0
 
     # -- fault injection --------------------------------------------------------------------
-    def fail_next(self, exc: Exception, *, times: int = 1) -> None:
-        """The next ``times`` table calls raise ``exc`` (as the SDK would raise it)."""
-        self._faults.extend([exc] * times)
+    def fail_next(self, exc: Exception, *, method: str | None = None, times: int = 1) -> None:
+        """The next ``times`` table calls (of ``method``, if given) raise ``exc``."""
+        self._faults.extend([(method, exc)] * times)
 
     def _enter(self, method: str) -> None:
         self.calls[method] += 1
-        if self._faults:
-            raise self._faults.pop(0)
+        for i, (wanted, exc) in enumerate(self._faults):
+            if wanted in (None, method):
+                del self._faults[i]
+                self.faults_fired += 1
+                raise exc
 
     def _etag(self) -> str:
         return f'W/"datetime\'{next(self._etags):020d}\'"'
