@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from shared.errors import LedgerConflictError, NotFoundError, TransientError
-from shared.ledger import IN_RELEASE, Claim, Ledger
+from shared.ledger import IN_RELEASE, Claim, LedgerPort
 
 __all__ = [
     "LINE_LEASE_TTL",
@@ -47,7 +47,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # -- the line lease -------------------------------------------------------------------------
 def acquire_line(
-    ledger: Ledger, line: str, run_id: str, token: str, *, now: datetime
+    ledger: LedgerPort, line: str, run_id: str, token: str, *, now: datetime
 ) -> bool:
     """Take the line's lease for ``run_id`` and the worker ``token``; False if another run
     (whose release is still under way) or another live worker has it."""
@@ -76,7 +76,7 @@ def acquire_line(
     return False
 
 
-def release_line(ledger: Ledger, line: str, token: str, *, done: bool) -> None:
+def release_line(ledger: LedgerPort, line: str, token: str, *, done: bool) -> None:
     """Give up the worker lock (and the line itself when the holder's release is ``done``)."""
     try:
         claim = ledger.get_claim(_line_key(line))
@@ -93,7 +93,7 @@ def _line_key(line: str) -> str:
     return f"release-{line}"
 
 
-def _holder_active(ledger: Ledger, line: str, holder: str) -> bool:
+def _holder_active(ledger: LedgerPort, line: str, holder: str) -> bool:
     try:
         return ledger.get(line, holder).state in IN_RELEASE
     except NotFoundError:
@@ -134,7 +134,7 @@ def claim_status(fields: dict[str, Any], *, now: datetime, lease: timedelta) -> 
 
 
 def take_claim(
-    ledger: Ledger, key: str, *, now: datetime, lease: timedelta, attempt: str, **fields: Any
+    ledger: LedgerPort, key: str, *, now: datetime, lease: timedelta, attempt: str, **fields: Any
 ) -> TakenClaim:
     """Insert the claim ``key`` (with ``fields``), or take it over if its worker went stale.
 
@@ -158,19 +158,19 @@ def take_claim(
     return TakenClaim("resumed", taken)
 
 
-def renew(ledger: Ledger, claim: Claim, *, now: datetime, **fields: Any) -> Claim:
+def renew(ledger: LedgerPort, claim: Claim, *, now: datetime, **fields: Any) -> Claim:
     """Prove we still own ``claim`` and push its lease forward (with ``fields``); raises
     LedgerConflictError when another worker took it over."""
     return ledger.update_claim(claim, heartbeat=now.isoformat(), **fields)
 
 
-def let_go(ledger: Ledger, claim: Claim) -> Claim:
+def let_go(ledger: LedgerPort, claim: Claim) -> Claim:
     """Mark ``claim`` stale at once, so that a retry may take it over without waiting."""
     return ledger.update_claim(claim, heartbeat=_EPOCH.isoformat())
 
 
 def stale_claims(
-    ledger: Ledger, *, kind: str, now: datetime, lease: timedelta
+    ledger: LedgerPort, *, kind: str, now: datetime, lease: timedelta
 ) -> Sequence[Claim]:
     """The unfinished claims of ``kind`` whose worker died (heartbeat older than ``lease``)."""
     return [
@@ -180,7 +180,7 @@ def stale_claims(
 
 
 # -- the version counter --------------------------------------------------------------------
-def next_version(ledger: Ledger, line: str) -> str:
+def next_version(ledger: LedgerPort, line: str) -> str:
     """Next model version of the line from an ETag-guarded counter (gaps possible, never reuse)."""
     key = f"version-{line}"
     while True:

@@ -13,9 +13,10 @@ from __future__ import annotations
 import builtins
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
@@ -35,11 +36,13 @@ from shared.errors import (
 __all__ = [
     "CLAIMS_PARTITION",
     "IN_RELEASE",
+    "RELEASE_COLUMNS",
     "TERMINAL",
     "Claim",
     "InvalidTransitionError",
     "Ledger",
     "LedgerPort",
+    "ReleaseRecord",
     "RunRecord",
     "RunState",
     "can_move",
@@ -106,9 +109,134 @@ def can_move(current: RunState, target: RunState) -> bool:
     return _RANK[target] > _RANK[current]
 
 
+@dataclass(frozen=True)
+class ReleaseRecord:
+    """What the release records on a run, typed: the job's outcome, the model, endpoint and
+    deployment, retries, and the promotion.
+
+    Stored as plain columns of the run's entity under these names (``metrics`` as JSON), as
+    before they were typed, so rows written by earlier versions read the same. Reading is
+    lenient (:meth:`from_columns`); an unset value (None, False, 0) is not stored.
+    """
+
+    # the fine-tune job's outcome
+    job_status: str | None = None
+    studio_url: str | None = None
+    metrics: dict[str, float] | None = None
+    eval_loss: float | None = None
+    # registration (TRAINED)
+    model_name: str | None = None
+    model_version: str | None = None
+    model_id: str | None = None
+    # endpoint and deployment (REGISTERED, DEPLOYING); the states are what the run waits on
+    endpoint: str | None = None
+    deployment: str | None = None
+    endpoint_state: str | None = None
+    deployment_state: str | None = None
+    scoring_uri: str | None = None
+    instance_checked: bool = False
+    # retries of the current step (reset when the run moves on)
+    failures: int = 0
+    last_error: str | None = None
+    smoke_attempts: int = 0
+    # promotion (DEPLOYED, or a HELD run promoted by hand)
+    promoting: bool = False
+    gate: str | None = None
+    previous_run: str | None = None
+    previous_deployment: str | None = None
+    promoted_at: datetime | None = None
+    held_reason: str | None = None
+
+    def to_columns(self) -> dict[str, Any]:
+        """The entity columns of the set values (``promoted_at`` as ISO 8601 text)."""
+        out: dict[str, Any] = {}
+        for f in dataclass_fields(self):
+            value = getattr(self, f.name)
+            if value is None or value is False or (value == 0 and f.name in _COUNTS):
+                continue
+            out[f.name] = value.isoformat() if isinstance(value, datetime) else value
+        return out
+
+    @classmethod
+    def from_columns(cls, columns: Mapping[str, Any]) -> ReleaseRecord:
+        """Read the release's columns from an entity (other keys are ignored)."""
+        return cls().with_columns(columns)
+
+    def with_columns(self, columns: Mapping[str, Any]) -> ReleaseRecord:
+        """A copy with the release columns in ``columns`` set (None clears one)."""
+        changes = {
+            name: _READ_COLUMN[name](value)
+            for name, value in columns.items()
+            if name in _READ_COLUMN
+        }
+        return replace(self, **changes) if changes else self
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value) if value is not None and value != "" else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _count(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _flag(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def _numbers(value: Any) -> dict[str, float] | None:
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, Mapping) or not value:
+        return None
+    out = {str(k): _number(v) for k, v in value.items()}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _time(value: Any) -> datetime | None:
+    when: datetime | None = value if isinstance(value, datetime) else None
+    if when is None and value:
+        try:
+            when = datetime.fromisoformat(str(value))
+        except ValueError:
+            return None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # the release always wrote UTC
+    return when
+
+
+_COUNTS = frozenset({"failures", "smoke_attempts"})
+_READ_COLUMN: dict[str, Callable[[Any], Any]] = {
+    **{f.name: _text for f in dataclass_fields(ReleaseRecord)},
+    "metrics": _numbers,
+    "eval_loss": _number,
+    "instance_checked": _flag,
+    "failures": _count,
+    "smoke_attempts": _count,
+    "promoting": _flag,
+    "promoted_at": _time,
+}
+RELEASE_COLUMNS = frozenset(_READ_COLUMN)
+
+
 @dataclass
 class RunRecord:
-    """One run as stored. ``fields`` holds everything but the keys, state and timeline."""
+    """One run as stored. ``release`` holds what the release records, typed; ``fields``
+    everything else but the keys, state and timeline.
+
+    Release columns given in ``fields`` (as ``Ledger.update(run, deployment=...)`` or an old
+    row does) are moved into ``release``, so each value lives in one place.
+    """
 
     line: str
     run_id: str
@@ -116,6 +244,12 @@ class RunRecord:
     fields: dict[str, Any] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     etag: str | None = None
+    release: ReleaseRecord = field(default_factory=ReleaseRecord)
+
+    def __post_init__(self) -> None:
+        columns = {k: self.fields.pop(k) for k in list(self.fields) if k in RELEASE_COLUMNS}
+        if columns:
+            self.release = self.release.with_columns(columns)
 
     @property
     def reason(self) -> str | None:
@@ -123,6 +257,9 @@ class RunRecord:
         return str(value) if value is not None else None
 
     def get(self, key: str, default: Any = None) -> Any:
+        """A stored value by its column name (release columns as stored: ISO text for times)."""
+        if key in RELEASE_COLUMNS:
+            return self.release.to_columns().get(key, default)
         return self.fields.get(key, default)
 
     def to_dict(self) -> dict[str, Any]:
@@ -131,6 +268,7 @@ class RunRecord:
             "run_id": self.run_id,
             "state": self.state.value,
             **self.fields,
+            **self.release.to_columns(),
             "timeline": self.timeline,
         }
 
@@ -167,7 +305,7 @@ def _to_entity(rec: RunRecord) -> dict[str, Any]:
         "state": rec.state.value,
         "timeline": json.dumps(rec.timeline, separators=(",", ":")),
     }
-    for key, value in rec.fields.items():
+    for key, value in {**rec.fields, **rec.release.to_columns()}.items():
         if key in _RESERVED:
             raise ValueError(f"{key} is reserved in ledger entities")
         if value is None:
@@ -262,12 +400,14 @@ class Ledger:
         *,
         note: str | None = None,
         reason: str | None = None,
+        release: ReleaseRecord | None = None,
         **fields: Any,
     ) -> RunRecord:
         """Move ``rec`` to ``state`` if the ledger allows it, guarded by the record's ETag.
 
-        Raises InvalidTransitionError for a backward move and LedgerConflictError when the
-        stored run changed since ``rec`` was read.
+        ``release`` replaces the run's release fields (release columns in ``fields`` are
+        applied on top). Raises InvalidTransitionError for a backward move and
+        LedgerConflictError when the stored run changed since ``rec`` was read.
         """
         if not can_move(rec.state, state):
             raise InvalidTransitionError(
@@ -281,6 +421,7 @@ class Ledger:
             fields={**rec.fields, **fields, "updated": _now()},
             timeline=[*rec.timeline, _event(state, note or reason)],
             etag=rec.etag,
+            release=rec.release if release is None else release,
         )
         if reason is not None:
             new.fields["reason"] = reason
@@ -291,8 +432,17 @@ class Ledger:
         )
         return out
 
-    def update(self, rec: RunRecord, *, note: str | None = None, **fields: Any) -> RunRecord:
-        """Record fields (and optionally a timeline note) without changing state; ETag-guarded."""
+    def update(
+        self,
+        rec: RunRecord,
+        *,
+        note: str | None = None,
+        release: ReleaseRecord | None = None,
+        **fields: Any,
+    ) -> RunRecord:
+        """Record fields (and optionally a timeline note) without changing state; ETag-guarded.
+
+        ``release`` replaces the run's release fields, as in :meth:`advance`."""
         timeline = [*rec.timeline, _event(rec.state, note)] if note else list(rec.timeline)
         new = RunRecord(
             line=rec.line,
@@ -301,6 +451,7 @@ class Ledger:
             fields={**rec.fields, **fields, "updated": _now()},
             timeline=timeline,
             etag=rec.etag,
+            release=rec.release if release is None else release,
         )
         return self._replace(new)
 
@@ -420,10 +571,18 @@ class LedgerPort(Protocol):
         *,
         note: str | None = None,
         reason: str | None = None,
+        release: ReleaseRecord | None = None,
         **fields: Any,
     ) -> RunRecord: ...
 
-    def update(self, rec: RunRecord, *, note: str | None = None, **fields: Any) -> RunRecord: ...
+    def update(
+        self,
+        rec: RunRecord,
+        *,
+        note: str | None = None,
+        release: ReleaseRecord | None = None,
+        **fields: Any,
+    ) -> RunRecord: ...
 
     def claim(self, key: str, **fields: Any) -> Claim | None: ...
 

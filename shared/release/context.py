@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared import reports
-from shared.ledger import Ledger, RunRecord, RunState
+from shared.errors import InvalidTransitionError
+from shared.ledger import LedgerPort, ReleaseRecord, RunRecord, RunState
 from shared.platform.port import Platform
 from shared.settings import Settings
 from shared.storage import Storage
@@ -17,7 +18,7 @@ from shared.storage import Storage
 if TYPE_CHECKING:
     from shared.clients import Clients
 
-__all__ = ["ReleaseContext", "advance", "hold", "reread", "write_run_report"]
+__all__ = ["ReleaseContext", "advance", "hold", "recorded", "reread", "write_run_report"]
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class ReleaseContext:
     """What the release needs: settings, ledger, platform and blob storage (all injectable)."""
 
     settings: Settings
-    ledger: Ledger
+    ledger: LedgerPort
     platform: Platform
     storage: Storage
     now: Callable[[], datetime] = _utcnow
@@ -46,11 +47,27 @@ def write_run_report(ctx: ReleaseContext, run: RunRecord) -> None:
     reports.write_run_report(ctx.storage, ctx.settings, run)
 
 
-def advance(ctx: ReleaseContext, run: RunRecord, state: RunState, **kwargs: Any) -> RunRecord:
-    """Advance (ETag-guarded), reset the step failure count, and rewrite run.json."""
-    out = ctx.ledger.advance(run, state, failures=None, last_error=None, **kwargs)
+def advance(
+    ctx: ReleaseContext, run: RunRecord, state: RunState, *,
+    release: ReleaseRecord | None = None, **kwargs: Any,
+) -> RunRecord:
+    """Advance (ETag-guarded) with ``release`` (default: as recorded), reset the step failure
+    count, and rewrite run.json."""
+    fresh_step = replace(run.release if release is None else release, failures=0, last_error=None)
+    out = ctx.ledger.advance(run, state, release=fresh_step, **kwargs)
     write_run_report(ctx, out)
     return out
+
+
+def recorded(run: RunRecord, value: str | None, what: str) -> str:
+    """A name an earlier step recorded on the run (``run.release.<what>``); the steps record
+    them before they move on, so only a row edited by hand lacks one."""
+    if not value:
+        raise InvalidTransitionError(
+            f"run {run.run_id} on line {run.line} is {run.state.value} but has no {what}",
+            hint="its ledger row was changed by hand; submit the dataset again",
+        )
+    return value
 
 
 def reread(ctx: ReleaseContext, run: RunRecord) -> RunRecord:

@@ -8,13 +8,13 @@ advances every run mid-release: events make the loop fast, the reconciler makes 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from shared.errors import LedgerConflictError, NotFoundError, TransientError, TuneloopError
 from shared.events import FAILED_STATUSES, RUNNING_STATUSES, JobEvent, Skip, parse_job_event
-from shared.ledger import IN_RELEASE, RunRecord, RunState
+from shared.ledger import IN_RELEASE, ReleaseRecord, RunRecord, RunState
 from shared.platform.port import JobInfo
 from shared.release.context import ReleaseContext, advance, reread
 from shared.release.steps import advance_release
@@ -134,9 +134,10 @@ def _mark_failed(
         return run
     job = job or _job_or_none(ctx, run.run_id)
     error = (job.error if job else None) or "Azure ML gave no error message"
+    studio_url = job.studio_url if job else None
     return _move(
         ctx, run, _BEFORE_TRAINED, RunState.FAILED, reason=f"job {status}: {error}",
-        job_status=status, studio_url=job.studio_url if job else None,
+        release=lambda r: replace(r, job_status=status, studio_url=studio_url),
     )
 
 
@@ -149,18 +150,21 @@ def _mark_trained(ctx: ReleaseContext, run: RunRecord, job: JobInfo | None = Non
     metrics = {str(k): float(v) for k, v in job.metrics.items()}
     return _move(
         ctx, run, _BEFORE_TRAINED, RunState.TRAINED, note="job completed",
-        metrics=metrics or None, eval_loss=_eval_loss(metrics), studio_url=job.studio_url,
+        release=lambda r: replace(
+            r, metrics=metrics or None, eval_loss=_eval_loss(metrics), studio_url=job.studio_url
+        ),
     )
 
 
 def _move(
-    ctx: ReleaseContext, run: RunRecord, allowed: frozenset[RunState], state: RunState,
-    **kwargs: Any,
+    ctx: ReleaseContext, run: RunRecord, allowed: frozenset[RunState], state: RunState, *,
+    release: Callable[[ReleaseRecord], ReleaseRecord] = lambda r: r, **kwargs: Any,
 ) -> RunRecord:
-    """Advance while the run is in ``allowed``, re-reading on conflicts; later states stay."""
+    """Advance while the run is in ``allowed``, re-reading on conflicts; later states stay.
+    ``release`` makes the new release fields from the run's current ones."""
     while run.state in allowed:
         try:
-            return advance(ctx, run, state, **kwargs)
+            return advance(ctx, run, state, release=release(run.release), **kwargs)
         except LedgerConflictError:
             run = reread(ctx, run)
     return run

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from shared.errors import LedgerConflictError, NotFoundError, NotPromotableError
 from shared.leases import acquire_line, release_line
 from shared.ledger import RunRecord, RunState
 from shared.platform.port import ProvisioningState
-from shared.release.context import ReleaseContext, advance, reread
+from shared.release.context import ReleaseContext, advance, recorded, reread
 
 __all__ = ["live_run", "promote", "promote_held"]
 
@@ -23,19 +25,19 @@ log = logging.getLogger(__name__)
 def promote(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
     """Traffic 100 % to the run's deployment → delete the previous one → retire the previous
     run → PROMOTED. Every call is idempotent; ``previous_*`` were recorded before the first."""
-    endpoint, deployment = str(run.get("endpoint")), str(run.get("deployment"))
+    r = run.release
+    endpoint = recorded(run, r.endpoint, "endpoint")
+    deployment = recorded(run, r.deployment, "deployment")
     ctx.platform.set_traffic(endpoint, {deployment: 100})
-    previous = run.get("previous_deployment")
-    if previous and previous != deployment:
-        ctx.platform.delete_deployment(endpoint, str(previous))
-    if run.get("previous_run"):
-        _retire(ctx, run.line, str(run.get("previous_run")), by=run.run_id)
+    if r.previous_deployment and r.previous_deployment != deployment:
+        ctx.platform.delete_deployment(endpoint, r.previous_deployment)
+    if r.previous_run:
+        _retire(ctx, run.line, r.previous_run, by=run.run_id)
     ep = ctx.platform.get_endpoint(endpoint)
     run = advance(
         ctx, run, RunState.PROMOTED, note=f"{deployment} takes 100 % of {endpoint}",
-        reason=None, scoring_uri=ep.scoring_uri or run.get("scoring_uri"),
-        promoted_at=ctx.now().isoformat(), endpoint=endpoint, deployment=deployment,
-        model_version=run.get("model_version"), eval_loss=run.get("eval_loss"),
+        reason=None,
+        release=replace(r, scoring_uri=ep.scoring_uri or r.scoring_uri, promoted_at=ctx.now()),
     )
     log.info("run %s line %s PROMOTED as %s on %s", run.run_id, run.line, deployment, endpoint)
     return run
@@ -47,8 +49,19 @@ def live_run(ctx: ReleaseContext, run: RunRecord) -> RunRecord | None:
         r for r in ctx.ledger.list(line=run.line, states=[RunState.PROMOTED])
         if r.run_id != run.run_id
     ]
-    live.sort(key=lambda r: str(r.get("promoted_at") or r.get("updated") or ""))
+    live.sort(key=_promoted_at)
     return live[-1] if live else None
+
+
+def _promoted_at(run: RunRecord) -> datetime:
+    """When the run was promoted (its last update for rows that did not record it)."""
+    when = run.release.promoted_at
+    if when is None:
+        try:
+            when = datetime.fromisoformat(str(run.get("updated")))
+        except ValueError:
+            when = datetime.min
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _retire(ctx: ReleaseContext, line: str, run_id: str, *, by: str) -> None:
@@ -115,7 +128,7 @@ def _check_promotable(ctx: ReleaseContext, run: RunRecord) -> None:
             f"{where} is {run.state.value}, not HELD; only a held run is promoted by hand",
             hint=f"see `{status}`",
         )
-    endpoint, deployment = run.get("endpoint"), run.get("deployment")
+    endpoint, deployment = run.release.endpoint, run.release.deployment
     held = f"held: {run.reason}" if run.reason else "held"
     if not endpoint or not deployment:
         raise NotPromotableError(
@@ -123,7 +136,7 @@ def _check_promotable(ctx: ReleaseContext, run: RunRecord) -> None:
             hint="fix the cause and submit the dataset again",
         )
     try:
-        dep = ctx.platform.get_deployment(str(endpoint), str(deployment))
+        dep = ctx.platform.get_deployment(endpoint, deployment)
     except NotFoundError as exc:
         raise NotPromotableError(
             f"{where}: deployment {deployment} no longer exists on endpoint {endpoint} ({held})",
@@ -140,13 +153,16 @@ def _check_promotable(ctx: ReleaseContext, run: RunRecord) -> None:
 
 def _record_manual_promotion(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
     """Record the live run and deployment being replaced, once, before traffic moves."""
-    if run.get("promoting"):
+    if run.release.promoting:
         return run
     live = live_run(ctx, run)
-    return ctx.ledger.update(
-        run, promoting=True, gate="promoted by hand", held_reason=run.reason, reason=None,
+    promoting = replace(
+        run.release, promoting=True, gate="promoted by hand", held_reason=run.reason,
         previous_run=live.run_id if live else None,
-        previous_deployment=live.get("deployment") if live else None,
-        note=f"promoting {run.get('deployment')} by hand"
+        previous_deployment=live.release.deployment if live else None,
+    )
+    return ctx.ledger.update(
+        run, release=promoting, reason=None,
+        note=f"promoting {run.release.deployment} by hand"
         + (f", replacing {live.run_id}" if live else ""),
     )

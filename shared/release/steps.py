@@ -13,11 +13,10 @@ the line's lease taken returns at once; the reconciler advances the waiting run 
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
 
 from shared.errors import (
     LedgerConflictError,
@@ -28,14 +27,24 @@ from shared.errors import (
 )
 from shared.leases import acquire_line, next_version, release_line
 from shared.ledger import IN_RELEASE, RunRecord, RunState
-from shared.naming import deployment_name, endpoint_name, model_name
+from shared.naming import (
+    BLOB_TAG,
+    DATASET_TAG,
+    JOB_TAG,
+    LINE_TAG,
+    MANAGED_TAG,
+    RUN_TAG,
+    deployment_name,
+    endpoint_name,
+    model_name,
+)
 from shared.platform.port import (
     BaseModelInfo,
     DeploymentSpec,
     ModelVersionInfo,
     ProvisioningState,
 )
-from shared.release.context import ReleaseContext, advance, hold, reread
+from shared.release.context import ReleaseContext, advance, hold, recorded, reread
 from shared.release.gate import decide_promotion
 from shared.release.promote import live_run, promote
 from shared.release.smoke import smoke_test
@@ -113,7 +122,7 @@ def _drive(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
 
 
 def _record_failure(ctx: ReleaseContext, run: RunRecord, exc: TuneloopError) -> RunRecord:
-    failures = int(run.get("failures") or 0) + 1
+    failures = run.release.failures + 1
     try:
         current = reread(ctx, run)
         if current.state != run.state:
@@ -122,7 +131,7 @@ def _record_failure(ctx: ReleaseContext, run: RunRecord, exc: TuneloopError) -> 
             _discard_deployment(ctx, current)
             return hold(ctx, current, f"{run.state.value} step failed {failures} times: {exc}")
         return ctx.ledger.update(
-            current, failures=failures, last_error=str(exc),
+            current, release=replace(current.release, failures=failures, last_error=str(exc)),
             note=f"{run.state.value} step failed ({exc.code}); will retry",
         )
     except LedgerConflictError:
@@ -131,107 +140,114 @@ def _record_failure(ctx: ReleaseContext, run: RunRecord, exc: TuneloopError) -> 
 
 def _discard_deployment(ctx: ReleaseContext, run: RunRecord) -> None:
     """Best effort: remove a held run's new deployment (never once it may carry traffic)."""
-    if run.state not in (RunState.DEPLOYING, RunState.DEPLOYED) or run.get("promoting"):
+    r = run.release
+    if run.state not in (RunState.DEPLOYING, RunState.DEPLOYED) or r.promoting:
         return
     try:
-        ctx.platform.delete_deployment(str(run.get("endpoint")), str(run.get("deployment")))
+        ctx.platform.delete_deployment(
+            recorded(run, r.endpoint, "endpoint"), recorded(run, r.deployment, "deployment")
+        )
     except TuneloopError as exc:
-        log.warning("run %s: could not delete deployment %s: %s", run.run_id,
-                    run.get("deployment"), exc)
+        log.warning("run %s: could not delete deployment %s: %s", run.run_id, r.deployment, exc)
 
 
 # -- TRAINED: register the model ------------------------------------------------------------
 def _step_trained(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
-    if not run.get("model_version"):
+    if not run.release.model_version:
         version = next_version(ctx.ledger, run.line)
-        run = ctx.ledger.update(
-            run,
+        names = replace(
+            run.release,
             model_version=version,
             model_name=model_name(run.line),
             endpoint=endpoint_name(run.line),
             deployment=deployment_name(version),
-            note=f"model version {version} assigned",
         )
+        run = ctx.ledger.update(run, release=names, note=f"model version {version} assigned")
     model = ctx.platform.register_model(
-        str(run.get("model_name")), str(run.get("model_version")),
+        recorded(run, run.release.model_name, "model_name"),
+        recorded(run, run.release.model_version, "model_version"),
         job_name=run.run_id, tags=_lineage_tags(run),
     )
     run = advance(
         ctx, run, RunState.REGISTERED, note=f"registered {model.name}:{model.version}",
-        model_id=model.id,
+        release=replace(run.release, model_id=model.id),
     )
     return run, True
 
 
 def _lineage_tags(run: RunRecord) -> dict[str, str]:
     tags = {
-        "tuneloop_run": run.run_id,
-        "tuneloop_line": run.line,
-        "tuneloop_job": run.run_id,
-        "tuneloop_dataset": str(run.get("dataset_sha256") or run.get("sha256") or ""),
-        "tuneloop_blob": str(run.get("blob") or ""),
+        RUN_TAG: run.run_id,
+        LINE_TAG: run.line,
+        JOB_TAG: run.run_id,
+        DATASET_TAG: str(run.get("dataset_sha256") or run.get("sha256") or ""),
+        BLOB_TAG: str(run.get("blob") or ""),
     }
     return {k: v for k, v in tags.items() if v}
 
 
 # -- REGISTERED: the line's endpoint --------------------------------------------------------
 def _step_registered(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
-    endpoint = str(run.get("endpoint"))
-    ep = ctx.platform.ensure_endpoint(
-        endpoint, tags={"tuneloop_managed": "true", "tuneloop_line": run.line}
-    )
+    endpoint = recorded(run, run.release.endpoint, "endpoint")
+    ep = ctx.platform.ensure_endpoint(endpoint, tags=_endpoint_tags(run))
     if ep.provisioning_state == ProvisioningState.FAILED:
         return hold(ctx, run, f"endpoint {endpoint} is in state Failed"), True
     run = advance(
         ctx, run, RunState.DEPLOYING, note=f"endpoint {endpoint} {ep.provisioning_state}",
-        endpoint_state=ep.provisioning_state,
+        release=replace(run.release, endpoint_state=ep.provisioning_state),
     )
     return run, True
 
 
+def _endpoint_tags(run: RunRecord) -> dict[str, str]:
+    return {MANAGED_TAG: "true", LINE_TAG: run.line}
+
+
 # -- DEPLOYING: endpoint ready, then the deployment at 0 % ----------------------------------
 def _step_deploying(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
-    endpoint = str(run.get("endpoint"))
-    deployment = str(run.get("deployment"))
+    endpoint = recorded(run, run.release.endpoint, "endpoint")
+    deployment = recorded(run, run.release.deployment, "deployment")
     try:
         ep = ctx.platform.get_endpoint(endpoint)
     except NotFoundError:  # gone since (e.g. swept): start it again
-        ep = ctx.platform.ensure_endpoint(
-            endpoint, tags={"tuneloop_managed": "true", "tuneloop_line": run.line}
-        )
+        ep = ctx.platform.ensure_endpoint(endpoint, tags=_endpoint_tags(run))
     if ep.provisioning_state == ProvisioningState.FAILED:
         return hold(ctx, run, f"endpoint {endpoint} is in state Failed"), True
     if ep.provisioning_state != ProvisioningState.SUCCEEDED:
-        return _note_wait(ctx, run, "endpoint_state", ep.provisioning_state), False
-    if not run.get("instance_checked"):
+        return _note_wait(ctx, run, endpoint_state=ep.provisioning_state), False
+    if not run.release.instance_checked:
         problem = _check_instance_type(ctx)
         if problem:
             return hold(ctx, run, problem), True
-        run = ctx.ledger.update(run, instance_checked=True)
+        run = ctx.ledger.update(run, release=replace(run.release, instance_checked=True))
     model = ModelVersionInfo(
-        name=str(run.get("model_name")), version=str(run.get("model_version")),
-        id=str(run.get("model_id")),
+        name=recorded(run, run.release.model_name, "model_name"),
+        version=recorded(run, run.release.model_version, "model_version"),
+        id=recorded(run, run.release.model_id, "model_id"),
     )
     s = ctx.settings
     dep = ctx.platform.deploy(
         DeploymentSpec(
             endpoint=endpoint, name=deployment, model=model,
             instance_type=s.inference_instance_type, instance_count=s.inference_instance_count,
-            tags={"tuneloop_run": run.run_id, "tuneloop_line": run.line},
+            tags={RUN_TAG: run.run_id, LINE_TAG: run.line},
         )
     )
     if dep.provisioning_state == ProvisioningState.SUCCEEDED:
+        ready = replace(
+            run.release, endpoint_state=ep.provisioning_state,
+            deployment_state=dep.provisioning_state, scoring_uri=ep.scoring_uri,
+        )
         run = advance(
             ctx, run, RunState.DEPLOYED, note=f"deployment {deployment} ready at 0 % traffic",
-            endpoint_state=ep.provisioning_state, deployment_state=dep.provisioning_state,
-            scoring_uri=ep.scoring_uri,
+            release=ready,
         )
         return run, True
     if dep.provisioning_state in (ProvisioningState.FAILED, ProvisioningState.CANCELED):
         ctx.platform.delete_deployment(endpoint, deployment)
         reason = f"deployment {deployment} {dep.provisioning_state}: {dep.error or 'no detail'}"
         return hold(ctx, run, reason), True
-    return _note_wait(ctx, run, "deployment_state", dep.provisioning_state), False
+    return _note_wait(ctx, run, deployment_state=dep.provisioning_state), False
 
 
 def _check_instance_type(ctx: ReleaseContext) -> str | None:
@@ -249,46 +265,47 @@ def _check_instance_type(ctx: ReleaseContext) -> str | None:
 
 
 def inference_allow_list(base: BaseModelInfo) -> list[str] | None:
-    """The instance types the base model may be served on, or None if it does not say."""
-    raw: Any = base.tags.get("inference_compute_allow_list")
-    if isinstance(raw, str):
-        try:
-            raw = json.loads(raw.replace("'", '"'))
-        except ValueError:
-            raw = [part.strip(" []'\"") for part in raw.split(",")]
-    if not raw:
-        meta = base.system_metadata
-        computes = meta.get("supportedComputes") or {}
-        skus = meta.get("SKU") or {}
-        raw = (computes.get("inferenceComputes") if isinstance(computes, Mapping) else None) or (
-            skus.get("inferenceRecommendedSkus") if isinstance(skus, Mapping) else None
-        )
-    if not raw:
-        return None
-    return [str(x) for x in raw if str(x)]
+    """The instance types the base model may be served on, or None if it does not say.
+
+    Parsed once with the rest of the model's metadata (``BaseModelInfo.metadata``); an
+    unreadable list counts as not saying (the release never holds on a metadata typo).
+    """
+    skus = base.metadata.inference_skus
+    return list(skus) if skus is not None else None
 
 
-def _note_wait(ctx: ReleaseContext, run: RunRecord, key: str, value: str) -> RunRecord:
+def _note_wait(
+    ctx: ReleaseContext, run: RunRecord, *,
+    endpoint_state: str | None = None, deployment_state: str | None = None,
+) -> RunRecord:
     """Record what the run waits on, once per change (the timeline stays short)."""
-    if run.get(key) == value:
+    waits = replace(
+        run.release,
+        endpoint_state=endpoint_state or run.release.endpoint_state,
+        deployment_state=deployment_state or run.release.deployment_state,
+    )
+    if waits == run.release:
         return run
+    what = "endpoint state" if endpoint_state else "deployment state"
     try:
-        note = f"waiting: {key.replace('_', ' ')} {value}"
-        return ctx.ledger.update(run, note=note, **{key: value})
+        note = f"waiting: {what} {endpoint_state or deployment_state}"
+        return ctx.ledger.update(run, note=note, release=waits)
     except LedgerConflictError:
         return run
 
 
 # -- DEPLOYED: smoke test, gate, promote ----------------------------------------------------
 def _step_deployed(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
-    endpoint, deployment = str(run.get("endpoint")), str(run.get("deployment"))
-    if not run.get("promoting"):
+    endpoint = recorded(run, run.release.endpoint, "endpoint")
+    deployment = recorded(run, run.release.deployment, "deployment")
+    if not run.release.promoting:
         try:
             problem = smoke_test(ctx, run)
         except TransientError as exc:
-            attempts = int(run.get("smoke_attempts") or 0) + 1
+            attempts = run.release.smoke_attempts + 1
             if attempts < MAX_SMOKE_ATTEMPTS:
-                ctx.ledger.update(run, smoke_attempts=attempts, last_error=str(exc))
+                retry = replace(run.release, smoke_attempts=attempts, last_error=str(exc))
+                ctx.ledger.update(run, release=retry)
                 raise
             problem = f"{deployment} did not answer after {attempts} attempts: {exc}"
         if problem:
@@ -297,8 +314,8 @@ def _step_deployed(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool
         live = live_run(ctx, run)
         decision = decide_promotion(
             ctx.settings.promotion,
-            new_loss=_as_float(run.get("eval_loss")),
-            live_loss=_as_float(live.get("eval_loss")) if live else None,
+            new_loss=run.release.eval_loss,
+            live_loss=live.release.eval_loss if live else None,
             has_live=live is not None,
             tolerance=ctx.settings.gate_tolerance,
         )
@@ -306,20 +323,15 @@ def _step_deployed(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool
             if not decision.keep_deployment:
                 ctx.platform.delete_deployment(endpoint, deployment)
             return hold(ctx, run, decision.reason), True
-        run = ctx.ledger.update(
-            run, promoting=True, gate=decision.reason,
+        promoting = replace(
+            run.release, promoting=True, gate=decision.reason,
             previous_run=live.run_id if live else None,
-            previous_deployment=live.get("deployment") if live else None,
-            note=f"smoke test passed; {decision.reason}; promoting",
+            previous_deployment=live.release.deployment if live else None,
+        )
+        run = ctx.ledger.update(
+            run, release=promoting, note=f"smoke test passed; {decision.reason}; promoting"
         )
     return promote(ctx, run), True
-
-
-def _as_float(value: Any) -> float | None:
-    try:
-        return float(value) if value is not None else None
-    except (TypeError, ValueError):
-        return None
 
 
 _STEPS: dict[RunState, Step] = {
