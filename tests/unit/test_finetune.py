@@ -410,3 +410,88 @@ def test_planner_turns_a_missing_cluster_into_a_plan_error(tmp_path: Path) -> No
     settings = Settings(platform="local", home=tmp_path, compute="gone")
     with pytest.raises(PlanError, match="compute gone not found"):
         Planner(settings, _NoCluster()).plan(line="support", dataset_sha256=SHA)
+
+
+# --- sanity bounds -------------------------------------------------------------------
+
+
+def test_every_sanity_bound_names_a_numeric_input_and_says_why() -> None:
+    """The bounds table has no typo'd input and a reason for every bound."""
+    from shared.finetune import SANITY_BOUNDS
+
+    inputs = bundled_component().inputs
+    for name, bound in SANITY_BOUNDS.items():
+        assert inputs[name].type in {"integer", "number"}, name
+        assert len(bound.why) > 10, name
+        assert bound.low is not None or bound.high is not None, name
+
+
+@pytest.mark.parametrize(
+    ("cli", "bound"),
+    [
+        ({"learning_rate": 0}, "is not above 0, tuneloop's sanity minimum"),
+        ({"learning_rate": 5}, "is above 0.1, tuneloop's sanity maximum"),
+        ({"lora_r": 0}, "is below 1, tuneloop's sanity minimum"),
+        ({"lora_dropout": 1}, "is above 0.9, tuneloop's sanity maximum"),
+        ({"max_steps": -7}, "is below 1, tuneloop's sanity minimum"),
+        ({"per_device_train_batch_size": 100000}, "is above 1024, tuneloop's sanity maximum"),
+    ],
+)
+def test_values_beyond_reason_are_refused_naming_the_bound(
+    plain_settings: Settings, cli: dict[str, Any], bound: str
+) -> None:
+    """A value past a sanity bound is one problem naming input, value, source and bound."""
+    with pytest.raises(PlanError) as excinfo:
+        make_plan(plain_settings, cli=cli)
+    [problem] = problems_of(excinfo)
+    key = next(iter(cli))
+    assert problem.startswith(f"input {key} = ")
+    assert "(command line)" in problem
+    assert bound in problem
+
+
+def test_the_unset_value_passes_the_bounds(plain_settings: Settings) -> None:
+    """-1 means "not set" for max_seq_length and max_steps, as the component's defaults do."""
+    plan = make_plan(plain_settings, cli={"max_seq_length": -1, "max_steps": -1})
+    assert plan.parameters["max_seq_length"] == -1
+
+
+def test_a_bound_the_component_declares_wins(plain_settings: Settings) -> None:
+    """Where the component declares a maximum, tuneloop's sanity maximum does not apply."""
+    component = bundled_component()
+    wide = dataclasses.replace(component.inputs["lora_r"], max_value=4096.0)
+    generous = dataclasses.replace(component, inputs={**component.inputs, "lora_r": wide})
+    plan = plan_finetune(
+        plain_settings, line="support", dataset_sha256=SHA, base_model=bundled_base_model(),
+        component=generous, data_container="prepared", compute=A100, cli_overrides={"lora_r": 2048},
+    )  # fmt: skip
+    assert plan.parameters["lora_r"] == 2048
+    with pytest.raises(PlanError, match="is above the maximum 4096 the component declares"):
+        plan_finetune(
+            plain_settings, line="support", dataset_sha256=SHA, base_model=bundled_base_model(),
+            component=generous, data_container="prepared", compute=A100,
+            cli_overrides={"lora_r": 5000},
+        )  # fmt: skip
+
+
+def test_a_line_override_beyond_reason_names_its_setting(tmp_path: Path) -> None:
+    """The problem names where the value came from: the line's TUNELOOP_LINE_OVERRIDES entry."""
+    settings = Settings(
+        platform="local", home=tmp_path, line_overrides={"support": {"num_train_epochs": 500}}
+    )
+    with pytest.raises(PlanError) as excinfo:
+        make_plan(settings)
+    assert problems_of(excinfo) == [
+        "input num_train_epochs = 500 (TUNELOOP_LINE_OVERRIDES[support]) is above 100, "
+        "tuneloop's sanity maximum: a fine-tune over-fits long before 100 passes over its data "
+        "(the notebook uses 1-3, the demo's tiny model 20)"
+    ]
+
+
+def test_max_seq_length_within_the_models_context_window(plain_settings: Settings) -> None:
+    """Phi-3-mini-4k reads 4096 tokens: 4096 plans, 4097 is refused naming the window."""
+    assert make_plan(plain_settings, cli={"max_seq_length": 4096}).parameters[
+        "max_seq_length"
+    ] == 4096
+    with pytest.raises(PlanError, match="context window of 4096 tokens"):
+        make_plan(plain_settings, cli={"max_seq_length": 4097})

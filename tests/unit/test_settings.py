@@ -59,3 +59,72 @@ def test_sample_settings_file_lists_every_setting() -> None:
         key = f"TUNELOOP_{name.upper()}"
         assert key in sample["Values"], key
         assert sample["Descriptions"][key], key
+
+
+def test_load_settings_turns_an_invalid_setting_into_one_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An invalid value is a ConfigError naming the variable, the value, why and what to do."""
+    from shared.errors import ConfigError
+    from shared.settings import load_settings
+
+    monkeypatch.setenv("TUNELOOP_PROMOTION", "yolo")
+    load_settings.cache_clear()
+    try:
+        with pytest.raises(ConfigError) as excinfo:
+            load_settings()
+    finally:
+        load_settings.cache_clear()
+    assert excinfo.value.message == (
+        "TUNELOOP_PROMOTION='yolo' is invalid: input should be 'auto', 'gate' or 'manual'"
+    )
+    assert excinfo.value.hint == "fix TUNELOOP_PROMOTION or unset it to use the default 'auto'"
+
+
+def test_line_overrides_json_errors_say_where(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Broken JSON says what the parser saw; a non-mapping entry names the line it is under."""
+    from pydantic import ValidationError
+
+    from shared.settings import settings_error
+
+    monkeypatch.setenv("TUNELOOP_LINE_OVERRIDES", "{bad")
+    with pytest.raises(ValidationError) as broken:
+        Settings()
+    assert "not JSON (Expecting property name" in settings_error(broken.value).message
+    monkeypatch.setenv("TUNELOOP_LINE_OVERRIDES", '{"support": [1]}')
+    with pytest.raises(ValidationError) as nested:
+        Settings()
+    assert settings_error(nested.value).message.startswith(
+        "TUNELOOP_LINE_OVERRIDES is invalid at support: input should be a valid dictionary"
+    )
+
+
+def test_a_connection_string_is_never_echoed() -> None:
+    """The storage connection string carries the account key: its value stays out of errors."""
+    from pydantic import ValidationError
+
+    from shared.settings import settings_error
+
+    with pytest.raises(ValidationError) as excinfo:
+        Settings(storage_connection_string=["AccountKey=s3cr3t"])  # type: ignore[arg-type]
+    error = settings_error(excinfo.value)
+    assert error.message.startswith("TUNELOOP_STORAGE_CONNECTION_STRING is invalid")
+    assert "s3cr3t" not in str(error)
+
+
+def test_optional_and_duration_settings_say_their_default() -> None:
+    """The hint gives the default in the form the variable takes (PT24H), or says it is optional."""
+    from pydantic import ValidationError
+
+    from shared.settings import settings_error
+
+    with pytest.raises(ValidationError) as duration:
+        Settings(idle_after="3h")  # type: ignore[arg-type]
+    assert settings_error(duration.value).hint == (
+        "fix TUNELOOP_IDLE_AFTER or unset it to use the default PT24H"
+    )
+    with pytest.raises(ValidationError) as optional:
+        Settings(compute=5)  # type: ignore[arg-type]
+    assert settings_error(optional.value).hint == (
+        "fix TUNELOOP_COMPUTE or unset it (it is optional)"
+    )
