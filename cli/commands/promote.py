@@ -47,7 +47,7 @@ def run(
         stream.write("\n")
     else:
         stream.write(
-            f"{rec.run_id} PROMOTED: {rec.get('deployment')} takes 100 % of "
-            f"{rec.get('endpoint')} ({rec.get('scoring_uri') or 'no scoring URI'})\n"
+            f"{rec.run_id} PROMOTED: {rec.release.deployment} takes 100 % of "
+            f"{rec.release.endpoint} ({rec.release.scoring_uri or 'no scoring URI'})\n"
         )
     return 0

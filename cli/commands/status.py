@@ -27,7 +27,7 @@ def _row(rec: RunRecord) -> tuple[str, ...]:
         rec.run_id,
         rec.line,
         rec.state.value,
-        str(rec.get("model_version") or "-"),
+        rec.release.model_version or "-",
         str(rec.get("updated") or "-"),
         rec.reason or "",
     )
@@ -50,9 +50,9 @@ def format_runs(runs: Sequence[RunRecord]) -> str:
         for event in rec.timeline:
             note = f"  {event['note']}" if event.get("note") else ""
             out.append(f"    {event.get('at', '?')}  {event['state']}{note}")
-        if rec.get("scoring_uri") and rec.state.value == "PROMOTED":
-            out.append(f"    serving: {rec.get('endpoint')}/{rec.get('deployment')} "
-                       f"{rec.get('scoring_uri')}")
+        r = rec.release
+        if r.scoring_uri and rec.state.value == "PROMOTED":
+            out.append(f"    serving: {r.endpoint}/{r.deployment} {r.scoring_uri}")
     return "\n".join(out)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from shared.errors import LedgerConflictError, NotFoundError, TransientError, TuneloopError
 from shared.events import FAILED_STATUSES, RUNNING_STATUSES, JobEvent, Skip, parse_job_event
 from shared.ledger import IN_RELEASE, ReleaseRecord, RunRecord, RunState
-from shared.platform.port import JobInfo
+from shared.platform.port import JobInfo, JobStatus
 from shared.release.context import ReleaseContext, advance, reread
 from shared.release.steps import advance_release
 
@@ -114,11 +114,11 @@ def _poll_job(ctx: ReleaseContext, run: RunRecord) -> None:
     if job is None:
         log.warning("reconcile: run %s has no Azure ML job", run.run_id)
         return
-    if job.status == "Completed":
+    if job.status == JobStatus.COMPLETED:
         _mark_trained(ctx, run, job)  # the release loop in reconcile picks it up
     elif job.status in FAILED_STATUSES:
         _mark_failed(ctx, run, job.status, job)
-    elif job.status in RUNNING_STATUSES and job.status != "NotStarted":
+    elif job.status in RUNNING_STATUSES and job.status != JobStatus.NOT_STARTED:
         _mark_training(ctx, run)
 
 
@@ -128,7 +128,7 @@ def _mark_training(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
 
 
 def _mark_failed(
-    ctx: ReleaseContext, run: RunRecord, status: str, job: JobInfo | None = None
+    ctx: ReleaseContext, run: RunRecord, status: JobStatus, job: JobInfo | None = None
 ) -> RunRecord:
     if run.state not in _BEFORE_TRAINED:
         return run
