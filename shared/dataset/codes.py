@@ -6,7 +6,8 @@ __all__ = ["ERROR_CODES", "WARNING_CODES"]
 
 ERROR_CODES: dict[str, str] = {
     "invalid_utf8": "the line is not valid UTF-8 text",
-    "invalid_json": "the line is not one valid JSON document",
+    "invalid_json": "the line is not one valid JSON document (or nests deeper than 128 "
+    "levels)",
     "not_an_object": "the line is JSON but not an object",
     "missing_messages": 'the object has no "messages" key',
     "messages_not_a_list": '"messages" is not a list',
@@ -18,6 +19,9 @@ ERROR_CODES: dict[str, str] = {
     "content_not_a_string": "a message's content is not a string",
     "unknown_message_key": "a message has a key other than role, content, name, weight",
     "invalid_weight": "a weight is not 0 or 1, or sits on a non-assistant message",
+    "invalid_name": "a message's name is not a string",
+    "duplicate_key": "a key that matters (messages, role, content, name, weight) appears twice "
+    "in one object, so which copy counts is undefined",
     "no_assistant_message": "the example has no assistant message to learn from",
     "system_not_first": "a system message appears after the first message",
     "line_too_long": "the line is longer than the line limit; skipped unread",

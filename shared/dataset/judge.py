@@ -50,20 +50,33 @@ class LineVerdict:
 
 
 def fast_messages(line: bytes) -> list[Any] | None:
-    """The decoded messages of a structurally sound line, or None (the reference decides)."""
+    """The decoded messages of a structurally sound line, or None (the reference decides).
+
+    Sound: valid UTF-8, nested at most MAX_DEPTH levels, no key that matters repeated.
+    """
     decode = _json.decode_example
-    if decode is None:
+    whole = _json.decode_whole
+    if decode is None or whole is None:
         return None
+    messages: list[Any]
+    others: int | None = None
     try:
-        messages: list[Any] = decode(line).messages
+        decoded = whole(line)  # every byte seen, at most 3 levels deep
+        messages = decoded.messages
+        others = (decoded.prompt is not _json.UNSET) + (decoded.prompt_id is not _json.UNSET)
     except _json.FAST_ERRORS:
-        return None
-    if not line.isascii():  # msgspec does not check the UTF-8 of keys it skips
         try:
-            line.decode("utf-8")
-        except UnicodeDecodeError:
+            messages = decode(line).messages
+        except _json.FAST_ERRORS:
             return None
-    return messages
+        if not line.isascii():  # msgspec does not check the UTF-8 of keys it skips
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+        if _json.maybe_too_deep(line):  # nor how deep the values it skips nest
+            return None
+    return messages if _json.keys_unique(line, messages, others) else None
 
 
 def clean_sizes(messages: list[Any]) -> tuple[int, int] | None:
@@ -118,6 +131,9 @@ def judge_line(line: bytes, count: Callable[[str], int] = len) -> LineVerdict:
         else:
             verdict.errors.append(_unparsable(line, exc))
         return verdict
+    if _json.too_deep(line):
+        verdict.errors.append(_TOO_DEEP)
+        return verdict
     verdict.errors, verdict.warnings = inspect_example(obj)
     if verdict.errors:
         return verdict
@@ -142,6 +158,12 @@ def judge_line(line: bytes, count: Callable[[str], int] = len) -> LineVerdict:
     return verdict
 
 
+_TOO_DEEP: Finding = (
+    "invalid_json", f"arrays/objects nest more than {_json.MAX_DEPTH} levels deep on this line "
+    "(an example needs 3); flatten or remove the deeply nested value",
+)
+
+
 def _unparsable(line: bytes, exc: BaseException) -> Finding:
     if isinstance(exc, UnicodeDecodeError):
         bad = line[exc.start : exc.start + 1].hex()
@@ -151,8 +173,7 @@ def _unparsable(line: bytes, exc: BaseException) -> Finding:
         return ("invalid_json", "the line starts with a byte-order mark (files concatenated?); "
                 "only the start of the file may hold one — remove it")
     if isinstance(exc, RecursionError):
-        return ("invalid_json", "not valid JSON for this validator: nested too deeply; each "
-                "line must be one example object")
+        return _TOO_DEEP
     if isinstance(exc, json.JSONDecodeError):
         snippet = exc.doc[max(0, exc.pos - 20) : exc.pos + 20].strip()
         return ("invalid_json", f"not valid JSON: {exc.msg} at column {exc.colno} (near "

@@ -6,7 +6,10 @@ once per line, naming the first message it concerns (1-based) and how many more 
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+from shared.dataset._json import LargeInt
 
 __all__ = ["ALLOWED_MESSAGE_KEYS", "ROLES", "Findings", "inspect_example"]
 
@@ -24,7 +27,7 @@ def json_type(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int | float):
+    if isinstance(value, int | float | LargeInt):
         return "number"
     if isinstance(value, str):
         return "string"
@@ -34,7 +37,11 @@ def json_type(value: Any) -> str:
 
 
 def _short(value: Any, limit: int = 40) -> str:
-    text = repr(value) if not isinstance(value, str) else f'"{value}"'
+    """A value as JSON (``true``, ``null``, ``"text"``), cut to ``limit`` characters."""
+    if isinstance(value, LargeInt):
+        text = value.digits
+    else:
+        text = json.dumps(value, ensure_ascii=False, default=lambda v: getattr(v, "digits", "?"))
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -79,6 +86,10 @@ def inspect_example(obj: Any) -> Findings:
         line.error("not_an_object", f"the line is a JSON {json_type(obj)}, but each line must "
                    f"be one example object like {_SHAPE}")
         return line.findings()
+    if "messages" in getattr(obj, "repeated", ()):
+        line.error("duplicate_key", 'the key "messages" appears more than once on the line; '
+                   "parsers differ in which copy they keep, so the example is ambiguous — keep "
+                   "one")
     if "messages" not in obj:
         keys = ", ".join(f'"{k}"' for k in list(obj)[:5]) or "none"
         line.error("missing_messages", f'the object has no "messages" key (its keys: {keys}); '
@@ -125,6 +136,15 @@ def _inspect_messages(messages: list[Any], line: _Line) -> None:
         elif not content or content.isspace():
             line.warn("empty_content", f"message {number} ({_short(role)}) has empty "
                       "content; fill it in or remove the message")
+        repeated = [k for k in getattr(message, "repeated", ()) if k in ALLOWED_MESSAGE_KEYS]
+        if repeated:
+            names = ", ".join(f'"{k}"' for k in sorted(repeated))
+            line.error("duplicate_key", f"message {number} has the key(s) {names} more than "
+                       "once; parsers differ in which copy they keep, so the message is "
+                       "ambiguous — keep one")
+        if "name" in message and not isinstance(message["name"], str):
+            line.error("invalid_name", f"message {number} has name {_short(message['name'])}; "
+                       "name must be a string (who is speaking), or leave it out")
         unknown = [k for k in message if k not in ALLOWED_MESSAGE_KEYS]
         if unknown:
             names = ", ".join(_short(k) for k in unknown[:5])

@@ -10,7 +10,9 @@ Speed: lines are split per 1 MiB chunk (``bytes.split``, or a memchr ``find`` lo
 are long: :mod:`shared.dataset._lines`); a clean example is accepted by the fast path (the
 inlined equivalent of :func:`shared.dataset.judge.fast_example`; a non-ASCII line is first
 decoded whole, every byte seen, so it needs no separate UTF-8 check); every other line goes to
-the reference (:func:`shared.dataset.judge.judge_line`), which names every problem. The
+the reference (:func:`shared.dataset.judge.judge_line`), which names every problem. The fast
+path also counts the keys that matter (a regular expression over the line: no repeated one)
+and, for lines with other top-level keys, the brackets (no nesting past 128 levels). The
 SHA-256 of the input is computed inline, or on a second thread when a core looks idle.
 """
 
@@ -120,14 +122,19 @@ class _Run:
     def consume(self, batches: Iterator[list[bytes | None]]) -> None:
         """Judge every line (the hot loop: judge.fast_messages and clean_sizes are inlined)."""
         decode = _json.decode_example if self.counter is None else None
-        # Non-ASCII lines: first the decoder that sees every byte (no separate UTF-8 check),
-        # unless it keeps missing because the lines carry other top-level keys.
+        # First the decoder that sees every byte (no separate UTF-8 check) and allows no
+        # nesting (no depth check), unless it keeps missing because the lines carry other
+        # top-level keys.
         whole = _json.decode_whole if decode is not None else None
         whole_tries = 0
         whole_misses = 0
         messages: Any = None
         fast_errors = _json.FAST_ERRORS
         unset = _json.UNSET
+        keys_unique = _json.keys_unique
+        key_colons = _json.KEY_COLONS_FINDALL
+        others: int | None = None
+        max_depth = _json.MAX_DEPTH
         count = self.counter or len
         estimate = self.counter is None
         setdefault = self.seen.setdefault
@@ -150,27 +157,30 @@ class _Run:
                 clean = False
                 if decode is not None:
                     messages = None
-                    if line.isascii():
+                    others = None
+                    if whole is not None:
+                        whole_tries += 1
+                        try:
+                            decoded = whole(line)
+                            messages = decoded.messages
+                            others = (decoded.prompt is not unset) + (
+                                decoded.prompt_id is not unset
+                            )
+                        except fast_errors:
+                            whole_misses += 1
+                            if whole_tries >= 64 and whole_misses * 4 > whole_tries:
+                                whole = None  # mostly other keys here: stop trying
+                    if messages is None:
                         try:
                             messages = decode(line).messages
                         except fast_errors:
                             messages = None
-                    else:  # msgspec does not check the UTF-8 of the keys it skips
-                        if whole is not None:
-                            whole_tries += 1
-                            try:
-                                messages = whole(line).messages
-                            except fast_errors:
-                                whole_misses += 1
-                                if whole_tries >= 64 and whole_misses * 4 > whole_tries:
-                                    whole = None  # mostly other keys here: stop trying
-                        if messages is None:
-                            try:
-                                messages = decode(line).messages
-                            except fast_errors:
-                                messages = None
-                            if messages is not None and not _is_utf8(line):
-                                messages = None
+                        # msgspec checks neither the UTF-8 of what it skips nor its depth
+                        if messages is not None and (
+                            (not line.isascii() and not _is_utf8(line))
+                            or line.count(b"[") + line.count(b"{") > max_depth
+                        ):
+                            messages = None
                     if messages is not None:
                         previous = None
                         size = 0
@@ -190,7 +200,14 @@ class _Run:
                             size += n
                             previous = role
                         else:
-                            clean = previous == "assistant"
+                            # and no key that matters repeated (the common case inlined)
+                            clean = previous == "assistant" and (
+                                (
+                                    others is not None
+                                    and len(key_colons(line)) == 1 + 2 * len(messages) + others
+                                )
+                                or keys_unique(line, messages, others)
+                            )
                 if clean:
                     identity = hash(messages)  # a tuple of frozen structs
                     n_messages = len(messages)

@@ -93,6 +93,18 @@ ERROR_CASES: list[tuple[str, Any]] = [
     ("invalid_weight", {"messages": [USER, {**ASSISTANT, "weight": 1.0}]}),
     ("invalid_weight", {"messages": [USER, {**ASSISTANT, "weight": None}]}),
     ("invalid_weight", {"messages": [{**USER, "weight": 1}, ASSISTANT]}),
+    ("invalid_weight", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", '
+     '"content": "ok", "weight": 1' + "0" * 5000 + "}]}"),
+    ("invalid_name", {"messages": [{**USER, "name": 5}, ASSISTANT]}),
+    ("invalid_name", {"messages": [{**USER, "name": None}, ASSISTANT]}),
+    ("duplicate_key", '{"messages": [{"role": "user", "content": "hi", "role": "assistant"}, '
+     '{"role": "assistant", "content": "ok"}]}'),
+    ("duplicate_key", '{"messages": [], "messages": [{"role": "user", "content": "hi"}, '
+     '{"role": "assistant", "content": "ok"}]}'),
+    ("duplicate_key", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", '
+     '"content": "ok", "rol\\u0065": "assistant"}]}'),
+    ("invalid_json", '{"x": ' + "[" * 129 + "]" * 129 + ', "messages": [{"role": "user", '
+     '"content": "hi"}, {"role": "assistant", "content": "ok"}]}'),
     ("no_assistant_message", {"messages": [{"role": "system", "content": "be nice"}, USER]}),
     ("system_not_first", {"messages": [USER, {"role": "system", "content": "be nice"}, ASSISTANT]}),
 ]
