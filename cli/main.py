@@ -4,9 +4,10 @@ Each subcommand lives in ``cli/commands/<name>.py`` with ``add_arguments(parser)
 ``run(args) -> int``; modules import heavy libraries inside ``run`` only.
 
 Errors are reported here, once, for every command: a :class:`~shared.errors.TuneloopError`
-(an invalid ``TUNELOOP_*`` setting included) becomes one ``error:`` line per problem on stderr
-and the exit code of its type (:data:`EXIT_CODES`); anything else is a bug, shown as one line,
-with the traceback under ``-v``.
+(an invalid ``TUNELOOP_*`` setting included) becomes one line per problem on stderr,
+``tuneloop <command>: <code>: <what> (<what to do>)``, and the exit code of its type
+(:data:`EXIT_CODES`); anything else is a bug, shown as one such line (code
+``internal_error``), with the traceback under ``-v``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ import traceback
 from collections.abc import Sequence
 from typing import TextIO
 
-from shared.errors import ConfigError, DatasetUnreadableError, PlanError, TuneloopError
+from shared.errors import (
+    ConfigError,
+    DatasetUnreadableError,
+    PermissionDeniedError,
+    PlanError,
+    TuneloopError,
+    UnreachableError,
+)
 
 __all__ = [
     "COMMANDS",
@@ -40,12 +48,15 @@ EXIT_USAGE = 2  # configuration or usage: fix a setting, a flag, a spec or a pat
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 EXIT_BROKEN_PIPE = 141  # the reader of stdout went away (`| head`), as shells report SIGPIPE
 
-# Error type -> exit code; the first match in this order wins (subclasses before bases).
+# Error type -> exit code, for every command; the first match in this order wins (subclasses
+# before bases). 2: the user fixes what they set or gave; 1: the operation itself failed.
 EXIT_CODES: tuple[tuple[type[TuneloopError], int], ...] = (
-    (ConfigError, EXIT_USAGE),  # a setting is missing or invalid
+    (ConfigError, EXIT_USAGE),  # a setting or file is missing or invalid
     (PlanError, EXIT_USAGE),  # flags, overrides, specs or compute do not make a valid plan
     (DatasetUnreadableError, EXIT_USAGE),  # the path given is missing or not a file
-    (TuneloopError, EXIT_FAILED),  # the platform, the ledger, a release step
+    (UnreachableError, EXIT_USAGE),  # no connection at all: storage or service not running/set
+    (PermissionDeniedError, EXIT_USAGE),  # 401/403: a role to grant
+    (TuneloopError, EXIT_FAILED),  # the platform, the ledger, a release step, transient faults
 )
 
 # name -> one-line help; the module is cli.commands.<name>
@@ -88,17 +99,22 @@ def exit_code(exc: TuneloopError) -> int:
     return next(code for kind, code in EXIT_CODES if isinstance(exc, kind))
 
 
-def report_error(exc: TuneloopError, *, stream: TextIO | None = None) -> int:
-    """One ``error:`` line per problem (the hint on the same line when there is one problem)."""
+def report_error(exc: TuneloopError, command: str, *, stream: TextIO | None = None) -> int:
+    """One line per problem, ``tuneloop <command>: <code>: <problem>``; the hint on the same
+    line when there is one problem, else on a last ``hint:`` line. Returns the exit code."""
     out = stream or sys.stderr
     problems = exc.problems if isinstance(exc, PlanError) else [exc.message]
     if exc.hint and len(problems) == 1:
         problems = [f"{problems[0]} ({exc.hint})"]
     for problem in problems:
-        print(f"error: {problem}", file=out)
+        print(f"tuneloop {command}: {exc.code}: {_one_line(problem)}", file=out)
     if exc.hint and len(problems) > 1:
-        print(f"hint: {exc.hint}", file=out)
+        print(f"tuneloop {command}: hint: {_one_line(exc.hint)}", file=out)
     return exit_code(exc)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -115,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _run(args)
     except TuneloopError as exc:
-        return report_error(exc)
+        return report_error(exc, args.command)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `tuneloop plan ... | head`: not an error worth a line
@@ -125,8 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
         print(
-            f"error: unexpected {type(exc).__name__}: {exc} "
-            f"(run `tuneloop -v {args.command} ...` for the traceback; please report it)",
+            f"tuneloop {args.command}: internal_error: unexpected {type(exc).__name__}: "
+            f"{_one_line(str(exc))} (run `tuneloop -v {args.command} ...` for the traceback; "
+            "please report it)",
             file=sys.stderr,
         )
         return EXIT_FAILED

@@ -18,14 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from shared.errors import (
-    ConfigError,
-    DatasetUnreadableError,
-    PermissionDeniedError,
-    PlanError,
-    TuneloopError,
-    UnreachableError,
-)
+from shared.errors import ConfigError, TuneloopError, UnreachableError
 
 if TYPE_CHECKING:
     from shared.clients import Clients
@@ -70,11 +63,10 @@ def cli_clients(settings: Settings | None = None, *, transport: Any = None) -> C
 
 def exit_code(exc: TuneloopError) -> int:
     """2 for what the user configures or gives (settings, storage, permissions, paths,
-    plans), else 1 — the same split as ``cli.main``'s table."""
-    configuration = (
-        ConfigError, PlanError, DatasetUnreadableError, UnreachableError, PermissionDeniedError
-    )
-    return EXIT_CONFIG if isinstance(exc, configuration) else EXIT_FAILED
+    plans), else 1: ``cli.main``'s table (one table for every command)."""
+    from cli.main import exit_code as table_code
+
+    return table_code(exc)
 
 
 def fail(command: str, exc: TuneloopError, *, stream: TextIO | None = None) -> int:

@@ -193,17 +193,17 @@ def validate_dataset(path: Path, settings: Settings) -> ValidationReport:
     return validate_path(path, config=ValidationConfig.from_settings(settings))
 
 
-def report_invalid_dataset(path: Path, report: ValidationReport) -> int:
+def report_invalid_dataset(command: str, path: Path, report: ValidationReport) -> int:
     """One line per problem (the first few), then where to see them all; exit status 1."""
     issues = report.errors[:_SHOWN_ISSUES]
     for issue in issues:
         at = f":{issue.line}" if issue.line is not None else ""
-        print(f"error: {path}{at}: {issue.code}: {issue.message}", file=sys.stderr)
+        print(f"tuneloop {command}: {issue.code}: {path}{at}: {issue.message}", file=sys.stderr)
     total = report.error_total
     more = f" ({total - len(issues)} more problems)" if total > len(issues) else ""
     print(
-        f"error: {path}: the dataset is not valid{more}, so nothing was planned "
-        f"(`tuneloop validate {path}` shows the whole report)",
+        f"tuneloop {command}: dataset_invalid: {path}: the dataset is not valid{more}, so "
+        f"nothing was planned (`tuneloop validate {path}` shows the whole report)",
         file=sys.stderr,
     )
     return 1
@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
     inputs = plan_inputs(args, settings)
     report = validate_dataset(args.dataset, settings)
     if not report.valid:
-        return report_invalid_dataset(args.dataset, report)
+        return report_invalid_dataset("plan", args.dataset, report)
     component = inputs.component or bundled_component()
     plan = plan_finetune(
         settings,

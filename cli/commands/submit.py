@@ -68,7 +68,7 @@ def submit(args: argparse.Namespace, clients: Clients) -> int:
     inputs = plan_inputs(args, settings)
     report = validate_dataset(args.dataset, settings)
     if not report.valid:
-        return report_invalid_dataset(args.dataset, report)
+        return report_invalid_dataset("submit", args.dataset, report)
     plan = _plan(args, clients, inputs, report.dataset.sha256)
     split = _upload_split(args.dataset, plan, clients)
     job = _submit_and_record(plan, clients, report, split)

@@ -10,8 +10,6 @@ import argparse
 import dataclasses
 import sys
 
-from shared.errors import TuneloopError
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", metavar="PATH", help="the .jsonl dataset to validate")
@@ -37,16 +35,11 @@ def _positive(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from shared.dataset import ValidationConfig, validate_path
     from shared.settings import load_settings
 
-    try:
-        config = ValidationConfig.from_settings(load_settings())
-    except ValidationError as exc:
-        print(f"tuneloop validate: invalid TUNELOOP_* setting: {exc}", file=sys.stderr)
-        return 2
+    # An invalid setting or an unreadable file raises; cli.main prints the one line and exits 2.
+    config = ValidationConfig.from_settings(load_settings())
     overrides = {
         "max_seq_length": args.max_seq_length,
         "max_line_bytes": args.max_line_bytes,
@@ -54,10 +47,6 @@ def run(args: argparse.Namespace) -> int:
         "tokenizer_path": args.tokenizer,
     }
     config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
-    try:
-        report = validate_path(args.path, config=config)
-    except TuneloopError as exc:
-        print(f"tuneloop validate: {exc.code}: {exc}", file=sys.stderr)
-        return 2
+    report = validate_path(args.path, config=config)
     sys.stdout.write(report.to_json() + "\n" if args.json else report.to_markdown())
     return 0 if report.valid else 1

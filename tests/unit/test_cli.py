@@ -143,7 +143,7 @@ def test_invalid_setting_is_one_line_and_exit_2_in_every_command(
     captured = capsys.readouterr()
     lines = error_lines(captured.err)
     assert len(lines) == 1, captured.err
-    assert lines[0].startswith(f"error: {name}=")
+    assert lines[0].startswith(f"tuneloop {command}: config_error: {name}=")
     assert wrong in lines[0]
     assert f"fix {name} or unset it" in lines[0]
     assert captured.out == ""
@@ -172,7 +172,7 @@ def test_other_invalid_settings_name_the_setting(
     assert main(argv_for("validate", dataset)) == EXIT_USAGE
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1
-    assert lines[0].startswith(f"error: {name}")
+    assert lines[0].startswith(f"tuneloop validate: config_error: {name}")
     assert wrong in lines[0]
 
 
@@ -210,7 +210,7 @@ def test_errors_map_to_the_same_code_in_every_command(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A TuneloopError out of any command is one `error:` line and its type's exit code."""
+    """A TuneloopError out of any command is one line (command, code, what) and its exit code."""
     module = __import__(f"cli.commands.{command}", fromlist=["run"])
 
     def fail(args: object) -> int:
@@ -220,7 +220,7 @@ def test_errors_map_to_the_same_code_in_every_command(
     assert main(argv_for(command, dataset)) == code
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1
-    assert lines[0].startswith("error: ")
+    assert lines[0].startswith(f"tuneloop {command}: {error.code}: ")  # type: ignore[attr-defined]
     assert "Traceback" not in lines[0]
 
 
@@ -235,9 +235,9 @@ def test_plan_error_prints_one_line_per_problem_then_the_hint(
     monkeypatch.setattr(cli.commands.plan, "run", fail)  # type: ignore[attr-defined]
     assert main(argv_for("plan", dataset)) == EXIT_USAGE
     assert error_lines(capsys.readouterr().err) == [
-        "error: first problem",
-        "error: second problem",
-        "hint: fix them",
+        "tuneloop plan: plan_error: first problem",
+        "tuneloop plan: plan_error: second problem",
+        "tuneloop plan: hint: fix them",
     ]
 
 
@@ -254,8 +254,8 @@ def test_unexpected_error_is_one_line_and_the_traceback_only_with_v(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert error_lines(err) == [
-        "error: unexpected RuntimeError: boom (run `tuneloop -v status ...` for the traceback; "
-        "please report it)"
+        "tuneloop status: internal_error: unexpected RuntimeError: boom (run `tuneloop -v status "
+        "...` for the traceback; please report it)"
     ]
     assert main(["-v", "status"]) == EXIT_FAILED
     assert "Traceback (most recent call last)" in capsys.readouterr().err
@@ -318,7 +318,8 @@ def test_component_yaml_given_as_model_spec_is_refused(
     assert captured.out == ""
     lines = error_lines(captured.err)
     assert lines == [
-        f"error: model spec {BUNDLED_COMPONENT_SPEC} is a component spec (type: pipeline), not a "
+        f"tuneloop plan: plan_error: model spec {BUNDLED_COMPONENT_SPEC} is a component spec "
+        "(type: pipeline), not a "
         "model spec (pass a component spec (azureml-assets spec.yaml) as --component-spec and a "
         "model spec as --model-spec)"
     ]
@@ -392,10 +393,10 @@ def test_plan_validates_the_dataset_first(
     captured = capsys.readouterr()
     assert captured.out == ""
     lines = error_lines(captured.err)
-    assert lines[-1].startswith(f"error: {data}: the dataset is not valid")
+    assert lines[-1].startswith(f"tuneloop plan: dataset_invalid: {data}: the dataset is not valid")
     assert "nothing was planned" in lines[-1]
     if code:
-        assert any(code in line for line in lines[:-1])
+        assert lines[0].startswith(f"tuneloop plan: {code}: {data}: ")
 
 
 def test_plan_of_a_valid_dataset_still_exits_0(

@@ -260,7 +260,7 @@ def test_plan_command_violations_exit_2_one_line_each(
     captured = capsys.readouterr()
     assert code == 2
     assert captured.out == ""
-    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    errors = [e for e in captured.err.splitlines() if e.startswith("tuneloop plan: plan_error:")]
     assert len(errors) == 3
     assert any("allow-list" in e for e in errors)
     assert any("deepspeed_stage = '4'" in e and "2, 3" in e for e in errors)
@@ -299,5 +299,6 @@ def test_plan_command_missing_dataset_exits_2(
     missing = tmp_path / "nope.jsonl"
     assert main(["plan", str(missing), "--line", "support"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and str(missing) in err
+    assert err.startswith("tuneloop plan: dataset_unreadable: ")
+    assert str(missing) in err
     assert len(err.splitlines()) == 1
