@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from shared import reports
-from shared.errors import InvalidTransitionError
+from shared.errors import NotFoundError
 from shared.ledger import LedgerPort, ReleaseRecord, RunRecord, RunState
 from shared.platform.port import Platform
 from shared.settings import Settings
@@ -18,7 +18,9 @@ from shared.storage import Storage
 if TYPE_CHECKING:
     from shared.clients import Clients
 
-__all__ = ["ReleaseContext", "advance", "hold", "recorded", "reread", "write_run_report"]
+__all__ = [
+    "ReleaseContext", "advance", "hold", "recorded", "reread", "serving", "write_run_report",
+]
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +63,21 @@ def advance(
 
 def recorded(run: RunRecord, value: str | None, what: str) -> str:
     """A name an earlier step recorded on the run (``run.release.<what>``); the steps record
-    them before they move on, so only a row edited by hand lacks one."""
+    them before they move on, so only a row edited by hand lacks one. Missing, it fails the
+    step like a platform refusal would (NotFoundError): the run is HELD after a few tries."""
     if not value:
-        raise InvalidTransitionError(
-            f"run {run.run_id} on line {run.line} is {run.state.value} but has no {what}",
+        raise NotFoundError(
+            f"run {run.run_id} on line {run.line} is {run.state.value} but has no {what} "
+            "recorded in the ledger",
             hint="its ledger row was changed by hand; submit the dataset again",
         )
     return value
+
+
+def serving(run: RunRecord) -> tuple[str, str]:
+    """The run's endpoint and deployment, recorded with its model version (on TRAINED)."""
+    r = run.release
+    return recorded(run, r.endpoint, "endpoint"), recorded(run, r.deployment, "deployment")
 
 
 def reread(ctx: ReleaseContext, run: RunRecord) -> RunRecord:

@@ -15,7 +15,7 @@ from shared.errors import LedgerConflictError, NotFoundError, NotPromotableError
 from shared.leases import acquire_line, release_line
 from shared.ledger import RunRecord, RunState
 from shared.platform.port import ProvisioningState
-from shared.release.context import ReleaseContext, advance, recorded, reread
+from shared.release.context import ReleaseContext, advance, reread, serving
 
 __all__ = ["live_run", "promote", "promote_held"]
 
@@ -26,8 +26,7 @@ def promote(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
     """Traffic 100 % to the run's deployment → delete the previous one → retire the previous
     run → PROMOTED. Every call is idempotent; ``previous_*`` were recorded before the first."""
     r = run.release
-    endpoint = recorded(run, r.endpoint, "endpoint")
-    deployment = recorded(run, r.deployment, "deployment")
+    endpoint, deployment = serving(run)
     ctx.platform.set_traffic(endpoint, {deployment: 100})
     if r.previous_deployment and r.previous_deployment != deployment:
         ctx.platform.delete_deployment(endpoint, r.previous_deployment)

@@ -9,7 +9,7 @@ from typing import Any
 
 from shared.errors import NotFoundError, TransientError
 from shared.ledger import RunRecord
-from shared.release.context import ReleaseContext, recorded
+from shared.release.context import ReleaseContext, serving
 from shared.storage import BlobRef
 
 __all__ = ["answer_text", "smoke_test"]
@@ -22,8 +22,7 @@ _PROBE = [{"role": "user", "content": "Say hello."}]
 
 def smoke_test(ctx: ReleaseContext, run: RunRecord) -> str | None:
     """Invoke the new deployment directly; None if every answer is non-empty text, else why."""
-    endpoint = recorded(run, run.release.endpoint, "endpoint")
-    deployment = recorded(run, run.release.deployment, "deployment")
+    endpoint, deployment = serving(run)
     for messages in _smoke_conversations(ctx, run):
         payload = {"input_data": {"input_string": [messages], "parameters": _SMOKE_PARAMETERS}}
         try:

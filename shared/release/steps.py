@@ -44,7 +44,7 @@ from shared.platform.port import (
     ModelVersionInfo,
     ProvisioningState,
 )
-from shared.release.context import ReleaseContext, advance, hold, recorded, reread
+from shared.release.context import ReleaseContext, advance, hold, recorded, reread, serving
 from shared.release.gate import decide_promotion
 from shared.release.promote import live_run, promote
 from shared.release.smoke import smoke_test
@@ -144,9 +144,7 @@ def _discard_deployment(ctx: ReleaseContext, run: RunRecord) -> None:
     if run.state not in (RunState.DEPLOYING, RunState.DEPLOYED) or r.promoting:
         return
     try:
-        ctx.platform.delete_deployment(
-            recorded(run, r.endpoint, "endpoint"), recorded(run, r.deployment, "deployment")
-        )
+        ctx.platform.delete_deployment(*serving(run))
     except TuneloopError as exc:
         log.warning("run %s: could not delete deployment %s: %s", run.run_id, r.deployment, exc)
 
@@ -188,7 +186,7 @@ def _lineage_tags(run: RunRecord) -> dict[str, str]:
 
 # -- REGISTERED: the line's endpoint --------------------------------------------------------
 def _step_registered(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
-    endpoint = recorded(run, run.release.endpoint, "endpoint")
+    endpoint, _ = serving(run)
     ep = ctx.platform.ensure_endpoint(endpoint, tags=_endpoint_tags(run))
     if ep.provisioning_state == ProvisioningState.FAILED:
         return hold(ctx, run, f"endpoint {endpoint} is in state Failed"), True
@@ -205,8 +203,7 @@ def _endpoint_tags(run: RunRecord) -> dict[str, str]:
 
 # -- DEPLOYING: endpoint ready, then the deployment at 0 % ----------------------------------
 def _step_deploying(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
-    endpoint = recorded(run, run.release.endpoint, "endpoint")
-    deployment = recorded(run, run.release.deployment, "deployment")
+    endpoint, deployment = serving(run)
     try:
         ep = ctx.platform.get_endpoint(endpoint)
     except NotFoundError:  # gone since (e.g. swept): start it again
@@ -296,8 +293,7 @@ def _note_wait(
 
 # -- DEPLOYED: smoke test, gate, promote ----------------------------------------------------
 def _step_deployed(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
-    endpoint = recorded(run, run.release.endpoint, "endpoint")
-    deployment = recorded(run, run.release.deployment, "deployment")
+    endpoint, deployment = serving(run)
     if not run.release.promoting:
         try:
             problem = smoke_test(ctx, run)

@@ -3,6 +3,7 @@ the same columns; the release's own writes round-trip."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -11,8 +12,10 @@ from typing import Any
 import pytest
 
 from shared.clients import Clients
+from shared.errors import NotFoundError
+from shared.leases import acquire_line
 from shared.ledger import RunState
-from shared.release import ReleaseContext
+from shared.release import ReleaseContext, advance_release
 from shared.release.context import advance
 
 pytestmark = pytest.mark.integration
@@ -101,3 +104,19 @@ def test_ingest_style_keyword_writes_land_in_the_typed_fields(clients: Clients) 
     again = ledger.get("chat", "tl-chat-4")
     assert (again.release.studio_url, again.get("job_name")) == ("https://studio/x", "j")
     assert stored(clients, "chat", "tl-chat-4")["studio_url"] == "https://studio/x"
+
+
+def test_a_run_missing_its_recorded_names_is_held_and_frees_the_line(
+    clients: Clients, ctx: ReleaseContext
+) -> None:
+    """A mid-release row without its endpoint (edited by hand) fails its step until HELD,
+    naming what is missing, instead of sending a made-up name to the platform."""
+    rec = clients.ledger.create("chat", "tl-chat-5", RunState.REGISTERED)
+    rec = clients.ledger.update(rec, release=replace(rec.release, model_version="1"))
+    for _ in range(3):
+        with contextlib.suppress(NotFoundError):
+            advance_release(ctx, clients.ledger.get("chat", "tl-chat-5"))
+    held = clients.ledger.get("chat", "tl-chat-5")
+    assert held.state is RunState.HELD
+    assert "has no endpoint recorded" in str(held.reason)
+    assert acquire_line(clients.ledger, "chat", "tl-chat-6", "w", now=datetime.now(UTC))
