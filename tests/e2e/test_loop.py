@@ -14,11 +14,11 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -30,11 +30,11 @@ from shared.ledger import RunRecord, RunState
 from shared.platform.local import LocalPlatform
 from shared.settings import Settings
 from shared.storage import BlobRef
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 LINE = "support"
-T = TypeVar("T")
 MAIN_LINE = [
     RunState.RECEIVED, RunState.ACCEPTED, RunState.SUBMITTED, RunState.TRAINED,
     RunState.REGISTERED, RunState.DEPLOYING, RunState.DEPLOYED, RunState.PROMOTED,
@@ -82,23 +82,12 @@ class Loop:
                 pytest.fail(f"run of {name} ended {rec.state.value}: {rec.reason}")
             return rec if rec is not None and rec.state == RunState.PROMOTED else None
 
-        return wait_for(promoted, timeout=timeout, what=f"{name} promoted")
+        return wait_until(promoted, timeout=timeout, what=f"{name} promoted")
 
     def scoring(self, rec: RunRecord) -> tuple[str, str]:
         endpoint = str(rec.get("endpoint"))
         info = self.platform.get_endpoint(endpoint)
         return str(info.scoring_uri), self.platform.endpoint_key(endpoint)
-
-
-def wait_for(check: Callable[[], T | None], *, timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns a value (the test fails on timeout)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"not reached within {timeout:.0f}s: {what}")
 
 
 def post(
@@ -265,11 +254,11 @@ def test_a_second_dataset_replaces_the_deployment_with_no_failed_request(loop: L
     loop.drop("second", variant(DEMO_DATASET.read_bytes(), 1))
     # Calls start once the new model is trained (before its deployment exists), so they
     # span deploy, smoke test, traffic switch and the old deployment's deletion.
-    wait_for(lambda: (r := loop.run_of("second")) is not None and r.state in RELEASING,
+    wait_until(lambda: (r := loop.run_of("second")) is not None and r.state in RELEASING,
              timeout=900, what="the second run trained")
     with Hammer(url, key) as hammer:
         second = loop.wait_promoted("second")
-        wait_for(lambda: any(d == second.get("deployment") for _, d in hammer.results[-3:]),
+        wait_until(lambda: any(d == second.get("deployment") for _, d in hammer.results[-3:]),
                  timeout=120, what="the new deployment serving")
     failures = [r for r in hammer.results if r[0] != 200]
     assert hammer.errors == []

@@ -333,6 +333,7 @@ def test_transient_submit_failure_raises_and_the_retry_submits_once(
     platform.fail_once("submit_finetune", TransientError("429 Too Many Requests"))
     with pytest.raises(TransientError):
         deliver(event)
+    platform.assert_faults_fired()
     (run,) = wired.ledger.list(line="chat")
     assert run.state is RunState.ACCEPTED
 

@@ -137,9 +137,10 @@ def test_crash_between_split_and_submit_is_resumed_after_the_lease(
     incoming = clients.settings.incoming_container
     drop(clients, "chat/a.jsonl", valid_dataset(30))
     ingest = make_ingest(clients, platform, clock)
-    platform.fail_once("submit_finetune", Crash())  # type: ignore[arg-type]
+    platform.fail_once("submit_finetune", Crash())
     with pytest.raises(Crash):
         ingest.handle(incoming, "chat/a.jsonl")
+    platform.assert_faults_fired()
     (run,) = clients.ledger.list(line="chat")
     assert run.state is RunState.ACCEPTED
 
@@ -167,9 +168,10 @@ def test_stale_claims_are_finished_by_the_sweep(
     incoming = clients.settings.incoming_container
     drop(clients, "chat/b.jsonl", valid_dataset(30))
     ingest = make_ingest(clients, platform, clock)
-    platform.fail_once("submit_finetune", Crash())  # type: ignore[arg-type]
+    platform.fail_once("submit_finetune", Crash())
     with pytest.raises(Crash):
         ingest.handle(incoming, "chat/b.jsonl")
+    platform.assert_faults_fired()
 
     clients.ledger.claim("release-tl-other", holder="someone")  # another stage's claim
     assert ingest.resume_stale() == []  # the lease is still fresh

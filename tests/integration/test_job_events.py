@@ -198,6 +198,7 @@ def test_transient_failure_is_raised_for_redelivery(
     body = payload("ml_RunCompleted.eventgrid.json")
     with pytest.raises(TransientError):
         deliver(body)
+    fake.assert_faults_fired()
     assert state(clients) is RunState.DEPLOYING
     deliver(body)
     finish(clients)

@@ -16,6 +16,7 @@ import pytest
 from shared.platform.local import LocalPlatform
 from shared.platform.local.procs import REPO_ROOT, get_json, pid_alive
 from shared.settings import Settings
+from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +32,6 @@ os._exit(0)  # the devhost dies without close()
 """
 
 
-def wait_until(check: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_children_exit_with_their_parent_and_restore_brings_them_back(tmp_path: Path) -> None:
     """A router whose parent died stops by itself; a new platform restores it, same port and key."""
     home = tmp_path / "home"
@@ -49,13 +41,15 @@ def test_children_exit_with_their_parent_and_restore_brings_them_back(tmp_path: 
     )
     uri = json.loads(out.stdout.strip().splitlines()[-1])["uri"]
     record = json.loads((home / "local" / "endpoints" / "tl-orphan" / "endpoint.json").read_text())
-    assert wait_until(lambda: not pid_alive(record["pid"]), timeout=15)
+    wait_until(lambda: not pid_alive(record["pid"]), timeout=15,
+               what="the orphaned router stops by itself")
 
     platform = LocalPlatform.from_settings(Settings(platform="local", home=home))
     try:
         assert platform.restore() == []
-        assert wait_until(
-            lambda: platform.get_endpoint("tl-orphan").provisioning_state == "Succeeded", 30
+        wait_until(
+            lambda: platform.get_endpoint("tl-orphan").provisioning_state == "Succeeded",
+            timeout=30, what="the restored endpoint Succeeded",
         )
         assert platform.get_endpoint("tl-orphan").scoring_uri == uri
         assert platform.endpoint_key("tl-orphan") == record["key"]
@@ -72,7 +66,7 @@ def test_close_stops_every_child(tmp_path: Path) -> None:
     platform = LocalPlatform.from_settings(Settings(platform="local", home=tmp_path / "home"))
     info = platform.ensure_endpoint("tl-closing", tags={})
     port = int((info.scoring_uri or "").split(":")[2].split("/")[0])
-    assert wait_until(lambda: get_json(port, "/")[0] == 200, 30)
+    wait_until(lambda: get_json(port, "/")[0] == 200, timeout=30, what="the router answers")
     platform.close()
     assert get_json(port, "/")[0] == 0
     again = LocalPlatform.from_settings(Settings(platform="local", home=tmp_path / "home"))
@@ -95,9 +89,10 @@ def test_untied_children_outlive_their_parent(tmp_path: Path) -> None:
     assert pid_alive(record["pid"])
     platform = LocalPlatform.from_settings(Settings(platform="local", home=home))
     assert platform.restore() == []  # alive: nothing to restart
-    assert wait_until(lambda: get_json(int(record["port"]), "/")[0] == 200, 30)
+    wait_until(lambda: get_json(int(record["port"]), "/")[0] == 200, timeout=30,
+               what="the router answers")
     platform.delete_endpoint("tl-orphan")
-    assert wait_until(lambda: not pid_alive(record["pid"]), timeout=15)
+    wait_until(lambda: not pid_alive(record["pid"]), timeout=15, what="the router stops")
     platform.close()
 
 

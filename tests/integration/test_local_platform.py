@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,7 @@ from shared.platform.port import (
 )
 from shared.settings import LOCAL_WORKSPACE_ID, Settings
 from shared.storage import BlobRef
+from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,17 +61,6 @@ def chat_dataset(n: int, seed: int) -> bytes:
             )
         )
     return ("\n".join(lines) + "\n").encode()
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float, every: float = 0.5) -> Any:
-    """Poll ``check`` until it returns something truthy (the test fails on timeout)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout:.0f}s")
 
 
 def post(
@@ -136,7 +126,8 @@ def trained(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     clients.storage.write_bytes(BlobRef(container, plan.train_blob), train)
     clients.storage.write_bytes(BlobRef(container, plan.validation_blob), validation)
     platform.submit_finetune(plan)
-    job = wait_for(lambda: (j := platform.get_job(plan.run_id)).terminal and j, timeout=600)
+    job = wait_until(lambda: (j := platform.get_job(plan.run_id)).terminal and j, timeout=600,
+                     what="the training finished", every=0.5)
     try:
         yield Trained(platform, settings, clients, plan, job)
     finally:
@@ -267,7 +258,8 @@ def test_a_job_that_cannot_read_its_data_fails_with_a_reason(trained: Trained) -
     plan = replace(trained.plan, run_id=trained.plan.run_id[:-8] + "deadbeef",
                    train_blob="missing/train.jsonl")
     p.submit_finetune(plan)
-    job = wait_for(lambda: (j := p.get_job(plan.run_id)).terminal and j, timeout=300)
+    job = wait_until(lambda: (j := p.get_job(plan.run_id)).terminal and j, timeout=300,
+                     what="the training finished", every=0.5)
     assert job.status == "Failed"
     assert job.error
     assert ("BlobNotFound" in job.error or "does not exist" in job.error)
@@ -310,9 +302,10 @@ def served(trained: Trained) -> Served:
         info = p.deploy(DeploymentSpec("tl-colors", name, model, "local"))
         assert info.provisioning_state in {"Creating", "Succeeded"}
     for name in ("blue", "green"):
-        wait_for(lambda n=name: p.get_deployment("tl-colors", n).provisioning_state == "Succeeded",
-                 timeout=180)
-    wait_for(lambda: p.get_endpoint("tl-colors").provisioning_state == "Succeeded", timeout=60)
+        wait_until(lambda n=name: p.get_deployment("tl-colors", n).provisioning_state
+                   == "Succeeded", timeout=180, what=f"deployment {name} Succeeded", every=0.5)
+    wait_until(lambda: p.get_endpoint("tl-colors").provisioning_state == "Succeeded",
+               timeout=60, what="endpoint Succeeded", every=0.5)
     p.set_traffic("tl-colors", {"blue": 100})
     ep = p.get_endpoint("tl-colors")
     assert ep.scoring_uri
@@ -442,8 +435,8 @@ def test_blue_green_swap_fails_no_request(served: Served) -> None:
     """Requests keep succeeding while traffic moves to a new deployment and the old one goes."""
     p = served.platform
     p.deploy(DeploymentSpec(served.endpoint, "cyan", served.model, "local"))
-    wait_for(lambda: p.get_deployment(served.endpoint, "cyan").provisioning_state == "Succeeded",
-             timeout=180)
+    wait_until(lambda: p.get_deployment(served.endpoint, "cyan").provisioning_state
+               == "Succeeded", timeout=180, what="deployment cyan Succeeded", every=0.5)
     failures: list[Any] = []
     served_by: list[str] = []
     stop = threading.Event()
@@ -482,11 +475,12 @@ def test_restore_after_restart_serves_again(served: Served) -> None:
     fresh = LocalPlatform.from_settings(served.trained.settings)
     served.trained.platform = fresh
     assert fresh.restore() == []
-    wait_for(lambda: fresh.get_endpoint(served.endpoint).provisioning_state == "Succeeded",
-             timeout=60)
+    wait_until(lambda: fresh.get_endpoint(served.endpoint).provisioning_state == "Succeeded",
+               timeout=60, what="restored endpoint Succeeded", every=0.5)
     for name in fresh.get_endpoint(served.endpoint).traffic:
-        wait_for(lambda n=name: fresh.get_deployment(served.endpoint, n).provisioning_state
-                 == "Succeeded", timeout=180)
+        wait_until(lambda n=name: fresh.get_deployment(served.endpoint, n).provisioning_state
+                   == "Succeeded", timeout=180, what=f"restored deployment {name} Succeeded",
+                   every=0.5)
     assert fresh.get_endpoint(served.endpoint).scoring_uri == served.uri
     assert fresh.endpoint_key(served.endpoint) == served.key
     status, body, _ = post(served.uri, PAYLOAD, served.auth())

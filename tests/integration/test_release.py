@@ -160,6 +160,7 @@ def test_each_step_failing_once_still_releases_exactly_once(
             continue
         break
     finish(ctx)
+    assert fake.fired_count(method) == 1  # the step did fail once
     rec = get(ctx, RUN2)
     assert rec.state is RunState.PROMOTED, rec.reason
     assert states(rec).count("PROMOTED") == 1
@@ -193,6 +194,7 @@ def test_smoke_test_exception_holds(ctx: ReleaseContext, fake: FakePlatform) -> 
     fake.fail_once("invoke", PlatformError("424 model failed to load"))
     handle_job_event(ctx, completed(RUN1))
     finish(ctx)
+    fake.assert_faults_fired()
     rec = get(ctx, RUN1)
     assert rec.state is RunState.HELD
     assert "424 model failed to load" in (rec.reason or "")
@@ -367,6 +369,7 @@ def test_a_step_failing_every_time_ends_held(ctx: ReleaseContext, fake: FakePlat
         with contextlib.suppress(PlatformError):
             handle_job_event(ctx, completed(RUN1))
     rec = get(ctx, RUN1)
+    assert fake.fired_count("register_model") == 3  # three refusals, then it gave up
     assert rec.state is RunState.HELD
     assert "TRAINED step failed 3 times: model name is reserved" in (rec.reason or "")
 
@@ -420,6 +423,7 @@ def test_deploy_failing_every_time_holds_and_removes_the_deployment(
         fake.fail_once("deploy", PlatformError("quota exceeded for Standard_NC6s_v3"))
         with contextlib.suppress(PlatformError):
             advance_release(ctx, get(ctx, RUN1))
+    fake.assert_faults_fired()
     rec = get(ctx, RUN1)
     assert rec.state is RunState.HELD
     assert "quota exceeded" in (rec.reason or "")

@@ -109,6 +109,7 @@ def test_interrupted_promotion_resumes(ctx: ReleaseContext, fake: FakePlatform) 
     fake.fail_once("delete_deployment", PlatformError("endpoint busy"))
     with pytest.raises(PlatformError, match="endpoint busy"):
         promote_held(ctx, RUN2, line=LINE)
+    fake.assert_faults_fired()
     mid = ctx.ledger.get(LINE, RUN2)
     assert mid.state is RunState.HELD
     assert (mid.get("promoting"), mid.get("previous_run")) == (True, RUN1)

@@ -248,6 +248,7 @@ def test_failed_deletion_is_recorded_and_the_sweep_goes_on(
 
     report = sweep(c)
 
+    platform.assert_faults_fired()
     assert platform.deleted_endpoints == [endpoint_name("beta")]
     [failed] = report.failed
     assert failed.endpoint == endpoint_name("alpha")
