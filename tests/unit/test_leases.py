@@ -47,13 +47,19 @@ def run_in_release(ledger: FakeLedger, run_id: str) -> None:
 
 
 # -- the line lease -------------------------------------------------------------------------
-def test_a_run_in_release_keeps_the_line_until_its_release_ends() -> None:
-    """While the holder's release is under way another run waits, even between workers."""
+def line_held_by_a() -> FakeLedger:
+    """Runs a and b in release on one line; a holds the line, no worker drives it now."""
     ledger = FakeLedger()
     run_in_release(ledger, "a")
     run_in_release(ledger, "b")
     assert acquire_line(ledger, "chat", "a", "w1", now=T0)
     release_line(ledger, "chat", "w1", done=False)
+    return ledger
+
+
+def test_a_run_in_release_keeps_the_line_until_its_release_ends() -> None:
+    """While the holder's release is under way another run waits, even between workers."""
+    ledger = line_held_by_a()
     assert not acquire_line(ledger, "chat", "b", "w2", now=T0)
     assert acquire_line(ledger, "chat", "a", "w3", now=T0)
     release_line(ledger, "chat", "w3", done=True)
@@ -62,11 +68,7 @@ def test_a_run_in_release_keeps_the_line_until_its_release_ends() -> None:
 
 def test_a_holder_whose_release_ended_no_longer_blocks_the_line() -> None:
     """A holder that moved on (PROMOTED, HELD) without releasing lets the next run in."""
-    ledger = FakeLedger()
-    run_in_release(ledger, "a")
-    run_in_release(ledger, "b")
-    assert acquire_line(ledger, "chat", "a", "w1", now=T0)
-    release_line(ledger, "chat", "w1", done=False)
+    ledger = line_held_by_a()
     a = ledger.get("chat", "a")
     ledger.advance(a, RunState.HELD, reason="test")
     assert acquire_line(ledger, "chat", "b", "w2", now=T0)
