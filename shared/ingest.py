@@ -44,7 +44,7 @@ from shared.errors import (
 )
 from shared.finetune import retry_plan
 from shared.leases import claim_status, let_go, renew, stale_claims, take_claim
-from shared.ledger import TERMINAL, Claim, Ledger, RunRecord, RunState
+from shared.ledger import TERMINAL, Claim, LedgerPort, RunRecord, RunState
 from shared.naming import is_valid_line, slug
 from shared.reports import report_prefix, validation_refs, write_run_report
 from shared.storage import BlobRef, Storage
@@ -185,7 +185,7 @@ class Ingest:
         *,
         settings: Settings,
         storage: Storage,
-        ledger: Ledger,
+        ledger: LedgerPort,
         platform: Platform,
         planner: PlanDataset,
         clock: Callable[[], datetime] = _utcnow,
