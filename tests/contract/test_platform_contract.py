@@ -528,3 +528,16 @@ def test_deploy_refuses_an_endpoint_of_another_line(
         d.platform.deploy(spec)
     assert raises_not_found(lambda: d.platform.get_deployment(served.endpoint, "intruder"))
     assert d.creations("deployment", served.endpoint, "intruder") in (0, (None, None))
+
+
+def test_deploy_refuses_a_model_of_another_line(
+    platform_under_test: Driver, served: Served
+) -> None:
+    """Deploying a model tagged with another line onto this line's endpoint is a
+    ConflictError; no deployment is created."""
+    d = platform_under_test
+    theirs = dataclasses.replace(served.model, tags={**served.model.tags, LINE_TAG: "Contract"})
+    spec = dataclasses.replace(served.spec, name="stranger", model=theirs, tags={**TAGS})
+    with pytest.raises(ConflictError, match="belongs to line 'Contract'"):
+        d.platform.deploy(spec)
+    assert raises_not_found(lambda: d.platform.get_deployment(served.endpoint, "stranger"))
