@@ -27,8 +27,8 @@ from shared.storage import BlobRef
 from tests.contract.fake_azureml import RG, WS, FakeAzureML
 from tests.fakes.credential import FakeCredential
 from tests.fakes.platform import FakePlatform
-from tests.polling import wait_until
 from tests.fixtures.azureml.rest import SUB
+from tests.polling import wait_until
 
 T = TypeVar("T")
 
