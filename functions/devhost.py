@@ -7,6 +7,8 @@ What the host and Event Grid do in Azure, done here on one machine:
 - watches the incoming container and delivers BlobCreated to ``ingest_dataset`` once per blob
   version (a restart redelivers; the ingest's ledger claim makes that a no-op);
 - delivers the local platform's job events (Azure ML Event Grid schema) to ``on_job_event``;
+- retries, as the run's next attempt, each job the local platform lost because its devhost
+  stopped or died while it trained (``shared.recovery``);
 - a failed delivery is retried with exponential back-off and dead-lettered after
   ``max_attempts`` (written to ``<home>/devhost/deadletter/``), as the host and Event Grid do;
 - fires the timer functions (``reconcile_runs``, ``sweep_idle_endpoints``) on their NCRONTAB
@@ -45,6 +47,7 @@ from shared.settings import Settings
 if TYPE_CHECKING:
     from shared.platform.local import LocalPlatform
     from shared.platform.local.azurite import LocalStorage
+    from shared.platform.local.platform import LostJob
     from shared.platform.port import Platform
 
 __all__ = [
@@ -68,6 +71,10 @@ class HostedPlatform(Protocol):
     def ack_event(self, event_id: str) -> None: ...
 
     def restore(self) -> list[str]: ...
+
+    def lost_jobs(self) -> list[LostJob]: ...
+
+    def settle_lost(self, name: str, note: str) -> None: ...
 
     def close(self) -> None: ...
 
@@ -225,6 +232,7 @@ class DevHost:
         clients.use_platform(port)
         self.clients = clients
         _root.set_clients(clients)
+        self.retry_lost_jobs()
         self._functions = {**load_functions(), **self.functions}
         now = self.clock()
         self._timers = [
@@ -352,6 +360,31 @@ class DevHost:
                 timer.arm(self.clock())
                 fired.append(timer.name)
         return fired
+
+    def retry_lost_jobs(self) -> int:
+        """Retry each job the platform lost with its host as the run's next attempt; how many
+        were settled. A failure (storage down) is logged; the next start tries again."""
+        from shared.ingest import MAX_ATTEMPTS as RUN_ATTEMPTS
+        from shared.recovery import retry_lost_run
+
+        assert self.platform is not None
+        assert self.clients is not None
+        settled = 0
+        for job in self.platform.lost_jobs():
+            try:
+                note = retry_lost_run(
+                    settings=self.settings, ledger=self.clients.ledger,
+                    storage=self.clients.storage, platform=self.clients.platform,
+                    lost=job.plan, error=job.error, max_attempts=RUN_ATTEMPTS,
+                )
+            except Exception as exc:  # one run must not keep the devhost from starting
+                log.warning("devhost: lost job %s not retried yet: %s: %s",
+                            job.plan.run_id, type(exc).__name__, exc)
+                continue
+            self.platform.settle_lost(job.plan.run_id, note)
+            log.warning("devhost: job %s was lost with its host; %s", job.plan.run_id, note)
+            settled += 1
+        return settled
 
     def fire(self, name: str) -> None:
         """Run one timer function now (tests use this)."""

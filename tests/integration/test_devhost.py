@@ -54,6 +54,12 @@ class HostedFake(FakePlatform):
         self.restored += 1
         return []
 
+    def lost_jobs(self) -> list[Any]:
+        return []
+
+    def settle_lost(self, name: str, note: str) -> None:
+        raise AssertionError(f"no job was lost, yet {name} was settled: {note}")
+
     def close(self) -> None:
         self.closed += 1
 

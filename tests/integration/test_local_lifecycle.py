@@ -6,6 +6,8 @@ Only the endpoint router is used here (no model, no torch), so these tests are q
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,6 +17,7 @@ import pytest
 
 from shared.platform.local import LocalPlatform
 from shared.platform.local.procs import REPO_ROOT, get_json, pid_alive
+from shared.platform.port import BaseModelInfo, FinetunePlan
 from shared.settings import Settings
 from tests.polling import wait_until
 
@@ -118,3 +121,45 @@ def test_close_fails_the_jobs_it_stops_and_says_so(tmp_path: Path) -> None:
     statuses = [e["data"].get("runStatus") for e in platform.pending_events()
                 if e["data"]["runId"] == plan.run_id]
     assert statuses[-1] == "Failed"
+
+
+def test_a_job_stopped_with_its_host_is_listed_as_lost_until_settled(tmp_path: Path) -> None:
+    """A job that close() stopped is lost (not the data's fault): listed with its plan, for
+    the devhost to retry, until settled; a job whose trainer failed by itself is not."""
+    home = tmp_path / "home"
+    platform = LocalPlatform.from_settings(Settings(platform="local", home=home))
+    plan = _plan("tl-chat-000000000000-00000001")
+    platform.submit_finetune(plan)
+    platform.close()
+    again = LocalPlatform.from_settings(Settings(platform="local", home=home))
+    lost = again.lost_jobs()
+    assert [job.plan for job in lost] == [plan]
+    assert "lost with its host" in lost[0].error
+    again.settle_lost(plan.run_id, "retried as x-r2")
+    assert again.lost_jobs() == []
+    assert again.get_job(plan.run_id).status == "Failed"
+
+
+def test_a_trainer_that_dies_while_its_host_lives_is_failed_not_lost(tmp_path: Path) -> None:
+    """A trainer killed under a live host failed by itself: Failed, and not retried."""
+    platform = LocalPlatform.from_settings(Settings(platform="local", home=tmp_path / "home"))
+    plan = _plan("tl-chat-000000000000-00000002")
+    platform.submit_finetune(plan)
+    pid = json.loads((platform.paths.job(plan.run_id) / "job.json").read_text())["pid"]
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: platform.get_job(plan.run_id).status == "Failed", timeout=30,
+               what="the killed trainer's job Failed")
+    assert platform.lost_jobs() == []
+    platform.close()
+    assert platform.lost_jobs() == []
+
+
+def _plan(run_id: str) -> FinetunePlan:
+    return FinetunePlan(
+        run_id=run_id, line="chat", dataset_sha256="0" * 64,
+        fingerprint="0" * 64, base_model=BaseModelInfo("local://tiny", "tiny", "1"),
+        component_name="chat_completion_pipeline", component_version="0.0.82",
+        parameters={}, data_container="prepared", train_blob="x/train.jsonl",
+        validation_blob="x/validation.jsonl", experiment_name="tuneloop-chat",
+        display_name="chat", tags={"tuneloop_run": run_id},
+    )

@@ -59,7 +59,7 @@ from shared.platform.port import (
 )
 from shared.settings import LOCAL_WORKSPACE_ID, Settings
 
-__all__ = ["LocalPlatform"]
+__all__ = ["LocalPlatform", "LostJob"]
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,26 @@ def _plan_to_json(plan: FinetunePlan) -> dict[str, Any]:
 
     out: dict[str, Any] = plain(plan)
     return out
+
+
+def _plan_from_json(data: Mapping[str, Any]) -> FinetunePlan:
+    """The plan :func:`_plan_to_json` wrote (keys it does not know are ignored)."""
+    known = {f.name for f in dataclasses.fields(FinetunePlan) if f.init}
+    fields = {k: v for k, v in data.items() if k in known}
+    base = {k: v for k, v in dict(data["base_model"]).items()
+            if k in {f.name for f in dataclasses.fields(BaseModelInfo) if f.init}}
+    fields["base_model"] = BaseModelInfo(**base)
+    fields["warnings"] = tuple(fields.get("warnings") or ())
+    return FinetunePlan(**fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class LostJob:
+    """A job that ended because its host stopped: its plan, the error, when it was reaped."""
+
+    plan: FinetunePlan
+    error: str
+    finished: str
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -115,6 +135,7 @@ class LocalPlatform:
         self._children: dict[str, subprocess.Popen[bytes]] = {}
         self._children_lock = threading.Lock()
         self._counts: RequestCounts | None = None
+        self._closing = False  # close() is stopping our children: their jobs are lost
 
     @classmethod
     def from_settings(cls, settings: Settings, *, storage: Any = None) -> LocalPlatform:
@@ -221,6 +242,8 @@ class LocalPlatform:
             "threads": self.threads,
             "submitted": utcnow_iso(),
             "topic": LOCAL_WORKSPACE_ID,
+            # The process the trainer lives and dies with; None when it outlives us.
+            "host_pid": os.getpid() if self.tie_children else None,
         }
         write_json(job_dir / "job.json", spec)
         write_json(job_dir / "status.json", {"status": "NotStarted"})
@@ -282,12 +305,22 @@ class LocalPlatform:
             ):
                 return None
             last = tail(job_dir / "process.log", lines=3)
+            host = spec.get("host_pid")
+            lost = self._closing or (
+                isinstance(host, int) and host != os.getpid() and not pid_alive(host)
+            )
+            why = (
+                f"lost with its host (pid {host}), which stopped or died"
+                if lost
+                else "killed, or crashed"
+            )
             error = (
                 f"the training process (pid {spec.get('pid')}) ended without reporting a result "
-                "(stopped with the devhost, killed, or crashed)"
-                + (f"; last output: {last}" if last else "")
+                f"({why})" + (f"; last output: {last}" if last else "")
             )
             status = {"status": "Failed", "error": error, "finished": utcnow_iso()}
+            if lost:
+                status["lost"] = True  # not the data's fault: see lost_jobs()
             write_json(job_dir / "status.json", status)
         plan = spec.get("plan") or {}
         events.emit_job_event(
@@ -301,6 +334,35 @@ class LocalPlatform:
     def job_log(self, name: str) -> Path:
         """The job's progress file (one JSON object per line), for the devhost/demo to tail."""
         return self.paths.job(name) / "log.jsonl"
+
+    def lost_jobs(self) -> list[LostJob]:
+        """Jobs that failed only because their host (the devhost) stopped or died while they
+        ran, not yet settled (:meth:`settle_lost`), oldest first. Nothing was wrong with their
+        data: the devhost retries each as the run's next attempt."""
+        if not self.paths.jobs.is_dir():
+            return []
+        out = []
+        for folder in self.paths.jobs.iterdir():
+            status = read_json(folder / "status.json")
+            if not isinstance(status, dict) or not status.get("lost") or "settled" in status:
+                continue
+            spec = read_json(folder / "job.json") or {}
+            try:
+                plan = _plan_from_json(spec["plan"])
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("lost job %s has no readable plan (%s); not retried", folder.name, exc)
+                continue
+            out.append(LostJob(plan, str(status.get("error") or "lost"),
+                               str(status.get("finished") or "")))
+        return sorted(out, key=lambda j: (j.finished, j.plan.run_id))
+
+    def settle_lost(self, name: str, note: str) -> None:
+        """Record what became of a lost job (``note``); it is no longer listed as lost."""
+        path = self.paths.job(name) / "status.json"
+        with locked(self.paths):
+            status = read_json(path)
+            if isinstance(status, dict):
+                write_json(path, {**status, "settled": note})
 
     # -- release ----------------------------------------------------------------------------
     def register_model(
@@ -625,7 +687,12 @@ class LocalPlatform:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def restore(self) -> list[str]:
-        """Restart recorded endpoint and deployment servers; what could not be restored, why."""
+        """Restart recorded endpoint and deployment servers; what could not be restored, why.
+
+        Jobs whose host died are reaped as lost (see :meth:`lost_jobs`); a trainer still
+        running without its host (it stops itself within a second) is stopped first.
+        """
+        self._stop_orphaned_trainers()
         problems = [
             f"job {name}: {status.get('error')}"
             for name, status in self._reap_all_jobs()
@@ -669,6 +736,23 @@ class LocalPlatform:
                 self._start_deployment(dep)
         return problems
 
+    def _stop_orphaned_trainers(self) -> None:
+        """Stop the trainers of unfinished jobs whose host process has gone."""
+        if not self.paths.jobs.is_dir():
+            return
+        for folder in self.paths.jobs.iterdir():
+            status = read_json(folder / "status.json") or {}
+            spec = read_json(folder / "job.json") or {}
+            host = spec.get("host_pid")
+            if (
+                status.get("status") in TERMINAL_JOB_STATUSES
+                or not isinstance(host, int)
+                or host == os.getpid()
+                or pid_alive(host)
+            ):
+                continue
+            stop_pid(spec.get("pid"), f"{folder} ")
+
     def close(self) -> None:
         """Stop every child process this instance started (jobs end up Failed).
 
@@ -680,6 +764,7 @@ class LocalPlatform:
                 self._children.clear()
             self._close_counts()
             return
+        self._closing = True
         with self._children_lock:
             children = dict(self._children)
             self._children.clear()
