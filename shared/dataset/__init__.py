@@ -20,6 +20,10 @@ Public API:
   blank_lines, bytes, sha256) drives two writers; ``bucket_of``/``example_digest`` expose the
   rule. Both raise ``SplitInputError`` on a line the validator rejects.
 
+A file in a common wrong format (UTF-16/32, compressed, binary, one JSON array or
+pretty-printed JSON, CR-only line endings) is one dataset-level error naming the fix
+(:mod:`shared.dataset.sniff`), not an error per line.
+
 The fast path needs ``msgspec``; without it every line goes through the reference rules
 (same reports, about 4× slower).
 """

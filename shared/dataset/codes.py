@@ -25,6 +25,12 @@ ERROR_CODES: dict[str, str] = {
     "no_assistant_message": "the example has no assistant message to learn from",
     "system_not_first": "a system message appears after the first message",
     "line_too_long": "the line is longer than the line limit; skipped unread",
+    "wrong_encoding": "the file is UTF-16 or UTF-32 text, not UTF-8",
+    "compressed_file": "the file is compressed (gzip, zip, bzip2, xz or zstd), not JSON Lines",
+    "binary_file": "the file is binary data, not JSON Lines text",
+    "not_json_lines": "the file is one JSON array or pretty-printed JSON, not one object per "
+    "line",
+    "cr_line_endings": "lines end in a lone CR (old Mac style), so the file reads as one line",
     "empty_dataset": "the dataset holds no examples",
     "too_few_examples": "fewer distinct valid examples than the minimum",
 }

@@ -175,7 +175,10 @@ def _unparsable(line: bytes, exc: BaseException) -> Finding:
     if isinstance(exc, RecursionError):
         return _TOO_DEEP
     if isinstance(exc, json.JSONDecodeError):
-        snippet = exc.doc[max(0, exc.pos - 20) : exc.pos + 20].strip()
-        return ("invalid_json", f"not valid JSON: {exc.msg} at column {exc.colno} (near "
-                f"{snippet!r}); each line must be one complete JSON object")
+        snippet = json.dumps(exc.doc[max(0, exc.pos - 20) : exc.pos + 20].strip(),
+                             ensure_ascii=False)
+        # Some messages end in "at" ("Unterminated string starting at"): no "at at column".
+        where = f"column {exc.colno}" if exc.msg.endswith(" at") else f"at column {exc.colno}"
+        return ("invalid_json", f"not valid JSON: {exc.msg} {where} (near {snippet}); each "
+                "line must be one complete JSON object")
     return ("invalid_json", f"not valid JSON: {exc}; each line must be one complete JSON object")

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["SCHEMA", "DatasetInfo", "Issue", "ValidationReport"]
+__all__ = [
+    "SCHEMA",
+    "DatasetInfo",
+    "Issue",
+    "ValidationReport",
+    "markdown_code",
+    "markdown_text",
+    "plural",
+]
 
 SCHEMA = "tuneloop.validation/v1"
 
@@ -123,12 +132,12 @@ class ValidationReport:
         info = self.dataset
         verdict = "✅ valid" if self.valid else "❌ invalid"
         out = [
-            f"# Dataset `{_cell(info.name)}`: {verdict}",
+            f"# Dataset {markdown_code(info.name)}: {verdict}",
             "",
-            f"{_size(info.bytes)}, {info.lines:,} lines, sha256 `{info.sha256}`.",
+            f"{_size(info.bytes)}, {plural(info.lines, 'line')}, sha256 `{info.sha256}`.",
             "",
-            f"**{_plural(self.error_total, 'error')}**{_by_code(self.error_counts)}, "
-            f"**{_plural(self.warning_total, 'warning')}**{_by_code(self.warning_counts)}.",
+            f"**{plural(self.error_total, 'error')}**{_by_code(self.error_counts)}, "
+            f"**{plural(self.warning_total, 'warning')}**{_by_code(self.warning_counts)}.",
         ]
         for title, issues, total in (
             ("Errors", self.errors, self.error_total),
@@ -140,14 +149,16 @@ class ValidationReport:
             out += ["", f"## {title} (first {len(shown)} of {total:,})", ""]
             out += ["| line | code | message |", "| ---: | --- | --- |"]
             out += [
-                f"| {'—' if i.line is None else i.line} | `{i.code}` | {_cell(i.message)} |"
+                f"| {'—' if i.line is None else i.line} | {markdown_code(i.code, cell=True)} | "
+                f"{markdown_text(i.message)} |"
                 for i in shown
             ]
         out += ["", "## Stats", "", "| | |", "| --- | ---: |"]
         out += [f"| {label} | {value} |" for label, value in _stat_rows(self.stats)]
         if self.split:
             out += ["", "## Split", "", "| | |", "| --- | ---: |"]
-            out += [f"| {_cell(str(k))} | {_cell(str(v))} |" for k, v in self.split.items()]
+            out += [f"| {markdown_text(str(k))} | {markdown_text(str(v))} |"
+                    for k, v in self.split.items()]
         return "\n".join(out) + "\n"
 
 
@@ -182,11 +193,43 @@ def _stat_rows(stats: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _cell(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+# User text (file names, values quoted in messages) must not turn into Markdown or HTML: line
+# breaks would end a table row or the heading, "|" split a cell, and tags, links, emphasis and
+# code spans would render. Prose and cells get a backslash before each character that could
+# start markup (CommonMark 2.4: any ASCII punctuation may be escaped so; GFM 4.10: "\\|" is a
+# literal pipe in a table), and only there, so our own advice stays readable in a terminal
+# ("gunzip -c FILE.gz > FILE.jsonl"). A code span shows its text literally.
+_MARKUP = re.compile(
+    r"\\(?=[!-/:-@\[-`{-~])"  # a backslash that would escape what follows
+    r"|[`*|~]"  # code spans, emphasis, cell borders, strikethrough
+    r"|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])"  # emphasis with "_" (inside words it is none)
+    r"|<(?=[A-Za-z/!?])"  # a tag, comment, declaration or autolink
+    r"|&(?=#?[0-9A-Za-z]+;)"  # an entity
+    r"|(?<=\])[(\[]"  # what makes "[text]" a link or an image
+)
 
 
-def _plural(n: int, word: str) -> str:
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines()) if text else text
+
+
+def markdown_text(text: str) -> str:
+    """Plain text for Markdown prose or a table cell: no markup, no HTML, one line."""
+    return _MARKUP.sub(lambda m: "\\" + m.group(), _one_line(text))
+
+
+def markdown_code(text: str, *, cell: bool = False) -> str:
+    """Text as one inline code span (fenced by more backticks than it holds in a row)."""
+    text = _one_line(text)
+    if cell:
+        text = text.replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith(("`", " ")) or text.endswith(("`", " ")) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def plural(n: int, word: str) -> str:
+    """``n`` and the word, pluralised by adding "s" unless n is 1 ("1 line", "2 lines")."""
     return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
 
 
@@ -201,6 +244,6 @@ def _size(n: int) -> str:
     size = float(n)
     for unit in ("bytes", "KiB", "MiB", "GiB"):
         if size < 1024 or unit == "GiB":
-            return f"{n:,} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+            return plural(n, "byte") if unit == "bytes" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")

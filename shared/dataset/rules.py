@@ -45,6 +45,10 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _keys(keys: list[str]) -> str:
+    return "key" if len(keys) == 1 else "keys"
+
+
 class _Line:
     """Collects one line's findings, one per code."""
 
@@ -139,17 +143,18 @@ def _inspect_messages(messages: list[Any], line: _Line) -> None:
         repeated = [k for k in getattr(message, "repeated", ()) if k in ALLOWED_MESSAGE_KEYS]
         if repeated:
             names = ", ".join(f'"{k}"' for k in sorted(repeated))
-            line.error("duplicate_key", f"message {number} has the key(s) {names} more than "
-                       "once; parsers differ in which copy they keep, so the message is "
-                       "ambiguous — keep one")
+            line.error("duplicate_key", f"message {number} has the {_keys(repeated)} {names} "
+                       "more than once; parsers differ in which copy they keep, so the message "
+                       "is ambiguous — keep one")
         if "name" in message and not isinstance(message["name"], str):
             line.error("invalid_name", f"message {number} has name {_short(message['name'])}; "
                        "name must be a string (who is speaking), or leave it out")
         unknown = [k for k in message if k not in ALLOWED_MESSAGE_KEYS]
         if unknown:
             names = ", ".join(_short(k) for k in unknown[:5])
-            line.error("unknown_message_key", f"message {number} has unknown key(s) {names}; "
-                       "allowed keys are role, content, name and weight")
+            line.error("unknown_message_key", f"message {number} has the unknown "
+                       f"{_keys(unknown)} {names}; allowed keys are role, content, name and "
+                       "weight")
         if "weight" in message:
             weight = message["weight"]
             if type(weight) is not int or weight not in (0, 1):

@@ -18,6 +18,7 @@ SHA-256 of the input is computed inline, or on a second thread when a core looks
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -28,7 +29,8 @@ from shared.dataset import _json
 from shared.dataset._lines import LineSplitter
 from shared.dataset.config import ValidationConfig
 from shared.dataset.judge import Example, judge_line
-from shared.dataset.report import DatasetInfo, Issue, ValidationReport
+from shared.dataset.report import DatasetInfo, Issue, ValidationReport, plural
+from shared.dataset.sniff import HEAD_BYTES, sniff
 from shared.dataset.tokens import (
     EXAMPLE_OVERHEAD,
     MESSAGE_OVERHEAD,
@@ -79,13 +81,34 @@ def validate_stream(
     counter = load_tokenizer_counter(config.tokenizer_path) if config.tokenizer_path else None
     run = _Run(config, counter)
     splitter = LineSplitter(config.max_line_bytes)
-    run.consume(splitter.batches(chunks))
+    head, stream = _head(chunks)
+    wrong_format = sniff(head, whole=len(head) < HEAD_BYTES)
+    if wrong_format is None:
+        run.consume(splitter.batches(stream))
+    else:  # one dataset-level error; the input is still hashed and counted
+        for _ in splitter.batches(stream):
+            pass
     info = DatasetInfo(name=name, bytes=splitter.bytes, sha256=splitter.sha256,
                        lines=splitter.lines)
-    report = run.report(info)
+    report = run.report(info, wrong_format)
     logger.info("validated dataset=%s bytes=%s valid=%s errors=%s warnings=%s", name,
                 info.bytes, report.valid, report.error_total, report.warning_total)
     return report
+
+
+def _head(chunks: Iterable[bytes]) -> tuple[bytes, Iterator[bytes]]:
+    """The first HEAD_BYTES of the stream (fewer if it is shorter), and the whole stream."""
+    rest = iter(chunks)
+    taken: list[bytes] = []
+    size = 0
+    for chunk in rest:
+        if chunk:
+            taken.append(chunk)
+            size += len(chunk)
+            if size >= HEAD_BYTES:
+                break
+    head = taken[0] if len(taken) == 1 else b"".join(taken)
+    return bytes(head[:HEAD_BYTES]), itertools.chain(taken, rest)
 
 
 class _Run:
@@ -267,18 +290,24 @@ class _Run:
         return (f"the line is longer than {limit:,} bytes (TUNELOOP_MAX_LINE_BYTES) and was "
                 "skipped unread; shorten the example or raise the limit")
 
-    def report(self, info: DatasetInfo) -> ValidationReport:
+    def report(
+        self, info: DatasetInfo, wrong_format: tuple[str, str] | None = None
+    ) -> ValidationReport:
         config = self.config
         distinct = len(self.seen)
         dataset_errors: list[Issue] = []
-        if info.lines - self.blank == 0:
+        if wrong_format is not None:
+            dataset_errors.append(Issue(None, *wrong_format))
+        elif info.lines - self.blank == 0:
             dataset_errors.append(Issue(None, "empty_dataset", "the dataset holds no examples; "
                                         "upload a JSONL file with one example per line"))
         elif distinct < config.min_examples:
-            dataset_errors.append(Issue(None, "too_few_examples", f"only {distinct:,} distinct "
-                                        f"valid example(s); at least {config.min_examples:,} "
-                                        "are needed (TUNELOOP_MIN_EXAMPLES): add examples or "
-                                        "fix the invalid lines"))
+            need = config.min_examples
+            dataset_errors.append(Issue(None, "too_few_examples", f"only "
+                                        f"{plural(distinct, 'distinct valid example')}; at "
+                                        f"least {need:,} {'is' if need == 1 else 'are'} needed "
+                                        "(TUNELOOP_MIN_EXAMPLES): add examples or fix the "
+                                        "invalid lines"))
         for issue in dataset_errors:
             self.error_counts[issue.code] = self.error_counts.get(issue.code, 0) + 1
         errors = dataset_errors + self.errors[: max(0, config.max_listed - len(dataset_errors))]

@@ -65,7 +65,7 @@ def test_markdown_has_verdict_problems_with_lines_and_stats() -> None:
     """The summary states the verdict, lists problems with line numbers, and has a stats
     table; table cells escape pipes."""
     text = report_of(["", '{"messages": [{"role": "bot", "content": "x|y"}]}']).to_markdown()
-    assert text.startswith("# Dataset `my\\|data.jsonl`: ❌ invalid")
+    assert text.startswith("# Dataset `my|data.jsonl`: ❌ invalid")  # a heading: no table
     assert "| 12 | `unknown_role` |" in text
     assert "| 11 | `blank_line` |" in text
     assert "## Stats" in text

@@ -122,9 +122,12 @@ WARNING_CASES: list[tuple[str, Any, dict[str, Any]]] = [
 
 
 def test_every_code_has_a_case() -> None:
-    """The cases below exercise every error and warning code the report can carry."""
+    """The cases below exercise every error and warning code the report can carry (the
+    file-format codes in tests/unit/test_validate_formats.py)."""
     covered = {code for code, _ in ERROR_CASES} | {"line_too_long", "empty_dataset",
-                                                    "too_few_examples"}
+                                                    "too_few_examples", "wrong_encoding",
+                                                    "compressed_file", "binary_file",
+                                                    "not_json_lines", "cr_line_endings"}
     assert covered == set(ERROR_CODES)
     assert {code for code, _, _ in WARNING_CASES} | {"duplicate_example"} == set(WARNING_CODES)
 
@@ -292,15 +295,21 @@ def test_all_problems_of_a_line_are_reported_once_per_code() -> None:
     assert report.error_counts["unknown_role"] == 1
 
 
-def test_binary_file_gives_errors_not_a_crash() -> None:
-    """Random bytes are reported as invalid lines (invalid_utf8, invalid_json, line_too_long)."""
+def test_binary_file_is_one_dataset_error_not_a_crash() -> None:
+    """Random bytes are one binary_file error for the dataset, not an error per line."""
     data = random.Random(7).randbytes(300_000)
     report = validate(data, max_line_bytes=4096)
     assert not report.valid
-    assert set(report.error_counts) <= {"invalid_utf8", "invalid_json", "line_too_long",
-                                        "too_few_examples"}
-    assert report.error_counts["invalid_utf8"] > 0
+    assert codes_at(report.errors) == [(None, "binary_file")]
+    assert report.error_counts == {"binary_file": 1}
     assert report.dataset.bytes == len(data)
+    assert report.dataset.lines == data.count(b"\n") + (not data.endswith(b"\n"))
+
+
+def test_a_few_bad_bytes_in_text_are_line_errors() -> None:
+    """Text with stray bad bytes on some lines is judged line by line (invalid_utf8 there)."""
+    report = validate(jsonl(*good(12), b'{"x": "\xff\xfe"}', b"\x00"))
+    assert codes_at(report.errors) == [(13, "invalid_utf8"), (14, "invalid_json")]
 
 
 def test_lists_are_capped_but_counts_are_exact() -> None:
