@@ -7,10 +7,12 @@ the job's log, then asks the live endpoint a question over HTTP and prints the a
 endpoint URL and a ready-to-paste ``curl``.
 
 Re-running is safe: the same dataset plans the same run id, so the ingest records the drop as
-DUPLICATE and the demo talks to the endpoint that run promoted. When that run is no longer
-live (swept and RETIRED, FAILED because the devhost stopped mid-training, or HELD), the demo
-drops a *variant*: the same conversations in another order, which is a new dataset (new
-sha256) and therefore a new run.
+DUPLICATE and the demo talks to the endpoint that run promoted (or follows it while it is in
+progress). A run whose job was lost because the devhost stopped mid-training is retried by
+itself as ``<run>-r2`` when the devhost starts again, so a re-run follows that attempt. When
+the run is no longer live (swept and RETIRED, FAILED, or HELD), the demo drops a *variant*:
+the same conversations in another order, which is a new dataset (new sha256) and therefore a
+new run.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ def tuneloop(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("command", ["up", "demo", "upload"])
+@pytest.mark.parametrize("command", ["up", "demo", "upload", "status", "promote", "sweep"])
 @pytest.mark.parametrize(
     ("content", "what"),
     [("{not json", "not JSON"), ('{"azurite_ports": "10000"}', "azurite_ports must be")],
@@ -31,15 +31,18 @@ def tuneloop(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_a_corrupt_devhost_json_is_one_line_and_exit_2(
     tmp_path: Path, command: str, content: str, what: str
 ) -> None:
-    """up, demo and upload name the file, what is wrong and what to do; nothing is started."""
+    """Each command names the file, what is wrong and what to do; nothing is started."""
     home = tmp_path / "home"
     home.mkdir()
     (home / "devhost.json").write_text(content, encoding="utf-8")
     data = tmp_path / "data.jsonl"
     data.write_text('{"messages": []}\n', encoding="utf-8")
-    args = {"upload": ["upload", str(data), "--line", "support"]}.get(command, [command])
+    args = {
+        "upload": ["upload", str(data), "--line", "support"],
+        "promote": ["promote", "tl-support-0123456789ab-89abcdef"],
+    }.get(command, [command])
     out = tuneloop(home, *args)
-    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    errors = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2, out.stderr
     assert len(errors) == 1, out.stderr
     assert str(home / "devhost.json") in errors[0]
