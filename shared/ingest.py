@@ -32,6 +32,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.dataset import ValidationConfig, split_to, validate_stream
+from shared.dataset.report import markdown_code, markdown_text
 from shared.errors import (
     AlreadyExistsError,
     BlobChangedError,
@@ -619,23 +620,30 @@ def _reason(report: ValidationReport) -> str:
 
 
 def _ingest_markdown(ingest: dict[str, Any]) -> str:
+    # Blob names and messages are user text: escaped like the rest of validation.md.
+    code, text_of = markdown_code, markdown_text
     outcome = ingest.get("outcome")
     if outcome == "rejected":
         text = (
-            f"Not accepted: the dataset was moved to `{ingest['quarantined']}`. "
+            f"Not accepted: the dataset was moved to {code(str(ingest['quarantined']))}. "
             "Fix the errors above and drop it again."
         )
     elif outcome == "accepted":
-        text = f"Accepted as run `{ingest['run_id']}`; a fine-tune job of that name is submitted."
+        text = (
+            f"Accepted as run {code(str(ingest['run_id']))}; a fine-tune job of that name is "
+            "submitted."
+        )
     elif outcome == "duplicate":
         text = (
             f"Not submitted: the same content was already ingested as run "
-            f"`{ingest['duplicate_of']}` ({ingest.get('duplicate_of_blob')})."
+            f"{code(str(ingest['duplicate_of']))} "
+            f"({text_of(str(ingest.get('duplicate_of_blob')))})."
         )
     elif outcome == "failed":
         error = ingest["error"]
-        hint = f" {error['hint']}" if error.get("hint") else ""
-        text = f"Not submitted (`{error['code']}`): {error['message']}.{hint}"
+        hint = f" {text_of(str(error['hint']))}" if error.get("hint") else ""
+        message = text_of(str(error["message"]))
+        text = f"Not submitted ({code(str(error['code']))}): {message}.{hint}"
     else:
         return ""
     return f"\n## Ingest\n\n{text}\n"

@@ -224,3 +224,18 @@ def test_validate_command_on_hostile_files(tmp_path: Path, capsys: pytest.Captur
     else:
         assert code in captured.err
         assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_ingest_section_escapes_blob_names_and_messages() -> None:
+    """The ingest section of validation.md escapes user blob names and messages too."""
+    from shared.ingest import _ingest_markdown
+
+    rejected = _ingest_markdown({"outcome": "rejected", "quarantined": "rejected/c/a`b\n# x.jsonl"})
+    assert rejected.count("\n#") == 1  # only our "## Ingest" heading
+    assert "``rejected/c/a`b # x.jsonl``" in rejected
+    duplicate = _ingest_markdown({"outcome": "duplicate", "duplicate_of": "tl-1",
+                                  "duplicate_of_blob": "incoming/<img src=x onerror=alert(1)>"})
+    assert "\\<img" in duplicate
+    failed = _ingest_markdown({"outcome": "failed", "error": {
+        "code": "plan_error", "message": "bad *line* [x](y)", "hint": "fix it"}})
+    assert "(`plan_error`): bad \\*line\\* [x]\\(y). fix it" in failed
