@@ -1,0 +1,71 @@
+"""Lines that differ only in case or punctuation release side by side, never into each other."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+import pytest
+
+from shared.errors import PlatformError
+from shared.events import JobEvent
+from shared.ledger import IN_RELEASE, RunRecord, RunState
+from shared.naming import LINE_TAG, MANAGED_TAG, RUN_TAG, endpoint_name, model_name
+from shared.release import ReleaseContext, handle_job_event, reconcile
+from shared.storage import BlobRef
+from tests.fakes.platform import FakePlatform
+
+pytestmark = pytest.mark.integration
+
+
+def release(ctx: ReleaseContext, fake: FakePlatform, line: str, run_id: str) -> RunRecord:
+    """Seed a completed run of ``line`` (ledger, job, validation examples) and release it."""
+    ctx.ledger.create(line, run_id, RunState.SUBMITTED, name=f"batch-{run_id[-4:]}",
+                      blob=f"incoming/{line}/batch.jsonl", dataset_sha256="ab" * 32)
+    fake.set_job(run_id, "Completed", metrics={"eval_loss": 0.5}, tags={RUN_TAG: run_id})
+    example = {"messages": [{"role": "user", "content": "q"},
+                            {"role": "assistant", "content": "a"}]}
+    ctx.storage.write_bytes(BlobRef(ctx.settings.prepared_container, f"{run_id}/validation.jsonl"),
+                            json.dumps(example).encode())
+    event = JobEvent(event_id=f"evt-{run_id}", event_type="RunCompleted", run_id=run_id,
+                     status="Completed", tags={LINE_TAG: line})
+    for _ in range(10):  # deliveries, redelivered while a step raises, then the reconciler
+        with contextlib.suppress(PlatformError):
+            handle_job_event(ctx, event)
+            reconcile(ctx)
+        if not ctx.ledger.list(states=IN_RELEASE):
+            break
+    return ctx.ledger.get(line, run_id)
+
+
+def test_support_and_capital_support_get_their_own_endpoint_and_model(
+    ctx: ReleaseContext, fake: FakePlatform
+) -> None:
+    """Two lines a slug would confuse each get their own endpoint and model; the second
+    release leaves the first line's live deployment alone."""
+    lower = release(ctx, fake, "support", "tl-support-000000000001-aaaaaaaa")
+    upper = release(ctx, fake, "Support", "tl-support--x-000000000001-bbbbbbbb")
+    assert lower.state is RunState.PROMOTED, lower.reason
+    assert upper.state is RunState.PROMOTED, upper.reason
+    assert lower.get("endpoint") == endpoint_name("support") == "tl-support"
+    assert upper.get("endpoint") == endpoint_name("Support") != "tl-support"
+    assert lower.get("model_name") != upper.get("model_name")
+    assert {name for name, _ in fake.models} == {model_name("support"), model_name("Support")}
+    for line, rec in (("support", lower), ("Support", upper)):
+        endpoint = fake.endpoints[str(rec.get("endpoint"))].info
+        assert endpoint.tags[LINE_TAG] == line
+        assert {k: v for k, v in endpoint.traffic.items() if v} == {str(rec.get("deployment")): 100}
+
+
+def test_a_release_never_reuses_an_endpoint_another_line_owns(
+    ctx: ReleaseContext, fake: FakePlatform
+) -> None:
+    """If the line's endpoint name is already claimed by another line's tag, the release is
+    refused with the reason and the other line's endpoint is untouched."""
+    squatted = endpoint_name("support")
+    fake.ensure_endpoint(squatted, tags={MANAGED_TAG: "true", LINE_TAG: "other"})
+    rec = release(ctx, fake, "support", "tl-support-000000000001-aaaaaaaa")
+    assert rec.state is RunState.HELD
+    assert "belongs to line 'other'" in (rec.reason or ""), rec.reason
+    assert fake.endpoints[squatted].deployments == {}
+    assert fake.endpoints[squatted].info.tags[LINE_TAG] == "other"
