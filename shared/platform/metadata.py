@@ -20,7 +20,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import MappingProxyType
 from typing import Any
 
 __all__ = ["ModelMetadata", "parse_model_metadata"]
@@ -44,11 +43,10 @@ class ModelMetadata:
     inference_deprecation: datetime | None = None
     inference_retirement: datetime | None = None
     context_window: int | None = None  # tokens (systemMetadata.textContextWindow)
-    model_specific_defaults: Mapping[str, Any] = field(
-        default_factory=lambda: MappingProxyType({})
-    )
+    # plain dicts behind Mapping (read-only by type): asdict/deepcopy work on them
+    model_specific_defaults: Mapping[str, Any] = field(default_factory=dict)
     # field name above -> what is wrong with its source (that field is then None or empty)
-    problems: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    problems: Mapping[str, str] = field(default_factory=dict)
 
 
 # Allow-list sources, most specific first; the first that names any size wins. An explicit tag
@@ -93,8 +91,8 @@ def parse_model_metadata(
     values["context_window"] = _positive_int(
         system_metadata.get("textContextWindow"), "context_window", problems
     )
-    values["model_specific_defaults"] = MappingProxyType(_defaults(tags, system_metadata, problems))
-    return ModelMetadata(**values, problems=MappingProxyType(problems))
+    values["model_specific_defaults"] = _defaults(tags, system_metadata, problems)
+    return ModelMetadata(**values, problems=problems)
 
 
 def _parse_literal(text: str) -> Any:
