@@ -18,12 +18,8 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from functools import lru_cache
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-
-import yaml
 
 from shared.errors import NotFoundError, PlanError
 from shared.naming import (
@@ -47,6 +43,15 @@ from shared.platform.port import (
     Platform,
 )
 from shared.settings import Settings
+from shared.specs import (  # re-exported: callers plan with the specs
+    BUNDLED_COMPONENT_SPEC,
+    BUNDLED_MODEL_SPEC,
+    bundled_base_model,
+    bundled_component,
+    component_from_dict,
+    load_component_spec,
+    load_model_spec,
+)
 
 __all__ = [
     "ASSET_TYPES",
@@ -74,10 +79,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_DATA = Path(__file__).resolve().parent / "data"
-BUNDLED_COMPONENT_SPEC = _DATA / "chat_completion_pipeline.yaml"
-BUNDLED_MODEL_SPEC = _DATA / "phi-3-mini-4k-instruct.yaml"
 
 # The Azure ML fine-tuning notebook's defaults (training + optimisation parameters).
 TUNELOOP_DEFAULTS: Mapping[str, Any] = MappingProxyType(
@@ -166,192 +167,6 @@ SANITY_BOUNDS: Mapping[str, Bound] = MappingProxyType(
 )
 _BAD_COMPUTE_STATES = frozenset({"failed", "canceled", "deleting"})
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-# --- specs -------------------------------------------------------------------------------
-
-# Top-level keys that make a YAML a component spec (azure-ai-ml component schemas), and the
-# component types; a model spec has none of them.
-_COMPONENT_KEYS = frozenset({"inputs", "outputs", "jobs", "command", "environment"})
-_COMPONENT_TYPES = frozenset({"command", "pipeline", "parallel", "spark", "sweep", "flow"})
-_SPEC_HINT = (
-    "pass a component spec (azureml-assets spec.yaml) as --component-spec and a model spec "
-    "as --model-spec"
-)
-
-
-def _read_yaml(path: str | Path, what: str) -> dict[str, Any]:
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise PlanError([f"cannot read {what} {path}: {exc.strerror or exc}"]) from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise PlanError(
-            [f"{what} {path} is not a text file (byte {exc.start} is not UTF-8)"], hint=_SPEC_HINT
-        ) from None
-    if "\x00" in text:
-        raise PlanError([f"{what} {path} is not a text file (it holds NUL bytes)"], hint=_SPEC_HINT)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PlanError([f"{what} {path} is not valid YAML: {_one_line(exc)}"]) from exc
-    if not isinstance(data, dict):
-        raise PlanError(
-            [f"{what} {path} is not a YAML mapping but {type(data).__name__}"], hint=_SPEC_HINT
-        )
-    return data
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-def _number(value: Any, where: str, problems: list[str]) -> float | None:
-    """A spec's ``min``/``max`` (a number, or numeric text: the SDK schema allows both)."""
-    if value is None:
-        return None
-    if not isinstance(value, bool):
-        try:
-            n = float(value)
-        except (TypeError, ValueError):
-            pass
-        else:
-            if math.isfinite(n):
-                return n
-    problems.append(f"{where} = {value!r} is not a number")
-    return None
-
-
-def component_from_dict(
-    data: Mapping[str, Any], *, id: str | None = None, source: str = "component spec"
-) -> ComponentInterface:
-    """A component interface from a spec mapping (the azureml-assets YAML shape).
-
-    Raises PlanError naming ``source`` and each field that does not fit the shape: ``inputs``
-    not a mapping, an input without a ``type`` (azure-ai-ml's ParameterSchema/InputPortSchema
-    declare ``type`` required), ``min``/``max`` not numbers, ``enum`` not a list.
-    """
-    raw_inputs = data.get("inputs") or {}
-    if not isinstance(raw_inputs, Mapping):
-        raise PlanError(
-            [f"{source}: inputs is a {type(raw_inputs).__name__}, not a mapping of input names "
-             "to their specs"],
-            hint=_SPEC_HINT,
-        )
-    problems: list[str] = []
-    inputs: dict[str, ComponentInput] = {}
-    for name, spec in raw_inputs.items():
-        where = f"{source}: inputs.{name}"
-        if not isinstance(spec, Mapping):
-            problems.append(f"{where} is a {type(spec).__name__}, not a mapping with a type")
-            continue
-        kind = spec.get("type")
-        if not isinstance(kind, str) or not kind.strip():
-            problems.append(f"{where} has no type (string, integer, number, boolean, uri_file ...)")
-            continue
-        enum = spec.get("enum")
-        if enum is not None and not isinstance(enum, list):
-            problems.append(f"{where}.enum is a {type(enum).__name__}, not a list")
-            enum = None
-        description = spec.get("description")
-        inputs[str(name)] = ComponentInput(
-            name=str(name),
-            type=kind.strip(),
-            optional=bool(spec.get("optional", False)),
-            default=spec.get("default"),
-            enum=tuple(_enum_text(e) for e in enum) if enum is not None else None,
-            description=str(description) if description is not None else None,
-            min_value=_number(spec.get("min"), f"{where}.min", problems),
-            max_value=_number(spec.get("max"), f"{where}.max", problems),
-        )
-    if problems:
-        raise PlanError(problems, hint="fix the component spec and plan again")
-    outputs = data.get("outputs") or {}
-    return ComponentInterface(
-        name=str(data.get("name", "")),
-        version=str(data.get("version", "")),
-        inputs=MappingProxyType(inputs),
-        id=id,
-        outputs=tuple(str(o) for o in outputs) if isinstance(outputs, Mapping) else (),
-    )
-
-
-def _enum_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def load_component_spec(path: str | Path) -> ComponentInterface:
-    """The interface of a component from its YAML spec (the azureml-assets ``spec.yaml`` format)."""
-    data = _read_yaml(path, "component spec")
-    if not data.get("name") or not data.get("inputs"):
-        looks_like = " (it looks like a model spec)" if "system_metadata" in data else ""
-        raise PlanError(
-            [f"component spec {path} has no name or no inputs{looks_like}"], hint=_SPEC_HINT
-        )
-    return component_from_dict(data, source=f"component spec {path}")
-
-
-def load_model_spec(path: str | Path, *, registry: str = "azureml") -> BaseModelInfo:
-    """A registry model's facts from its YAML spec (the azureml-assets model ``spec.yaml``).
-
-    Tag values that are not strings (the spec may hold ``model_specific_defaults`` as a
-    mapping) are stored as JSON text, the way registry tags are strings.
-    """
-    data = _read_yaml(path, "model spec")
-    kind = data.get("type")
-    component_keys = sorted(_COMPONENT_KEYS & set(data))
-    if component_keys or (isinstance(kind, str) and kind.lower() in _COMPONENT_TYPES):
-        found = f"type: {kind}" if kind else ", ".join(component_keys)
-        raise PlanError(
-            [f"model spec {path} is a component spec ({found}), not a model spec"],
-            hint=_SPEC_HINT,
-        )
-    name, version = data.get("name"), data.get("version")
-    if not name or version is None:
-        raise PlanError([f"model spec {path} has no name or no version"])
-    problems: list[str] = []
-    for key in ("tags", "properties", "system_metadata"):
-        if data.get(key) is not None and not isinstance(data[key], Mapping):
-            shape = type(data[key]).__name__
-            problems.append(f"model spec {path}: {key} is a {shape}, not a mapping")
-    if problems:
-        raise PlanError(problems, hint=_SPEC_HINT)
-    tags = {
-        str(k): v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
-        for k, v in (data.get("tags") or {}).items()
-    }
-    properties = {str(k): str(v) for k, v in (data.get("properties") or {}).items()}
-    return BaseModelInfo(
-        id=f"azureml://registries/{registry}/models/{name}/versions/{version}",
-        name=str(name),
-        version=str(version),
-        tags=MappingProxyType(tags),
-        properties=MappingProxyType(properties),
-        system_metadata=MappingProxyType(dict(data.get("system_metadata") or {})),
-    )
-
-
-@lru_cache(maxsize=1)
-def bundled_component() -> ComponentInterface:
-    """``chat_completion_pipeline`` 0.0.82 as bundled in ``shared/data`` (offline, local)."""
-    spec = load_component_spec(BUNDLED_COMPONENT_SPEC)
-    return ComponentInterface(
-        name=spec.name,
-        version=spec.version,
-        inputs=spec.inputs,
-        id=f"azureml://registries/azureml/components/{spec.name}/versions/{spec.version}",
-        outputs=spec.outputs,
-    )
-
-
-@lru_cache(maxsize=1)
-def bundled_base_model() -> BaseModelInfo:
-    """Phi-3-mini-4k-instruct's registry facts as shipped in ``shared/data``."""
-    return load_model_spec(BUNDLED_MODEL_SPEC)
 
 
 # --- model metadata (parsed once into BaseModelInfo.metadata) ----------------------------

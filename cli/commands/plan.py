@@ -167,8 +167,8 @@ class PlanInputs:
 
 def plan_inputs(args: argparse.Namespace, settings: Settings) -> PlanInputs:
     """The specs, the compute and the ``--set`` overrides the flags give (PlanError if odd)."""
-    from shared.finetune import load_component_spec, load_model_spec
     from shared.platform.port import SERVERLESS, ComputeInfo
+    from shared.specs import load_component_spec, load_model_spec
 
     if args.gpus_per_node is not None and not args.compute_size:
         raise PlanError(["--gpus-per-node needs --compute-size"])
@@ -210,14 +210,10 @@ def report_invalid_dataset(command: str, path: Path, report: ValidationReport) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from shared.finetune import (
-        BUNDLED_COMPONENT_SPEC,
-        bundled_base_model,
-        bundled_component,
-        plan_finetune,
-    )
+    from shared.finetune import plan_finetune
     from shared.platform.azureml._jobs import job_to_dict
     from shared.settings import load_settings
+    from shared.specs import BUNDLED_COMPONENT_SPEC, bundled_base_model, bundled_component
 
     quiet_sdk()
     settings = load_settings()

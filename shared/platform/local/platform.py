@@ -182,7 +182,7 @@ class LocalPlatform:
 
     def get_component(self, name: str, version_or_label: str = "latest") -> ComponentInterface:
         """The bundled ``chat_completion_pipeline`` interface (the trainer honours its inputs)."""
-        from shared.finetune import bundled_component
+        from shared.specs import bundled_component
 
         component = bundled_component()
         if name != component.name:
