@@ -63,7 +63,7 @@ def submit(args: argparse.Namespace, clients: Clients) -> int:
         raise ConfigError(
             "tuneloop submit uploads the split to the prepared container, and no storage "
             "account is set",
-            hint="set TUNELOOP_STORAGE_ACCOUNT_URL (the account the datastore points at)",
+            hint="set TUNELOOP_STORAGE_ACCOUNT_URL to the account the datastore points at",
         )
     inputs = plan_inputs(args, settings)
     report = validate_dataset(args.dataset, settings)
