@@ -3,8 +3,9 @@
 A dataset dropped into Azurite is validated, trained (LoRA on the tiny model), registered in
 MLflow, deployed, smoke-tested and promoted; the endpoint answers with its key only and
 survives malformed requests; a second dataset on the same line replaces the deployment
-blue/green while a client keeps calling it; an idle endpoint is swept. One devhost and one
-trained line are shared by the tests of this module, which run in file order.
+blue/green while a client keeps calling it. One devhost and one trained line are shared by
+the tests of this module; no test depends on another having run (the sweeper, which ends a
+line, has its own module: ``test_sweep.py``).
 """
 
 from __future__ import annotations
@@ -12,11 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,12 +21,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from cli.commands.demo import DEMO_DATASET, variant
-from functions.devhost import DevHost
-from shared.clients import Clients
-from shared.ledger import RunRecord, RunState
-from shared.platform.local import LocalPlatform
-from shared.settings import Settings
+from shared.ledger import RunState
 from shared.storage import BlobRef
+from tests.e2e.conftest import Loop, running_loop
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -46,48 +40,6 @@ CHAT = {
         "parameters": {"do_sample": False, "max_new_tokens": 6},
     }
 }
-
-
-@dataclass
-class Loop:
-    settings: Settings
-    host: DevHost
-    first: RunRecord | None = None
-    runs: dict[str, RunRecord] = field(default_factory=dict)
-
-    @property
-    def clients(self) -> Clients:
-        return self.host.started_clients
-
-    @property
-    def platform(self) -> LocalPlatform:
-        return self.host.local_platform
-
-    def drop(self, name: str, data: bytes) -> None:
-        ref = BlobRef(self.settings.incoming_container, f"{LINE}/{name}.jsonl")
-        self.clients.storage.write_bytes(ref, data)
-
-    def run_of(self, name: str) -> RunRecord | None:
-        """The non-duplicate run of the dataset dropped as ``name``, once the ledger has it."""
-        for rec in self.clients.ledger.list(line=LINE):
-            if rec.get("name") == name and rec.state != RunState.DUPLICATE:
-                return rec
-        return None
-
-    def wait_promoted(self, name: str, timeout: float = 900) -> RunRecord:
-        def promoted() -> RunRecord | None:
-            rec = self.run_of(name)
-            if rec is not None and rec.state in (RunState.HELD, RunState.FAILED,
-                                                 RunState.REJECTED):
-                pytest.fail(f"run of {name} ended {rec.state.value}: {rec.reason}")
-            return rec if rec is not None and rec.state == RunState.PROMOTED else None
-
-        return wait_until(promoted, timeout=timeout, what=f"{name} promoted")
-
-    def scoring(self, rec: RunRecord) -> tuple[str, str]:
-        endpoint = str(rec.get("endpoint"))
-        info = self.platform.get_endpoint(endpoint)
-        return str(info.scoring_uri), self.platform.endpoint_key(endpoint)
 
 
 def post(
@@ -112,41 +64,8 @@ def post(
 @pytest.fixture(scope="module")
 def loop(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loop]:
     """A devhost on per-module containers and home; the first dataset dropped and promoted."""
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        storage_connection_string=azurite,
-        incoming_container=f"incoming-{tag}",
-        reports_container=f"reports-{tag}",
-        rejected_container=f"rejected-{tag}",
-        prepared_container=f"prepared-{tag}",
-        ledger_table=f"runs{tag}",
-        platform="local",
-        home=tmp_path_factory.mktemp("e2e") / "home",
-        # Two epochs keep CI short; the loss still falls well (see the first test).
-        line_overrides={LINE: {"num_train_epochs": 2}},
-        idle_after=timedelta(seconds=3),
-        sweep_max_deletions=1,
-    )
-    # The sweeper is fired by the last test; its timer never comes due on its own.
-    host = DevHost(settings, poll_every=0.2, reconcile_every=1.0, sweep_every=10**9, threads=1)
-    loop = Loop(settings, host)
-    try:
-        host.start_background()
-        loop.drop("first", DEMO_DATASET.read_bytes())
-        loop.first = loop.wait_promoted("first")
-        yield loop
-    finally:
-        host.stop()
-    leftovers = [p for p in Path("/proc").glob("[0-9]*") if _child_of_home(p, settings.home)]
-    assert leftovers == [], "a child process outlived devhost.stop()"
-
-
-def _child_of_home(proc: Path, home: Path) -> bool:
-    try:
-        cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return str(Path(home).resolve()) in cmdline and "shared.platform.local" in cmdline
+    with running_loop(azurite, tmp_path_factory.mktemp("e2e") / "home", LINE) as started:
+        yield started
 
 
 # -- the first dataset, through to a live endpoint ------------------------------------------
@@ -271,17 +190,3 @@ def test_a_second_dataset_replaces_the_deployment_with_no_failed_request(loop: L
     first = loop.clients.ledger.get(LINE, loop.first.run_id)
     assert first.state == RunState.RETIRED
     assert second.run_id in (first.reason or "")
-
-
-# -- the sweeper -------------------------------------------------------------------------------
-def test_an_idle_endpoint_is_swept_and_the_live_run_retired(loop: Loop) -> None:
-    """After the idle window with no request, the sweeper deletes the endpoint and retires
-    the line's live run."""
-    (live,) = loop.clients.ledger.list(line=LINE, states=[RunState.PROMOTED])
-    endpoint = str(live.get("endpoint"))
-    time.sleep(loop.settings.idle_after.total_seconds() + 1.5)
-    loop.host.fire("sweep_idle_endpoints")
-    assert endpoint not in {e.name for e in loop.platform.list_endpoints()}
-    after = loop.clients.ledger.get(LINE, live.run_id)
-    assert after.state == RunState.RETIRED
-    assert "sweeper" in (after.reason or "")
