@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         print(banner(host), flush=True)
         host.serve()
     except KeyboardInterrupt:
-        print("\nstopping (endpoints, jobs and Azurite stop with the devhost)", file=sys.stderr)
+        print("\nstopping (endpoints, jobs and Azurite stop with the devhost; `tuneloop up` "
+              "again restores the endpoints and retries the jobs it stopped)", file=sys.stderr)
     finally:  # a TuneloopError goes on to cli.main: one line, the exit code of its type
         host.stop()
     return 0
