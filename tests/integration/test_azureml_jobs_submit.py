@@ -19,6 +19,7 @@ from shared.storage import BlobRef
 from tests.fakes.credential import FakeCredential
 from tests.fakes.transport import FakeTransport
 from tests.fixtures.azureml.rest import SUB, WORKSPACE, azureml_transport, created
+from tests.fixtures.chats import write_chats
 
 pytestmark = [
     pytest.mark.integration,
@@ -56,17 +57,7 @@ def args_for(dataset: Path, *extra: str) -> argparse.Namespace:
 
 
 def write_dataset(path: Path, n: int = 40) -> Path:
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": f"How do I reset device {i}?"},
-                {"role": "assistant", "content": f"Hold the button on device {i} for ten seconds."},
-            ]
-        }
-        for i in range(n)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return write_chats(path, n)
 
 
 def test_submit_uploads_split_submits_and_records(

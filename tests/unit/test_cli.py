@@ -5,8 +5,6 @@ nonsense."""
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,38 +13,14 @@ import cli.main
 from cli.main import COMMANDS, EXIT_FAILED, EXIT_USAGE, main
 from shared.errors import ConfigError, NotFoundError, PlanError
 from shared.finetune import BUNDLED_COMPONENT_SPEC
-from shared.settings import load_settings
+from tests.fixtures.chats import write_chats
 
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """No TUNELOOP_* from the caller's shell; settings read anew in each test."""
-    for key in list(os.environ):
-        if key.startswith("TUNELOOP_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "home"))
-    load_settings.cache_clear()
-    yield
-    load_settings.cache_clear()
-
-
-def write_dataset(path: Path, n: int = 12) -> Path:
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": f"How do I reset device {i}?"},
-                {"role": "assistant", "content": f"Hold the button on device {i} for ten seconds."},
-            ]
-        }
-        for i in range(n)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("clean_env")  # tests/unit/conftest.py
 
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
-    return write_dataset(tmp_path / "chats.jsonl")
+    return write_chats(tmp_path / "chats.jsonl")
 
 
 def argv_for(command: str, data: Path) -> list[str]:
@@ -120,13 +94,28 @@ def test_verbose_is_accepted_after_the_command_too(dataset: Path) -> None:
 # --- invalid settings, in every command ------------------------------------------------
 
 
-@pytest.mark.parametrize("command", list(COMMANDS))
+# (setting, value, what the line says is wrong): the first two in every command, the rest in one
+EVERY_COMMAND = [
+    ("TUNELOOP_PROMOTION", "yolo", "should be 'auto', 'gate' or 'manual'"),
+    ("TUNELOOP_LINE_OVERRIDES", "{bad", "not JSON"),
+]
+MORE_SETTINGS = [
+    ("TUNELOOP_IDLE_AFTER", "3h", "is not an ISO-8601 duration"),
+    ("TUNELOOP_MIN_EXAMPLES", "0", "greater than or equal to 1"),
+    ("TUNELOOP_VALIDATION_FRACTION", "lots", "valid number"),
+    ("TUNELOOP_LINE_OVERRIDES", '{"support": 5}', "at support"),
+    ("TUNELOOP_PLATFORM", "aws", "should be 'auto', 'local' or 'azureml'"),
+]
+SETTING_CASES = [
+    *((command, *case) for case in EVERY_COMMAND for command in COMMANDS),
+    *(("validate", *case) for case in MORE_SETTINGS),
+]
+
+
 @pytest.mark.parametrize(
-    ("name", "value", "wrong"),
-    [
-        ("TUNELOOP_PROMOTION", "yolo", "should be 'auto', 'gate' or 'manual'"),
-        ("TUNELOOP_LINE_OVERRIDES", "{bad", "not JSON"),
-    ],
+    ("command", "name", "value", "wrong"),
+    SETTING_CASES,
+    ids=[f"{c}-{n.removeprefix('TUNELOOP_').lower()}-{v}" for c, n, v, _ in SETTING_CASES],
 )
 def test_invalid_setting_is_one_line_and_exit_2_in_every_command(
     command: str,
@@ -139,41 +128,15 @@ def test_invalid_setting_is_one_line_and_exit_2_in_every_command(
 ) -> None:
     """An invalid TUNELOOP_* setting stops any command with one line (which, what, what to do)."""
     monkeypatch.setenv(name, value)
-    assert main(argv_for(command, dataset)) == EXIT_USAGE
+    code = main(argv_for(command, dataset))
     captured = capsys.readouterr()
+    assert code == EXIT_USAGE
     lines = error_lines(captured.err)
     assert len(lines) == 1, captured.err
-    assert lines[0].startswith(f"tuneloop {command}: config_error: {name}=")
+    assert lines[0].startswith(f"tuneloop {command}: config_error: {name}")
     assert wrong in lines[0]
     assert f"fix {name} or unset it" in lines[0]
     assert captured.out == ""
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "wrong"),
-    [
-        ("TUNELOOP_IDLE_AFTER", "3h", "is not an ISO-8601 duration"),
-        ("TUNELOOP_MIN_EXAMPLES", "0", "greater than or equal to 1"),
-        ("TUNELOOP_VALIDATION_FRACTION", "lots", "valid number"),
-        ("TUNELOOP_LINE_OVERRIDES", '{"support": 5}', "at support"),
-        ("TUNELOOP_PLATFORM", "aws", "should be 'auto', 'local' or 'azureml'"),
-    ],
-)
-def test_other_invalid_settings_name_the_setting(
-    name: str,
-    value: str,
-    wrong: str,
-    dataset: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    """Durations, numbers, nested JSON and choices: each says which setting and why."""
-    monkeypatch.setenv(name, value)
-    assert main(argv_for("validate", dataset)) == EXIT_USAGE
-    lines = error_lines(capsys.readouterr().err)
-    assert len(lines) == 1
-    assert lines[0].startswith(f"tuneloop validate: config_error: {name}")
-    assert wrong in lines[0]
 
 
 def test_two_invalid_settings_are_named_on_one_line(

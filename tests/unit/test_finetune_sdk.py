@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from shared.finetune import (
 )
 from shared.platform.port import ComponentInterface, ComputeInfo, FinetunePlan
 from shared.settings import Settings
+from tests.fixtures.chats import write_chats
 
 SHA = "89abcdef01234567" * 4
 A100 = ComputeInfo("gpu-a100", "Standard_NC24ads_A100_v4", "Succeeded", gpus_per_node=1)
@@ -179,34 +179,7 @@ def test_sdk_refusal_of_an_unknown_input_is_a_plan_error(
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
-    path = tmp_path / "chats.jsonl"
-    rows = [
-        {
-            "messages": [
-                {"role": "user", "content": f"q{i}"},
-                {"role": "assistant", "content": f"a{i}"},
-            ]
-        }
-        for i in range(12)
-    ]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
-
-
-@pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
-    """The CLI reads settings from the environment once: give it a known, empty one."""
-    import os
-
-    from shared.settings import load_settings
-
-    for key in list(os.environ):
-        if key.startswith("TUNELOOP_"):
-            monkeypatch.delenv(key)
-    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path / "home"))
-    load_settings.cache_clear()
-    yield
-    load_settings.cache_clear()
+    return write_chats(tmp_path / "chats.jsonl")
 
 
 def test_plan_command_prints_plan_and_job_as_json(
