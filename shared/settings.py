@@ -217,7 +217,8 @@ def _settings_hint(names: list[str | None]) -> str:
         default = Settings.model_fields[name].get_default(call_default_factory=True)
         if default is None:
             return f"fix TUNELOOP_{name.upper()} or unset it (it is optional)"
-        return f"fix TUNELOOP_{name.upper()} or unset it to use the default {_default_text(default)}"
+        shown = _default_text(default)
+        return f"fix TUNELOOP_{name.upper()} or unset it to use the default {shown}"
     return "fix these settings or unset them to use their defaults"
 
 
