@@ -90,11 +90,12 @@ def ensure_store(home: Path) -> None:
         try:
             if _store_ready(db):
                 return
-            for name in ("alembic", "mlflow"):
-                logging.getLogger(name).setLevel(logging.WARNING)
             with quiet():
                 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+                # After the import: importing mlflow sets its own loggers to INFO.
+                for name in ("alembic", "mlflow"):
+                    logging.getLogger(name).setLevel(logging.WARNING)
                 store = SqlAlchemyStore(  # type: ignore[no-untyped-call]
                     paths.mlflow_uri, paths.mlflow_artifacts.as_uri()
                 )
