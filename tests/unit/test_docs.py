@@ -102,9 +102,15 @@ def _children(folder: Path) -> set[str]:
     for child in folder.iterdir():
         if child.name in {"__init__.py", "__pycache__", "py.typed"} or child.name.startswith("."):
             continue
-        if child.is_dir() or child.suffix == ".py":
-            out.add(child.relative_to(ROOT).as_posix() + ("/" if child.is_dir() else ""))
+        if child.is_dir() and _holds_files(child):  # git keeps no empty folders
+            out.add(child.relative_to(ROOT).as_posix() + "/")
+        elif child.suffix == ".py":
+            out.add(child.relative_to(ROOT).as_posix())
     return out
+
+
+def _holds_files(folder: Path) -> bool:
+    return any(p.is_file() and "__pycache__" not in p.parts for p in folder.rglob("*"))
 
 
 def _covered(paths: list[str]) -> set[str]:
