@@ -192,3 +192,11 @@ def test_layout_names_every_module_of_the_code_folders(folder: str) -> None:
     """Every module, package and folder directly under the code folders is in the layout."""
     named = _covered(layout_entries((ROOT / "README.md").read_text("utf-8")))
     assert _children(ROOT / folder) - named == set()
+
+
+def test_validation_page_names_every_report_code() -> None:
+    """docs/validation.md names every error and warning code the validator can report."""
+    from shared.dataset.codes import ERROR_CODES, WARNING_CODES
+
+    page = (ROOT / "docs" / "validation.md").read_text(encoding="utf-8")
+    assert [c for c in [*ERROR_CODES, *WARNING_CODES] if f"`{c}`" not in page] == []
