@@ -529,7 +529,7 @@ class FakeAzureML:
                 if score.endpoint == name and start <= score.at <= end:
                     minute = score.at.replace(second=0, microsecond=0)
                     minutes[minute] = minutes.get(minute, 0) + 1
-            values.append(_metric_entry(rid, query, minutes))
+            values.append(_metric_entry(rid, query, minutes, start))
         return Reply(200, {"values": values})
 
 
@@ -545,25 +545,38 @@ def _parse(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _metric_entry(rid: str, query: dict[str, str], minutes: dict[datetime, int]) -> dict[str, Any]:
-    """One resource's entry in ``metrics:getBatch``'s ``values`` (Total per minute)."""
-    data = [
-        {"timeStamp": minute.strftime("%Y-%m-%dT%H:%M:%SZ"), "total": float(count)}
-        for minute, count in sorted(minutes.items())
-    ]
+def _metric_entry(
+    rid: str, query: dict[str, str], minutes: dict[datetime, int], start: datetime
+) -> dict[str, Any]:
+    """One resource's entry in ``metrics:getBatch``'s ``values``: RequestsPerMinute (one sample
+    per minute with requests) and ConnectionsActive (0 every minute: it reports, nobody is
+    connected between scoring calls), each point carrying only the aggregations asked for that
+    the metric supports (Average, the only one listed for both)."""
+    asked = {a.strip().lower() for a in query.get("aggregation", "").split(",")}
+
+    def point(at: datetime, value: float) -> dict[str, Any]:
+        out: dict[str, Any] = {"timeStamp": at.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        if "average" in asked:
+            out["average"] = value
+        return out
+
+    series = {
+        METRIC: [point(minute, float(count)) for minute, count in sorted(minutes.items())],
+        "ConnectionsActive": [point(start.replace(second=0, microsecond=0), 0.0)],
+    }
+    names = [n for n in query.get("metricnames", METRIC).split(",") if n in series]
     return {
         "starttime": query["starttime"],
         "endtime": query["endtime"],
         "interval": query.get("interval", "PT1M"),
         "value": [{
-            "id": f"{rid}/providers/Microsoft.Insights/metrics/{METRIC}",
+            "id": f"{rid}/providers/Microsoft.Insights/metrics/{name}",
             "type": "Microsoft.Insights/metrics",
-            "name": {"value": METRIC, "localizedValue": "Requests Per Minute"},
-            "displayDescription": "The number of requests sent to online endpoint within a minute",
+            "name": {"value": name, "localizedValue": name},
             "unit": "Count",
-            "timeseries": [{"metadatavalues": [], "data": data}] if data else [],
+            "timeseries": [{"metadatavalues": [], "data": series[name]}] if series[name] else [],
             "errorCode": "Success",
-        }],
+        } for name in names],
         "namespace": METRIC_NAMESPACE,
         "resourceregion": LOCATION,
         "resourceid": rid,

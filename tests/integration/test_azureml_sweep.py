@@ -12,9 +12,9 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from shared.errors import ConflictError, UnknownTrafficError
+from shared.errors import ConflictError, PermissionDeniedError, UnknownTrafficError
 from shared.platform.azureml import AzureMLPlatform
-from shared.platform.azureml._sweep import BATCH_SIZE, metrics_interval
+from shared.platform.azureml._sweep import BATCH_SIZE
 from shared.settings import Settings
 from tests.fixtures.azureml_sweep import (
     RG,
@@ -97,8 +97,8 @@ def test_empty_workspace_lists_nothing() -> None:
 
 
 def test_metrics_request_shape() -> None:
-    """getBatch is POSTed to the region's endpoint with the metric, namespace, Total, grain
-    and window we mean, and the resource ids in the body."""
+    """getBatch is POSTed to the region's endpoint asking RequestsPerMinute and ConnectionsActive
+    with Average (the only aggregation listed for them) at PT1M over the window, ids in the body."""
     eps = world(3)
     eps[0].requests = [2.0, 5.0]
     azure = FakeAzure(eps)
@@ -112,14 +112,24 @@ def test_metrics_request_shape() -> None:
     assert url.hostname == "eastus.metrics.monitor.azure.com"
     assert url.path == f"/subscriptions/{SUB}/metrics:getBatch"
     q = query(call.url)
-    assert q["metricnames"] == "RequestsPerMinute"
+    assert q["metricnames"] == "RequestsPerMinute,ConnectionsActive"
     assert q["metricnamespace"] == NAMESPACE
-    assert q["aggregation"] == "Total"
-    assert q["interval"] == "PT1H"
+    assert q["aggregation"] == "Average"
+    assert q["interval"] == "PT1M"
     assert q["starttime"] == "2026-02-28T12:00:00.000Z"
     assert q["endtime"] == "2026-03-01T12:00:00.000Z"
     assert call.json() == {"resourceids": [e.id for e in eps]}
     assert call.headers["Authorization"] == "Bearer fake-token"
+
+
+@pytest.mark.parametrize("window", [timedelta(minutes=7), timedelta(days=7)])
+def test_grain_is_one_minute_whatever_the_window(window: timedelta) -> None:
+    """PT1M for any window: only there is a point's Average that minute's requests."""
+    azure = FakeAzure(world(1))
+    platform = platform_for(azure)
+    platform.endpoint_requests(platform.list_endpoints(), window, now=NOW)
+    [call] = azure.metrics_calls()
+    assert query(call.url)["interval"] == "PT1M"
 
 
 def test_batches_hold_at_most_50_ids_grouped_by_region() -> None:
@@ -167,19 +177,94 @@ def test_results_are_matched_by_resource_id_case_insensitively() -> None:
     }
 
 
-def test_missing_data_points_count_zero_and_omitted_endpoints_are_unknown() -> None:
-    """In one answer: points without "total" and empty series count 0; an endpoint left out
-    of the answer, or whose metric has an errorCode, is absent (unknown), never 0."""
-    eps = world(5)
-    eps[0].requests = [None, None, None]  # points with no "total"
-    eps[1].requests = []  # no time series at all
-    eps[2].requests = [None, 3.0]
-    eps[3].requests = None  # omitted from the answer
-    eps[4].metric_error = "InternalServerError"
+def test_requests_are_per_minute_averages_summed_and_rounded_up() -> None:
+    """Each minute's Average × 1 minute, summed over the window; a fraction rounds up (a minute
+    averaging 0.5 had a request), bare timestamps (no data that minute) add nothing."""
+    eps = world(2)
+    eps[0].requests = [0.5, 2.0, None, 1.25]
+    eps[1].requests = [None, 0.0, 0.25]
     azure = FakeAzure(eps)
     platform = platform_for(azure)
     counts = platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
-    assert counts == {eps[0].name: 0, eps[1].name: 0, eps[2].name: 3}
+    assert counts == {eps[0].name: 4, eps[1].name: 1}
+
+
+def test_point_with_values_but_no_average_is_unknown_not_zero() -> None:
+    """A point that carries other aggregations but not the Average asked for is no count: the
+    endpoint is absent (unknown), never 0; so is one with a negative Average."""
+    eps = world(3)
+    eps[0].requests = [None, {"total": 12.0, "count": 3.0}]
+    eps[1].requests = [-1.0]
+    eps[2].requests = [1.0]
+    azure = FakeAzure(eps)
+    platform = platform_for(azure)
+    counts = platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+    assert counts == {eps[2].name: 1}
+
+
+@pytest.mark.parametrize(
+    ("requests", "connections", "expected"),
+    [
+        ([], [0.0, 0.0, None], 0),  # no request sample; reported on, no client: idle
+        ([None, None], [0.0], 0),  # bare timestamps only, same
+        ([], [], None),  # "timeseries": [] for both: nothing proves it is reported on
+        ([None], [None, None], None),  # no sample of either metric
+        ([], [0.0, 2.0], None),  # clients connected but no request recorded: contradictory
+        ([], [{"maximum": 0.0}], None),  # heartbeat without the Average asked for
+    ],
+    ids=["no-requests-heartbeat-0", "bare-points-heartbeat-0", "both-empty",
+         "both-bare", "connections-without-requests", "heartbeat-no-average"],
+)
+def test_no_request_sample_is_zero_only_when_connections_report_zero(
+    requests: list[object], connections: list[object], expected: int | None
+) -> None:
+    """An endpoint with no RequestsPerMinute sample in the window counts 0 only when
+    ConnectionsActive has samples, all 0; otherwise its traffic is unknown (absent)."""
+    [ep] = world(1)
+    ep.requests = requests  # type: ignore[assignment]
+    ep.connections = connections  # type: ignore[assignment]
+    azure = FakeAzure([ep])
+    platform = platform_for(azure)
+    counts = platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+    assert counts.get(ep.name) == expected
+
+
+def test_omitted_or_errored_endpoints_are_unknown() -> None:
+    """An endpoint left out of the answer, or whose RequestsPerMinute has an errorCode, is
+    absent (unknown), never 0, while the others in the batch count."""
+    eps = world(3)
+    eps[0].requests = None  # omitted from the answer
+    eps[1].metric_error = "InternalServerError"
+    azure = FakeAzure(eps)
+    platform = platform_for(azure)
+    counts = platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+    assert counts == {eps[2].name: 0}
+
+
+@pytest.mark.integration
+def test_busy_endpoint_is_kept_when_only_average_is_served(settings: Settings) -> None:
+    """A busy endpoint (Azure Monitor serves only Average for RequestsPerMinute) is kept by the
+    whole sweep; asking Total got bare points, read as 0 requests: the endpoint was deleted."""
+    from shared.clients import Clients
+    from shared.sweep import Action, run_sweep
+
+    busy = FakeEndpoint("tl-busy", created=NOW - 9 * DAY, modified=NOW - 8 * DAY,
+                        tags=managed("busy"), requests=[3.0, 5.0, None, 1.0])
+    idle = FakeEndpoint("tl-idle", created=NOW - 9 * DAY, modified=NOW - 8 * DAY,
+                        tags=managed("idle"))
+    azure = FakeAzure([busy, idle])
+    s = settings.model_copy(update={"idle_after": DAY, "sweep_max_deletions": 5})
+    c = Clients(s)
+    c.storage.ensure_containers()
+
+    report = run_sweep(platform=platform_for(azure), ledger=c.ledger, storage=c.storage,
+                       settings=s, now=NOW)
+
+    decisions = {d.endpoint: d for d in report.decisions}
+    assert decisions["tl-busy"].action is Action.KEEP
+    assert decisions["tl-busy"].requests == 9
+    assert decisions["tl-idle"].action is Action.DELETE
+    assert azure.deleted == ["tl-idle"]
 
 
 def test_one_region_down_leaves_only_its_endpoints_unknown() -> None:
@@ -193,11 +278,42 @@ def test_one_region_down_leaves_only_its_endpoints_unknown() -> None:
 
 
 def test_metrics_outage_raises_unknown_traffic() -> None:
-    """When every batch fails (403 everywhere), the adapter raises UnknownTrafficError."""
-    azure = FakeAzure(world(3), metrics_status={"eastus": 403})
+    """When every batch fails (503 everywhere), the adapter raises UnknownTrafficError."""
+    azure = FakeAzure(world(3), metrics_status={"eastus": 503})
     platform = platform_for(azure)
-    with pytest.raises(UnknownTrafficError, match="Monitoring Reader"):
+    platform.metrics_client("eastus")._config.retry_policy.total_retries = 0
+    with pytest.raises(UnknownTrafficError, match="every batch"):
         platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("status", "words"),
+    [(401, "Monitoring Reader on subscription " + SUB), (403, "Microsoft.Insights")],
+)
+def test_metrics_refused_everywhere_is_permission_denied_naming_role_and_scope(
+    status: int, words: str
+) -> None:
+    """401 (no Monitoring Reader on the subscription) or 403 (Microsoft.Insights not
+    registered) on every batch: PermissionDeniedError whose hint names the role and scope."""
+    azure = FakeAzure(world(3), metrics_status={"eastus": status})
+    platform = platform_for(azure)
+    with pytest.raises(PermissionDeniedError) as info:
+        platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+    assert words in str(info.value)
+    assert "subscription-level" in (info.value.hint or "")
+    assert len(azure.metrics_calls()) == 1  # not retried
+
+
+def test_refused_in_one_region_and_down_in_another_is_unknown_traffic() -> None:
+    """Mixed failures (401 in one region, 503 in the other) are UnknownTrafficError, whose
+    hint still names the role the metrics need."""
+    eps = world(2) + world(2, location="westus2", prefix="wu")
+    azure = FakeAzure(eps, metrics_status={"eastus": 401, "westus2": 503})
+    platform = platform_for(azure)
+    platform.metrics_client("westus2")._config.retry_policy.total_retries = 0
+    with pytest.raises(UnknownTrafficError) as info:
+        platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+    assert "Monitoring Reader on subscription" in (info.value.hint or "")
 
 
 def test_endpoint_without_location_is_unknown_not_queried() -> None:
@@ -209,23 +325,6 @@ def test_endpoint_without_location_is_unknown_not_queried() -> None:
 
     assert platform.endpoint_requests([replace(ep, location=None)], DAY, now=NOW) == {}
     assert azure.metrics_calls() == []
-
-
-@pytest.mark.parametrize(
-    ("window", "grain"),
-    [
-        (timedelta(hours=24), "PT1H"),
-        (timedelta(minutes=90), "PT30M"),
-        (timedelta(minutes=20), "PT5M"),
-        (timedelta(minutes=7), "PT1M"),
-        (timedelta(days=7), "PT1H"),
-    ],
-)
-def test_metrics_grain_divides_the_window(window: timedelta, grain: str) -> None:
-    """The grain is a supported one that divides the window (≤ 1 h: over-counts, never under)."""
-    import isodate
-
-    assert isodate.duration_isoformat(metrics_interval(window)) == grain
 
 
 # -- deletion --------------------------------------------------------------------------------

@@ -2,15 +2,36 @@
 
 - ``list_endpoints``: one paged ``GET .../onlineEndpoints`` (``online_endpoints.list()``);
   created/modified come from ARM ``systemData``, which the SDK keeps in ``properties``.
-- ``endpoint_requests``: metric ``RequestsPerMinute`` (aggregation Total) through the
-  regional ``metrics:getBatch`` API (``MetricsClient.query_resources``): at most 50 resource
-  ids per call, one group per (subscription, region), results matched by resource id.
+- ``endpoint_requests``: metrics ``RequestsPerMinute`` and ``ConnectionsActive`` (aggregation
+  Average, grain PT1M) through the regional ``metrics:getBatch`` API
+  (``MetricsClient.query_resources``): at most 50 resource ids per call, one group per
+  (subscription, region), results matched by resource id. How a count is read, and when it is
+  unknown, is explained at :func:`requests_in_window`.
 - ``delete_endpoint``: ``begin_delete`` without waiting on the long-running operation.
+
+Azure facts this module relies on (checked 2026-12):
+
+- "Supported metrics for Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
+  (learn.microsoft.com/azure/azure-monitor/reference/supported-metrics/
+  microsoft-machinelearningservices-workspaces-onlineendpoints-metrics): ``RequestsPerMinute``
+  "The number of requests sent to online endpoint within a minute", unit Count, aggregation
+  **Average** only (no Total, no Count), dimensions deployment/statusCode/statusCodeClass/
+  modelStatusCode, time grain PT1M; ``ConnectionsActive`` "The total number of concurrent TCP
+  connections active from clients", Count, Average, no dimensions, PT1M.
+- "How to migrate from the metrics API to the getBatch API"
+  (learn.microsoft.com/azure/azure-monitor/metrics/migrate-to-batch-api): up to 50 resource
+  ids of one subscription, region and type per call; ``"timeseries": []`` "when no data is
+  available for the specified time range"; a query without a ``*`` filter returns a single
+  time series aggregated over the dimensions; **401** = the caller lacks Monitoring Reader on
+  the *subscription* (getBatch is a subscription-level API: Monitoring Reader on every queried
+  resource is not enough); **403** = the Microsoft.Insights resource provider is not
+  registered on the subscription.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +43,9 @@ from typing import TYPE_CHECKING, Any
 from shared.errors import (
     ConflictError,
     NotFoundError,
+    PermissionDeniedError,
     UnknownTrafficError,
+    map_azure_errors,
 )
 from shared.platform.azureml._base import AzureMLBase
 from shared.platform.azureml._jobs import map_sdk_errors
@@ -33,38 +56,102 @@ if TYPE_CHECKING:
     from azure.monitor.querymetrics import MetricsClient
 
 __all__ = [
+    "AGGREGATION",
     "BATCH_SIZE",
+    "GRAIN",
+    "HEARTBEAT_METRIC",
+    "METRICS_ROLE",
     "METRIC_NAME",
     "METRIC_NAMESPACE",
     "SweepMixin",
-    "metrics_interval",
+    "requests_in_window",
 ]
 
 log = logging.getLogger(__name__)
 
 METRIC_NAME = "RequestsPerMinute"
+# Evidence that Azure Monitor reports on the endpoint when RequestsPerMinute has no sample at
+# all in the window (see requests_in_window).
+HEARTBEAT_METRIC = "ConnectionsActive"
 METRIC_NAMESPACE = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
+# The only aggregation the supported-metrics page lists for both metrics (module docstring).
+# Asking for Total, as this module once did, gets points without a "total": read as 0, a busy
+# endpoint looked idle.
+AGGREGATION = "Average"
+# The one time grain listed for RequestsPerMinute. At PT1M a point's Average is that minute's
+# requests (see requests_in_window); at a coarser grain the Average divides by the number of
+# samples, not minutes, and no count can be derived from it.
+GRAIN = timedelta(minutes=1)
 BATCH_SIZE = 50  # metrics:getBatch takes at most 50 resource ids per call
 _PARALLEL_QUERIES = 4  # modest: Azure Monitor throttles per caller
-
-# Time grains Azure Monitor accepts; we take the largest that divides the window (≤ 1 h, so
-# a bucket straddling the window start over-counts by under an hour: safe, never under).
-_GRAINS = (
-    timedelta(minutes=1),
-    timedelta(minutes=5),
-    timedelta(minutes=15),
-    timedelta(minutes=30),
-    timedelta(hours=1),
+# The role metrics:getBatch needs, at the scope it needs it (module docstring: 401/403).
+METRICS_ROLE = (
+    "Monitoring Reader on subscription {subscription} (metrics:getBatch is a "
+    "subscription-level API: a role on the workspace or the endpoints gives 401), and "
+    "register the Microsoft.Insights resource provider on it (unregistered gives 403)"
 )
+_AGGREGATIONS = ("average", "minimum", "maximum", "total", "count")
 
 
-def metrics_interval(window: timedelta) -> timedelta:
-    """The time grain for a window: the largest supported grain ≤ 1 h dividing it evenly."""
-    best = _GRAINS[0]
-    for grain in _GRAINS:
-        if grain <= window and window % grain == timedelta(0):
-            best = grain
-    return best
+def requests_in_window(requests: Any, heartbeat: Any) -> tuple[int | None, str]:
+    """Requests over the window from one endpoint's two metrics (SDK ``Metric``s, None when
+    missing from the answer): ``(count, "")``, or ``(None, why)`` when it is unknown.
+
+    The count: RequestsPerMinute's Average at PT1M is the mean of the samples of that minute,
+    each "the number of requests ... within a minute", so the minute's requests are its
+    Average × 1 minute, and the window's are the sum over its minutes (and over series, if
+    Azure Monitor returns several). Rounded **up**: a minute whose samples average 0.5 had a
+    request. When one minute's requests are reported as several samples (one per
+    deployment/status code), their Average is below their sum: the count is then a lower
+    bound, still exact about zero (an average of non-negative samples is 0 only if all are),
+    which is what the default ``TUNELOOP_IDLE_MAX_REQUESTS=0`` compares.
+
+    Unknown (never 0), so the endpoint is kept:
+
+    - the metric is missing from the answer (or failed: handled by the caller);
+    - a point carries values but no Average (the service answered with something else than
+      what was asked: reading that as 0 is exactly how a busy endpoint looked idle);
+    - RequestsPerMinute has no sample at all in the window (``"timeseries": []``, or only
+      points with a timestamp and no value, which is how Azure Monitor returns minutes without
+      data) and ConnectionsActive does not show the endpoint being reported on with no client
+      connected (no sample either, or a connection while no request was recorded). An endpoint
+      with no requests emits no request sample, so "no sample" alone cannot tell idle from a
+      metrics pipeline that is not reporting; a ConnectionsActive series of zeros can.
+    """
+    if requests is None:
+        return None, f"no {METRIC_NAME} metric in the answer"
+    values, foreign = _averages(requests)
+    if foreign:
+        return None, f"a {METRIC_NAME} point has values but no {AGGREGATION}"
+    if values:
+        return math.ceil(round(sum(values), 6)), ""
+    if heartbeat is None:
+        return None, f"no {METRIC_NAME} sample in the window and no {HEARTBEAT_METRIC} metric"
+    beats, foreign = _averages(heartbeat)
+    if foreign:
+        return None, f"a {HEARTBEAT_METRIC} point has values but no {AGGREGATION}"
+    if not beats:
+        return None, f"no {METRIC_NAME} or {HEARTBEAT_METRIC} sample in the window"
+    if any(beat > 0 for beat in beats):
+        return None, f"no {METRIC_NAME} sample but {HEARTBEAT_METRIC} shows clients connected"
+    return 0, ""
+
+
+def _averages(metric: Any) -> tuple[list[float], bool]:
+    """The Average of every point that has one, and whether a point had values but no usable
+    Average (other aggregations only, or a negative one)."""
+    values: list[float] = []
+    foreign = False
+    for series in getattr(metric, "timeseries", None) or []:
+        for point in getattr(series, "data", None) or []:
+            average = getattr(point, "average", None)
+            if average is not None and float(average) >= 0:
+                values.append(float(average))
+            elif average is not None or any(
+                getattr(point, name, None) is not None for name in _AGGREGATIONS
+            ):
+                foreign = True  # a negative Average is no count either
+    return values, foreign
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -172,7 +259,8 @@ class SweepMixin(AzureMLBase):
     ) -> dict[str, int]:
         """Requests per endpoint name over ``[now - window, now]`` (absent = unknown).
 
-        Raises UnknownTrafficError when no query succeeds at all.
+        Raises PermissionDeniedError when every query was refused (401/403: the hint names
+        Monitoring Reader on the subscription), UnknownTrafficError when no query succeeded.
         """
         groups: dict[tuple[str, str], list[EndpointInfo]] = defaultdict(list)
         for endpoint in endpoints:
@@ -194,13 +282,12 @@ class SweepMixin(AzureMLBase):
         for region in {region for region, _ in batches}:
             self.metrics_client(region)  # build clients here, not racing in the pool
         start = now - window
-        interval = metrics_interval(window)
         counts: dict[str, int] = {}
-        errors: list[str] = []
+        errors: list[Exception] = []
         workers = min(_PARALLEL_QUERIES, len(batches))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep-metrics") as pool:
             futures = [
-                pool.submit(self._query_batch, region, batch, start, now, interval)
+                pool.submit(self._query_batch, region, batch, start, now)
                 for region, batch in batches
             ]
             for (region, batch), future in zip(batches, futures, strict=True):
@@ -211,12 +298,16 @@ class SweepMixin(AzureMLBase):
                         "sweep: metrics query for %d endpoints in %s failed: %s",
                         len(batch), region, exc,
                     )
-                    errors.append(f"{region}: {type(exc).__name__}: {exc}")
+                    errors.append(exc)
         if len(errors) == len(batches):
+            if all(isinstance(e, PermissionDeniedError) for e in errors):
+                raise errors[0]  # the identity lacks the role: say so, not "unknown traffic"
+            first = errors[0]
             raise UnknownTrafficError(
-                f"Azure Monitor metrics query failed for every batch ({errors[0]})",
-                hint="check the identity has Monitoring Reader on the workspace; "
-                "nothing is deleted until request counts are known",
+                f"Azure Monitor metrics query failed for every batch "
+                f"({type(first).__name__}: {first})",
+                hint="nothing is deleted until request counts are known; the identity needs "
+                + METRICS_ROLE.format(subscription=_subscription(batches[0][1][0].id)),
             )
         return counts
 
@@ -226,42 +317,51 @@ class SweepMixin(AzureMLBase):
         batch: Sequence[EndpointInfo],
         start: datetime,
         end: datetime,
-        interval: timedelta,
     ) -> dict[str, int]:
-        """One ``metrics:getBatch`` call; endpoints missing or errored in the answer are omitted."""
+        """One ``metrics:getBatch`` call; endpoints whose count is unknown are omitted."""
         by_id = {e.id.lower(): e.name for e in batch}
-        failed: set[str] = set()
+        failed: set[tuple[str, str]] = set()
 
         def note_errors(response: PipelineResponse[Any, Any]) -> None:
             # The SDK drops each metric's errorCode; a failed metric must read as unknown.
-            failed.update(_errored_resources(response))
+            failed.update(_errored_metrics(response))
 
-        results = self.metrics_client(region).query_resources(
-            resource_ids=[e.id for e in batch],
-            metric_namespace=METRIC_NAMESPACE,
-            metric_names=[METRIC_NAME],
-            timespan=(start, end),
-            granularity=interval,
-            aggregations=["Total"],
-            raw_response_hook=note_errors,
-        )
-        counts: dict[str, int] = {}
+        subscription = _subscription(batch[0].id)
+        with map_azure_errors(
+            f"querying Azure Monitor metrics:getBatch in {region} for {len(batch)} endpoints",
+            role=METRICS_ROLE.format(subscription=subscription),
+        ):
+            results = self.metrics_client(region).query_resources(
+                resource_ids=[e.id for e in batch],
+                metric_namespace=METRIC_NAMESPACE,
+                metric_names=[METRIC_NAME, HEARTBEAT_METRIC],
+                timespan=(start, end),
+                granularity=GRAIN,
+                aggregations=[AGGREGATION],
+                raw_response_hook=note_errors,
+            )
+        metrics: dict[tuple[str, str], Any] = {}
         for result in results:
             for metric in result.metrics:
-                if (metric.name or "").lower() != METRIC_NAME.lower():
-                    continue
                 resource = _resource_of_metric(metric.id)
-                if resource is None or resource not in by_id or resource in failed:
-                    continue
-                total = sum(
-                    point.total or 0.0 for series in metric.timeseries for point in series.data
-                )
-                counts[by_id[resource]] = counts.get(by_id[resource], 0) + round(total)
-        missing = len(batch) - len(counts)
-        if missing:
+                name = (metric.name or "").lower()
+                if resource in by_id and (resource, name) not in failed:
+                    metrics[(resource, name)] = metric
+        counts: dict[str, int] = {}
+        unknown: list[str] = []
+        for resource, endpoint in by_id.items():
+            count, why = requests_in_window(
+                metrics.get((resource, METRIC_NAME.lower())),
+                metrics.get((resource, HEARTBEAT_METRIC.lower())),
+            )
+            if count is None:
+                unknown.append(f"{endpoint} ({why})")
+            else:
+                counts[endpoint] = count
+        if unknown:
             log.warning(
-                "sweep: metrics answer for %s lacked %d of %d endpoints (kept as unknown)",
-                region, missing, len(batch),
+                "sweep: request count unknown for %d of %d endpoints in %s (kept): %s",
+                len(unknown), len(batch), region, "; ".join(unknown),
             )
         return counts
 
@@ -279,8 +379,8 @@ class SweepMixin(AzureMLBase):
             ) from exc
 
 
-def _errored_resources(response: PipelineResponse[Any, Any]) -> Iterator[str]:
-    """Resource ids (lower case) whose metric came back with an errorCode other than Success."""
+def _errored_metrics(response: PipelineResponse[Any, Any]) -> Iterator[tuple[str, str]]:
+    """(resource id, metric name), lower case, of each metric whose errorCode isn't Success."""
     http = response.http_response
     try:
         http.read()
@@ -294,5 +394,6 @@ def _errored_resources(response: PipelineResponse[Any, Any]) -> Iterator[str]:
             code = metric.get("errorCode")
             if code and code.lower() != "success":
                 resource = value.get("resourceid") or _resource_of_metric(metric.get("id"))
+                name = (metric.get("name") or {}).get("value") or ""
                 if resource:
-                    yield resource.lower()
+                    yield resource.lower(), str(name).lower()
