@@ -70,6 +70,7 @@ COMMANDS: dict[str, str] = {
     "up": "run the app locally (Azurite, local platform, triggers) until Ctrl-C",
     "demo": "run the whole loop once on the embedded local platform",
     "upload": "drop a dataset into incoming/<line>/ (starts the loop)",
+    "doctor": "check the configured environment (Azure or the local home) before dropping data",
 }
 
 

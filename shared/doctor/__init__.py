@@ -1,0 +1,54 @@
+"""``tuneloop doctor``: preflight checks of a configured environment, before data is dropped.
+
+Each check is a small function returning :class:`Check` results (ok / warn / fail, what was
+found, the fix); :func:`run_checks` runs them all and never stops at the first failure, so one
+run lists everything to fix. The checks take their clients as parameters (credential, HTTP
+transport, environment); the CLI only renders the :class:`Report`.
+
+- :mod:`shared.doctor.checks`: the result types and the one place a check's error becomes a
+  result (:func:`attempt`);
+- :mod:`shared.doctor.azure`: the Azure checks (identity and tokens, workspace, registry,
+  the planner's rules, datastore, storage, roles);
+- :mod:`shared.doctor.eventgrid`: the two Event Grid subscriptions, read through ARM REST;
+- :mod:`shared.doctor.local`: the local platform's home (devhost.json, Azurite, MLflow store,
+  ports).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.doctor.checks import Check, Outcome, Report, Role, attempt
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
+
+    from shared.settings import Settings
+
+__all__ = ["Check", "Outcome", "Report", "Role", "attempt", "run_checks"]
+
+
+def run_checks(
+    settings: Settings,
+    *,
+    credential: TokenCredential | None = None,
+    transport: Any = None,
+    environ: Mapping[str, str] | None = None,
+    now: datetime | None = None,
+) -> Report:
+    """Run the checks of the configured platform: Azure ML when a workspace is configured
+    (``credential`` required), else the local platform's home."""
+    if settings.platform_kind == "azureml":
+        from shared.doctor.azure import azure_checks
+
+        if credential is None:
+            raise ValueError("the Azure checks need a credential")
+        checks = azure_checks(
+            settings, credential=credential, transport=transport, environ=environ, now=now
+        )
+        return Report("azureml", tuple(checks))
+    from shared.doctor.local import local_checks
+
+    return Report("local", tuple(local_checks(settings, environ=environ)))
