@@ -23,6 +23,8 @@ from tests.fixtures.azureml.mlflow import (
     EXPERIMENT_ID,
     MLFLOW,
     T0,
+    accepting,
+    audience,
     experiment_body,
     job_tree,
     matching,
@@ -47,13 +49,21 @@ def make_platform(transport: FakeTransport) -> Any:
     return AzureMLPlatform(settings, credential=FakeCredential(), transport=transport)
 
 
-def serve(transport: FakeTransport, runs: list[dict[str, Any]], status: str = "Completed") -> None:
-    """The job in ``status`` and MLflow answering searches over ``runs``."""
+ML = "https://ml.azure.com"
+ARM = "https://management.azure.com"
+
+
+def serve(
+    transport: FakeTransport, runs: list[dict[str, Any]], status: str = "Completed",
+    audiences: tuple[str, ...] = (ML, ARM),
+) -> None:
+    """The job in ``status`` and MLflow answering searches over ``runs``, accepting tokens
+    for ``audiences`` only (401 otherwise)."""
     transport.add("GET", WORKSPACE + rf"/jobs/{JOB}\?", Reply(200, job_body(JOB, status)))
-    transport.add("GET", MLFLOW + r"experiments/get-by-name\?",
-                  lambda rec: Reply(200, experiment_body("tuneloop-support")))
-    transport.add("POST", MLFLOW + r"runs/search$",
-                  lambda rec: Reply(200, {"runs": matching(runs, rec.json())}))
+    transport.add("GET", MLFLOW + r"experiments/get-by-name\?", accepting(
+        audiences, lambda rec: Reply(200, experiment_body("tuneloop-support"))))
+    transport.add("POST", MLFLOW + r"runs/search$", accepting(
+        audiences, lambda rec: Reply(200, {"runs": matching(runs, rec.json())})))
 
 
 def searches(transport: FakeTransport) -> list[Recorded]:
@@ -84,6 +94,53 @@ def test_completed_job_reports_the_finetune_steps_final_metrics(transport: FakeT
     token = search.headers["Authorization"].removeprefix("Bearer ").split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     assert claims["aud"] == "https://ml.azure.com"
+
+
+def mlflow_audiences(transport: FakeTransport) -> list[str]:
+    """The token audience of every MLflow request, in order."""
+    return [audience(r) for r in transport.calls(pattern=MLFLOW)]
+
+
+def test_ml_audience_accepted_needs_no_other_token(transport: FakeTransport) -> None:
+    """MLflow accepting https://ml.azure.com: every call carries that token, no ARM token is
+    asked for MLflow."""
+    serve(transport, job_tree(JOB), audiences=(ML,))
+    job = make_platform(transport).get_job(JOB)
+    assert job.metrics["eval_loss"] == pytest.approx(0.8123)
+    assert mlflow_audiences(transport) == [ML, ML]
+
+
+def test_ml_audience_refused_falls_back_to_arm(
+    transport: FakeTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 401 for the https://ml.azure.com token: the call is sent again with an ARM token,
+    which is then used for the following calls; the metrics are read; one warning says so."""
+    serve(transport, job_tree(JOB), audiences=(ARM,))
+    platform = make_platform(transport)
+    with caplog.at_level(logging.WARNING, logger="shared.platform.azureml._metrics"):
+        job = platform.get_job(JOB)
+    assert job.metrics["eval_loss"] == pytest.approx(0.8123)
+    assert mlflow_audiences(transport) == [ML, ARM, ARM]
+    [warning] = [r.getMessage() for r in caplog.records if "HTTP 401" in r.getMessage()]
+    assert "ml.azure.com" in warning
+    assert "management.azure.com" in warning
+
+
+def test_both_audiences_refused_gives_no_metrics_and_a_warning(
+    transport: FakeTransport, caplog: pytest.LogCaptureFixture
+) -> None:
+    """401 for both audiences: get_job still answers Completed, without metrics (best effort),
+    and a warning names both audiences."""
+    serve(transport, job_tree(JOB), audiences=())
+    with caplog.at_level(logging.WARNING):
+        job = make_platform(transport).get_job(JOB)
+    assert (job.status, job.metrics) == ("Completed", {})
+    assert mlflow_audiences(transport) == [ML, ARM]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(
+        f"no metrics run={JOB}" in m and "ml.azure.com" in m and "management.azure.com" in m
+        for m in messages
+    )
 
 
 def test_running_job_sends_no_mlflow_request(transport: FakeTransport) -> None:

@@ -18,7 +18,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
+    "ARM_SCOPE",
     "MLFLOW_SCOPE",
+    "MLFLOW_SCOPES",
     "MlflowRuns",
     "final_metrics",
     "last_values",
@@ -28,8 +30,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # The audience of Azure ML's data-plane APIs on <region>.api.azureml.ms (as the SDK's own
-# run-history client asks for).
+# run-history client asks for: azure-ai-ml's _restclient/runhistory/_configuration.py).
 MLFLOW_SCOPE = "https://ml.azure.com/.default"
+# Microsoft's own MLflow REST sample for Azure ML gets its token for the ARM resource
+# ("resource_scope = https://management.azure.com", Azure/azureml-examples
+# sdk/python/using-mlflow/using-rest-api/using_mlflow_rest_api.ipynb), so the tracking API
+# accepts that audience too. We ask for ml.azure.com first and fall back to ARM on a 401.
+ARM_SCOPE = "https://management.azure.com/.default"
+MLFLOW_SCOPES = (MLFLOW_SCOPE, ARM_SCOPE)
 PAGE_SIZE = 100
 MAX_PAGES = 10  # a pipeline has a handful of steps; more pages means the filter went wrong
 MAX_DEPTH = 3  # root pipeline -> pipeline component node -> step
@@ -86,37 +94,81 @@ def final_metrics(runs: Iterable[Mapping[str, Any]]) -> dict[str, float]:
 
 
 class MlflowRuns:
-    """The few MLflow REST calls we need, through an azure-core pipeline (``transport=``)."""
+    """The few MLflow REST calls we need, through an azure-core pipeline (``transport=``).
 
-    def __init__(self, base_url: str, credential: Any, *, transport: Any = None) -> None:
-        from azure.core import PipelineClient
-        from azure.core.pipeline.policies import (
-            BearerTokenCredentialPolicy,
-            HeadersPolicy,
-            RetryPolicy,
-            UserAgentPolicy,
-        )
+    Tokens are asked for each audience of ``scopes`` in turn: a 401 with one moves to the next
+    (logged), and the first one accepted is kept for later calls. Every audience refused is a
+    PermissionDeniedError naming them.
+    """
 
+    def __init__(
+        self, base_url: str, credential: Any, *, transport: Any = None,
+        scopes: tuple[str, ...] = MLFLOW_SCOPES,
+    ) -> None:
         self.base_url = base_url
-        policies = [
-            HeadersPolicy({"Accept": "application/json"}),
-            UserAgentPolicy("tuneloop"),
-            RetryPolicy(retry_total=2),
-            BearerTokenCredentialPolicy(credential, MLFLOW_SCOPE),
-        ]
-        kwargs = {"transport": transport} if transport is not None else {}
-        self._client: Any = PipelineClient(base_url, policies=policies, **kwargs)
+        self._credential = credential
+        self._transport = transport
+        self._scopes = scopes
+        self._scope = 0  # index of the audience in use
+        self._clients: dict[str, Any] = {}
+
+    def _client(self, scope: str) -> Any:
+        client = self._clients.get(scope)
+        if client is None:
+            from azure.core import PipelineClient
+            from azure.core.pipeline.policies import (
+                BearerTokenCredentialPolicy,
+                HeadersPolicy,
+                RetryPolicy,
+                UserAgentPolicy,
+            )
+
+            policies = [
+                HeadersPolicy({"Accept": "application/json"}),
+                UserAgentPolicy("tuneloop"),
+                RetryPolicy(retry_total=2),
+                BearerTokenCredentialPolicy(self._credential, scope),
+            ]
+            kwargs = {"transport": self._transport} if self._transport is not None else {}
+            client = PipelineClient(self.base_url, policies=policies, **kwargs)
+            self._clients[scope] = client
+        return client
+
+    def _send(self, method: str, path: str, params: Mapping[str, str],
+              body: Mapping[str, Any] | None) -> Any:
+        """The response with the first audience the API accepts (from the one last accepted)."""
+        from azure.core.rest import HttpRequest
+
+        from shared.errors import PermissionDeniedError
+
+        index = self._scope
+        while True:
+            scope = self._scopes[index]
+            request = HttpRequest(
+                method, f"{self.base_url}/{path}", params=dict(params),
+                json=dict(body) if body is not None else None,
+            )
+            response = self._client(scope).send_request(request)
+            if response.status_code != 401:
+                self._scope = index  # later calls start with the audience accepted
+                return response
+            if index + 1 >= len(self._scopes):
+                tried = " and ".join(s.removesuffix("/.default") for s in self._scopes)
+                raise PermissionDeniedError(
+                    f"MLflow {path}: HTTP 401 for tokens of every audience tried ({tried})",
+                    hint="check that the identity can get a token for these audiences and "
+                    "has AzureML Data Scientist on the workspace",
+                )
+            log.warning("MLflow %s: HTTP 401 with a token for %s; trying %s", path,
+                        scope.removesuffix("/.default"),
+                        self._scopes[index + 1].removesuffix("/.default"))
+            index += 1
 
     def _call(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
               body: Mapping[str, Any] | None = None) -> dict[str, Any]:
         from azure.core.exceptions import HttpResponseError, map_error
-        from azure.core.rest import HttpRequest
 
-        request = HttpRequest(
-            method, f"{self.base_url}/{path}", params=dict(params or {}),
-            json=dict(body) if body is not None else None,
-        )
-        response = self._client.send_request(request)
+        response = self._send(method, path, params or {}, body)
         if response.status_code >= 400:
             map_error(response.status_code, response, {})
             raise HttpResponseError(response=response)
