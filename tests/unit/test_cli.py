@@ -35,6 +35,7 @@ def argv_for(command: str, data: Path) -> list[str]:
         "up": ["up"],
         "demo": ["demo"],
         "upload": ["upload", str(data), "--line", "support"],
+        "doctor": ["doctor"],
     }[command]
 
 
@@ -302,8 +303,8 @@ A100 = ["--compute-size", "Standard_NC24ads_A100_v4", "--gpus-per-node", "1"]
                                  "minimum"),
         (["--set", "max_seq_length=-5"], "input max_seq_length = -5 (command line) is below 1"),
         (["--set", "max_seq_length=10000000"], "is above 131072, tuneloop's sanity maximum"),
-        (["--set", "max_seq_length=8192"], "above Phi-3-mini-4k-instruct's context window of "
-                                           "4096 tokens"),
+        (["--set", "max_seq_length=20000"], "above Phi-4's context window of "
+                                            "16384 tokens"),
         (["--set", "num_train_epochs=1000"], "input num_train_epochs = 1000 (command line) is "
                                              "above 100, tuneloop's sanity maximum"),
         (["--set", "num_nodes_finetune=500"], "is above 16, tuneloop's sanity maximum"),
