@@ -409,3 +409,30 @@ def test_sweep_over_azure_two_regions_one_metrics_outage(settings: Settings) -> 
     assert c.ledger.get("east-idle", "run-live").state is RunState.RETIRED
     west = next(d for d in report.decisions if d.endpoint == "tl-west-idle")
     assert "request count unknown" in west.reason
+
+
+@pytest.mark.integration
+def test_sweep_command_without_monitoring_reader_is_one_line_and_exit_2(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`tuneloop sweep` whose identity lacks Monitoring Reader on the subscription (getBatch
+    answers 401): one line naming the role and scope, exit 2, nothing deleted."""
+    import argparse
+
+    from cli.commands import sweep as sweep_command
+    from shared.clients import Clients
+
+    idle = FakeEndpoint("tl-idle", created=NOW - 9 * DAY, modified=NOW - 8 * DAY,
+                        tags=managed("idle"))
+    azure = FakeAzure([idle], metrics_status={"eastus": 401})
+    s = settings.model_copy(update={"idle_after": DAY})
+    c = Clients(s, platform=platform_for(azure))
+
+    code = sweep_command.run(argparse.Namespace(dry_run=False, json=False), clients=c)
+
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1
+    assert err[0].startswith("tuneloop sweep: permission_denied: ")
+    assert f"Monitoring Reader on subscription {SUB}" in err[0]
+    assert azure.deleted == []
