@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from shared.errors import ConfigError
@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     rejected_container: str = "rejected"
     prepared_container: str = "prepared"
     ledger_table: str = "tuneloopruns"
+
+    # --- identity ------------------------------------------------------------------------
+    # azure-identity's own variable, not a TUNELOOP_ one: DefaultAzureCredential picks a
+    # user-assigned managed identity only by its client id. Read here so that the composition
+    # root passes it explicitly (shared/clients.py) and one identity serves the blob trigger
+    # (TUNELOOP_STORAGE__clientId), the host (AzureWebJobsStorage__clientId) and our clients.
+    azure_client_id: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("azure_client_id", "AZURE_CLIENT_ID"),
+        description="AZURE_CLIENT_ID: client id of the app's user-assigned managed identity.",
+    )
 
     # --- validation ----------------------------------------------------------------------
     max_line_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
