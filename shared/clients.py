@@ -91,6 +91,12 @@ class Clients:
     def credential(self) -> TokenCredential:
         from azure.identity import DefaultAzureCredential
 
+        # A user-assigned identity is picked only by its client id (AZURE_CLIENT_ID, read into
+        # the settings); passed explicitly so that the identity infra/ gives the app is the one
+        # every SDK client uses, the same as the trigger's and the host's connections.
+        client_id = self.settings.azure_client_id
+        if client_id:
+            return DefaultAzureCredential(managed_identity_client_id=client_id)
         return DefaultAzureCredential()
 
     def _kwargs(self) -> dict[str, Any]:
