@@ -344,12 +344,14 @@ def datastore_check(az: _Azure) -> Check:
     s = az.settings
     with map_azure_errors(f"datastore {s.datastore} in workspace {s.workspace_name}"):
         store = az.platform.ml_client.datastores.get(s.datastore)
-    kind = str(getattr(store, "type", "")).lower()
+    kind_raw = getattr(store, "type", "")
+    # an SDK enum (value "AzureBlob") or the YAML spelling "azure_blob"
+    kind = str(getattr(kind_raw, "value", kind_raw)).lower().replace("_", "")
     container = getattr(store, "container_name", None)
     account = getattr(store, "account_name", None)
     problems = []
-    if kind != "azure_blob":
-        problems.append(f"is a {kind or 'non-blob'} datastore, not azure_blob")
+    if kind != "azureblob":
+        problems.append(f"is a {kind or 'non-blob'} datastore, not an Azure Blob one")
     if container != s.prepared_container:
         problems.append(f"points at container {container}, not {s.prepared_container}")
     if az.account and account and account.lower() != az.account.lower():
@@ -538,7 +540,8 @@ def azure_checks(
         ("role.workspace", lambda: workspace_role_check(az), ws_role),
         ("role.vm_sizes", lambda: vm_sizes_role_check(az), None),
         ("role.metrics", lambda: metrics_role_check(az),
-         Role("Monitoring Reader", f"subscription {settings.subscription_id}")),
+         Role("Monitoring Reader (and the Microsoft.Insights provider registered)",
+              f"subscription {settings.subscription_id}")),
     ]
     results: list[Check] = []
     for name, step, role in steps:
