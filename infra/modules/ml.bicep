@@ -63,7 +63,7 @@ param dataAccountName string
 param preparedContainer string
 
 resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109: the workspace reaches its Key Vault over the public endpoint (no VNet in this template); access is Entra RBAC only (enableRbacAuthorization), with soft delete and purge protection.
+  // checkov:skip=CKV_AZURE_109: the workspace reaches its Key Vault over the public endpoint (no VNet in this template); only the workspace's own access policy reads it; soft delete and purge protection are on.
   // checkov:skip=CKV_AZURE_189: same reason as CKV_AZURE_109.
   name: keyVaultName
   location: location
@@ -74,7 +74,10 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
       family: 'A'
       name: 'standard'
     }
-    enableRbacAuthorization: true
+    // Access policies, as Azure ML's own quickstart templates: the workspace adds the policy
+    // for its identity when it is created. tuneloop itself stores nothing here.
+    enableRbacAuthorization: false
+    accessPolicies: []
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
     enablePurgeProtection: true
