@@ -54,10 +54,11 @@ def run(
     settings = load_settings()
     stream = out or sys.stdout
     if settings.platform_kind == "azureml" and "credential" not in ports:
-        from azure.identity import DefaultAzureCredential
+        from shared.clients import Clients
 
-        with DefaultAzureCredential() as credential:
-            report = run_checks(settings, credential=credential, **ports)
+        # The composition root's credential: the identity (AZURE_CLIENT_ID) the app uses.
+        with Clients(settings) as clients:
+            report = run_checks(settings, credential=clients.credential, **ports)
     else:
         report = run_checks(settings, **ports)
     if args.json:

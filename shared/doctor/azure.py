@@ -25,7 +25,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from shared.doctor.checks import Check, Role, attempt, fail, ok, warn
+from shared.doctor.checks import Check, Outcome, Role, attempt, fail, ok, warn
 from shared.doctor.eventgrid import blob_subscription_check, job_subscription_check, reader_role
 from shared.doctor.rest import ARM_SCOPE, RestReader
 from shared.errors import ConfigError, NotFoundError, PlanError, map_azure_errors
@@ -54,7 +54,11 @@ AUDIENCES: Mapping[str, str] = {
 # The blob trigger's poison queue (Functions blob trigger docs: "webjobs-blobtrigger-poison"),
 # in the data account when TUNELOOP_STORAGE__queueServiceUri is set.
 POISON_QUEUE = "webjobs-blobtrigger-poison"
-STORAGE_DATA_ROLE = "Storage Blob Data Owner (or Contributor)"
+# Role names as docs/roles.md (and infra/modules/roles.bicep) grant them.
+STORAGE_DATA_ROLE = "Storage Blob Data Owner"
+# Rows whose role only the app's identity holds (docs/roles.md gives "you" blob, table and
+# workspace roles only): run as a person, a refusal there is a warning, not a failure.
+APP_ONLY_ROWS = frozenset({"role.queue", "role.metrics", "role.vm_sizes"})
 # Azure ML workspace metrics (Microsoft.MachineLearningServices/workspaces), used for the
 # tiny getBatch when the workspace has no endpoint yet.
 _WORKSPACE_METRIC = ("Microsoft.MachineLearningServices/workspaces", "Completed Runs")
@@ -179,10 +183,13 @@ def _who(claims: Mapping[str, Any]) -> str:
 
 
 def identity_check(az: _Azure) -> Check:
-    """Which identity DefaultAzureCredential signs in as, and whether it can at all."""
-    client_id = az.environ.get("AZURE_CLIENT_ID")
-    chain = (f"DefaultAzureCredential with AZURE_CLIENT_ID={client_id} (a user-assigned managed "
-             "identity or an app registration)" if client_id else
+    """Which identity DefaultAzureCredential signs in as, and whether it can at all.
+
+    ``AZURE_CLIENT_ID`` (``Settings.azure_client_id``) is how the composition root picks the
+    app's user-assigned managed identity (shared/clients.py)."""
+    client_id = az.settings.azure_client_id
+    chain = (f"DefaultAzureCredential with AZURE_CLIENT_ID={client_id} (the user-assigned "
+             "managed identity, or an app registration)" if client_id else
              "DefaultAzureCredential (environment, workload identity, managed identity, "
              "az/azd login, in that order); AZURE_CLIENT_ID not set")
     with map_azure_errors("getting a token for Azure Resource Manager"):
@@ -445,11 +452,11 @@ def vm_sizes_role_check(az: _Azure) -> Check:
 
         mapped = translate_azure_error(exc, "listing the region's VM sizes")
         if isinstance(mapped, PermissionDeniedError):
-            return warn("role.vm_sizes", f"cannot list VM sizes: missing read of "
-                        f"Microsoft.MachineLearningServices/locations/vmSizes on subscription "
+            return warn("role.vm_sizes", f"missing Monitoring Reader (its */read covers "
+                        "Microsoft.MachineLearningServices/locations/vmSizes) on subscription "
                         f"{az.settings.subscription_id}: {mapped.message}",
-                        "grant Reader on the subscription (infra/ does), or give the GPUs per "
-                        "node yourself (tuneloop plan --gpus-per-node)")
+                        "grant it (infra/modules/subscription-roles.bicep does); without it the "
+                        "GPUs per node are unknown (tuneloop plan --gpus-per-node)")
         if mapped is None:
             raise
         raise mapped from exc
@@ -515,7 +522,7 @@ def azure_checks(
     sub = az.subscription_scope
     rg = f"{sub}/resourceGroups/{settings.resource_group}"
     ws_role = Role("AzureML Data Scientist", az.workspace_scope)
-    account = f"storage account {az.account}"
+    account = f"data account {az.account}"
     steps: list[tuple[str, Callable[[], Check | Iterator[Check]], Role | None]] = [
         ("identity", lambda: identity_check(az), None),
         ("token", lambda: token_checks(az), None),
@@ -546,4 +553,22 @@ def azure_checks(
     results: list[Check] = []
     for name, step, role in steps:
         results += attempt(name, step, role=role)
+    if _is_person(az.facts.get("claims") or {}):
+        results = [_as_person(c) for c in results]
     return results
+
+
+def _is_person(claims: Mapping[str, Any]) -> bool:
+    """A signed-in user (az login), not a managed identity or an app registration."""
+    if claims.get("xms_mirid"):
+        return False
+    return claims.get("idtyp") == "user" or bool(claims.get("upn") or claims.get("unique_name"))
+
+
+def _as_person(check: Check) -> Check:
+    """A role only the app holds, refused to a person, is a warning: check the app's."""
+    if check.name not in APP_ONLY_ROWS or check.outcome != Outcome.FAIL:
+        return check
+    return warn(check.name, f"{check.what} (you are signed in as a person; the app's identity "
+                "holds this role, not you)", "run `tuneloop doctor` as the app's identity, or "
+                "check its role assignments (docs/roles.md)")

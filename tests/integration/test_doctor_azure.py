@@ -134,7 +134,7 @@ def test_the_identity_row_names_azure_client_id(transport: FakeTransport) -> Non
     """With AZURE_CLIENT_ID set, the identity row says which identity DefaultAzureCredential
     picks; the signed-in object id comes from the token."""
     client_id = "5e1f0a2b-3c4d-4e5f-8a9b-0c1d2e3f4a5b"
-    report = doctor(transport, environ={"AZURE_CLIENT_ID": client_id})
+    report = doctor(transport, doctor_settings(azure_client_id=client_id))
     what = check(report, "identity").what
     assert f"AZURE_CLIENT_ID={client_id}" in what
     assert "0f0e0d0c-0b0a-4909-8807-060504030201" in what
@@ -287,17 +287,16 @@ def test_a_forbidden_table_names_the_table_role(transport: FakeTransport) -> Non
     row = check(doctor(transport), "ledger")
     assert row.outcome == Outcome.FAIL
     assert row.what.startswith(
-        "missing Storage Table Data Contributor on storage account sttuneloopdata")
+        "missing Storage Table Data Contributor on data account sttuneloopdata")
 
 
 def test_forbidden_blobs_name_the_blob_role(transport: FakeTransport) -> None:
-    """403 on listing blobs: missing Storage Blob Data Owner (or Contributor)."""
+    """403 on listing blobs: missing Storage Blob Data Owner on the data account."""
     transport.add("GET", BLOB + r"/incoming\?restype=container&comp=list",
                   storage_error(403, "AuthorizationPermissionMismatch"))
     row = check(doctor(transport), "role.blob")
     assert row.outcome == Outcome.FAIL
-    assert row.what.startswith("missing Storage Blob Data Owner (or Contributor) on storage "
-                               "account sttuneloopdata")
+    assert row.what.startswith("missing Storage Blob Data Owner on data account sttuneloopdata")
 
 
 def test_the_poison_queue_needs_the_queue_role(transport: FakeTransport) -> None:
@@ -305,7 +304,46 @@ def test_the_poison_queue_needs_the_queue_role(transport: FakeTransport) -> None
     transport.add("GET", QUEUE, storage_error(403, "AuthorizationPermissionMismatch"))
     row = check(doctor(transport), "role.queue")
     assert row.outcome == Outcome.FAIL
-    assert row.what.startswith("missing Storage Queue Data Contributor on storage account")
+    assert row.what.startswith("missing Storage Queue Data Contributor on data account")
+
+
+class _Signed(FakeCredential):
+    """Tokens carrying the claims of a person (upn) or of a managed identity (xms_mirid)."""
+
+    def __init__(self, **claims: str) -> None:
+        super().__init__()
+        self.claims = claims
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        import base64
+
+        token = super().get_token(*scopes, **kwargs)
+        head, payload, sig = token.token.split(".")
+        data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        data.update(self.claims)
+        raw = base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+        return AccessToken(f"{head}.{raw}.{sig}", token.expires_on)
+
+
+def test_a_role_only_the_app_holds_is_a_warning_for_a_person(transport: FakeTransport) -> None:
+    """Signed in as a person (az login), a 403 on the poison queue or the metrics API is a
+    warning (docs/roles.md gives those roles to the app only); as the app's managed identity
+    it is a failure."""
+    from tests.fixtures.azureml_sweep import METRICS_ERRORS
+
+    transport.add("GET", QUEUE, storage_error(403, "AuthorizationPermissionMismatch"))
+    transport.add("POST", METRICS, Reply(401, METRICS_ERRORS[401]))
+    person = doctor(transport, credential=_Signed(upn="ops@contoso.com", idtyp="user"))
+    assert "user ops@contoso.com" in check(person, "identity").what
+    for name in ("role.queue", "role.metrics"):
+        assert check(person, name).outcome == Outcome.WARN
+        assert "signed in as a person" in check(person, name).what
+    mirid = ("/subscriptions/x/resourcegroups/rg-tuneloop/providers/"
+             "Microsoft.ManagedIdentity/userAssignedIdentities/id-tuneloop")
+    app = doctor(transport, credential=_Signed(xms_mirid=mirid))
+    assert "managed identity id-tuneloop" in check(app, "identity").what
+    assert check(app, "role.queue").outcome == Outcome.FAIL
+    assert check(app, "role.metrics").outcome == Outcome.FAIL
 
 
 def test_a_poison_queue_not_created_yet_is_fine(transport: FakeTransport) -> None:
