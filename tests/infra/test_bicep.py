@@ -100,3 +100,25 @@ def test_event_subscriptions_name_our_functions_and_tag() -> None:
     functions = {p.stem: p.read_text() for p in (ROOT / "functions").glob("*.py")}
     assert '@bp.function_name("on_job_event")' in functions["job_events"]
     assert '@bp.function_name("ingest_dataset")' in functions["ingest"]
+
+
+def test_the_azd_parameters_file_names_only_parameters_of_main() -> None:
+    """main.parameters.json maps azd variables onto parameters main.bicep declares."""
+    import json
+
+    mapped = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    declared = parse(INFRA / "main.bicep")["parameters"]
+    assert set(mapped) <= set(declared)
+    required = {name for name, p in declared.items() if p["default"] is None}
+    assert required <= set(mapped), "azd cannot fill these parameters"
+
+
+def test_the_deployment_package_leaves_out_what_the_host_does_not_need() -> None:
+    """.funcignore keeps venvs, node_modules and tests out of the package, and the app in."""
+    ignored = {
+        line.strip() for line in (ROOT / ".funcignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".venv/", ".venv-iac/", "node_modules/", "tests/", "infra/"} <= ignored
+    kept = {"function_app.py", "host.json", "requirements.txt", "functions/", "shared/"}
+    assert not kept & ignored
