@@ -7,13 +7,17 @@ azure-ai-ml and azure-monitor-querymetrics run for real over a FakeTransport tha
 fixed latency per request and answers with realistic ARM / Azure Monitor bodies
 (``tests/fixtures/azureml_sweep``). The ledger and the report live on an in-memory Azurite.
 Two worlds: all endpoints in one region, and mostly one region with a few in another.
-Prints the ARM and metrics call counts and the wall time, against a naive sweeper that GETs
-each endpoint and queries its metrics one at a time.
+Metrics answers are full-size: RequestsPerMinute and ConnectionsActive at PT1M, one point per
+minute of the 24 h idle window (1,440 per series; minutes without requests are bare
+timestamps, as Azure Monitor returns them). Prints the ARM and metrics call counts, the
+metrics bytes received and the wall time, against a naive sweeper that GETs each endpoint and
+queries its metrics one at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import random
 import sys
@@ -44,6 +48,7 @@ from tests.fixtures.azureml_sweep import (  # noqa: E402
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(days=1)
+MINUTES = 24 * 60  # PT1M points in the idle window
 
 
 def make_world(n: int, regions: dict[str, int], seed: int = 11) -> list[FakeEndpoint]:
@@ -63,7 +68,12 @@ def make_world(n: int, regions: dict[str, int], seed: int = 11) -> list[FakeEndp
                     modified=NOW - max(quiet, timedelta(hours=1)),
                     location=region,
                     tags={"tuneloop_managed": "true", "tuneloop_line": f"line-{i:05d}"},
-                    requests=[0.0] * 24 if idle else [float(rng.randint(0, 40)) for _ in range(24)],
+                    # Idle: no request sample in the window; busy: a request now and then.
+                    requests=[None] * MINUTES if idle else [
+                        float(rng.randint(1, 5)) if rng.random() < 0.05 else None
+                        for _ in range(MINUTES)
+                    ],
+                    connections=[0.0] * MINUTES,
                 )
             )
             i += 1
@@ -76,6 +86,14 @@ def run_once(
 ) -> None:
     transport = FakeTransport(latency=latency)
     azure = FakeAzure(world, transport=transport, page_size=page_size)
+    received: list[int] = []
+
+    def measured(req):  # type: ignore[no-untyped-def]
+        reply = azure._metrics(req)
+        received.append(len(json.dumps(reply.body)))
+        return reply
+
+    transport.add("POST", r"metrics:getBatch", measured)
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
         storage_connection_string=azurite,
@@ -113,6 +131,8 @@ def run_once(
     print(f"ARM per-endpoint GETs:            {gets}")
     print(f"ARM DELETE calls:                 {deletes}")
     print(f"metrics:getBatch calls:           {len(metrics)}  (batch sizes {batch_sizes})")
+    print(f"metrics bytes received:           {sum(received) / 1e6:.1f} MB "
+          f"(largest answer {max(received, default=0) / 1e6:.1f} MB)")
     print(f"total HTTP calls in the sweep:    {ours}")
     print(f"decisions: {summary}  (idle found: {idle})")
     print(f"wall time:                        {wall:.2f} s")
