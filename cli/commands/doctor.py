@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MARKS", "add_arguments", "format_report", "run"]
 
-MARKS = {"ok": "✓", "warn": "!", "fail": "✗"}
+MARKS = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,8 +39,9 @@ def format_report(report: Report) -> str:
             out.append(f"  {' ' * width}  fix: {check.fix}")
     failed, warned = report.count(Outcome.FAIL), report.count(Outcome.WARN)
     verdict = "ready" if report.passed else "not ready"
+    skipped = f", {report.count(Outcome.SKIP)} not checked" if report.count(Outcome.SKIP) else ""
     out.append(f"{report.platform}: {verdict}: {report.count(Outcome.OK)} ok, "
-               f"{warned} warning(s), {failed} failed")
+               f"{warned} warning(s), {failed} failed{skipped}")
     return "\n".join(out)
 
 

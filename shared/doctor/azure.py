@@ -25,7 +25,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from shared.doctor.checks import Check, Outcome, Role, attempt, fail, ok, warn
+from shared.doctor.checks import Check, Outcome, Role, attempt, fail, ok, skip, warn
 from shared.doctor.eventgrid import blob_subscription_check, job_subscription_check, reader_role
 from shared.doctor.rest import ARM_SCOPE, RestReader
 from shared.errors import ConfigError, NotFoundError, PlanError, map_azure_errors
@@ -59,6 +59,8 @@ STORAGE_DATA_ROLE = "Storage Blob Data Owner"
 # Rows whose role only the app's identity holds (docs/roles.md gives "you" blob, table and
 # workspace roles only): run as a person, a refusal there is a warning, not a failure.
 APP_ONLY_ROWS = frozenset({"role.queue", "role.metrics", "role.vm_sizes"})
+# Checks of things inside the workspace: skipped (not failed again) when it does not answer.
+NEEDS_WORKSPACE = frozenset({"compute", "datastore", "role.workspace", "role.metrics"})
 # Azure ML workspace metrics (Microsoft.MachineLearningServices/workspaces), used for the
 # tiny getBatch when the workspace has no endpoint yet.
 _WORKSPACE_METRIC = ("Microsoft.MachineLearningServices/workspaces", "Completed Runs")
@@ -274,7 +276,7 @@ def plan_checks(az: _Azure) -> Iterator[Check]:
 
     needed = ("base_model", "component")
     if any(k not in az.facts for k in needed):
-        yield warn("plan", "not planned: the base model or component did not resolve",
+        yield skip("plan", "not planned: the base model or component did not resolve",
                    "fix the checks above first")
         return
     lines = sorted(az.settings.line_overrides) or [_DOCTOR_LINE]
@@ -310,7 +312,7 @@ def inference_check(az: _Azure) -> Check:
     model: BaseModelInfo | None = az.facts.get("base_model")
     size = s.inference_instance_type
     if model is None:
-        return warn("inference", f"inference size {size} not checked: the base model did not "
+        return skip("inference", f"inference size {size} not checked: the base model did not "
                     "resolve", "fix the base model first")
     problems = []
     retired = _retired_sizes()
@@ -552,6 +554,10 @@ def azure_checks(
     ]
     results: list[Check] = []
     for name, step, role in steps:
+        if name in NEEDS_WORKSPACE and "workspace" not in az.facts:
+            results.append(skip(name, "not checked: the workspace did not answer",
+                                "fix the workspace check first"))
+            continue
         results += attempt(name, step, role=role)
     if _is_person(az.facts.get("claims") or {}):
         results = [_as_person(c) for c in results]

@@ -16,11 +16,13 @@ log = logging.getLogger(__name__)
 
 
 class Outcome(StrEnum):
-    """ok: as it must be; warn: works, but worth a look (exit 0); fail: fix it (exit 1)."""
+    """ok: as it must be; warn: works, but worth a look (exit 0); fail: fix it (exit 1);
+    skip: not checked because a check it depends on failed (that one carries the exit 1)."""
 
     OK = "ok"
     WARN = "warn"
     FAIL = "fail"
+    SKIP = "skip"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,10 @@ def warn(name: str, what: str, fix: str) -> Check:
 
 def fail(name: str, what: str, fix: str) -> Check:
     return Check(name, Outcome.FAIL, what, fix)
+
+
+def skip(name: str, what: str, fix: str) -> Check:
+    return Check(name, Outcome.SKIP, what, fix)
 
 
 @dataclass(frozen=True)

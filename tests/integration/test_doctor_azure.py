@@ -152,8 +152,11 @@ def test_a_missing_workspace_fails_with_the_settings_to_fix(transport: FakeTrans
     row = check(report, "workspace")
     assert row.outcome == Outcome.FAIL
     assert "not found" in row.what
-    assert "ResourceNotFound" not in row.fix
     assert not report.passed
+    # what lives inside the workspace is not failed again: one root cause, one ✗
+    for name in ("compute", "datastore", "role.workspace", "role.metrics"):
+        assert check(report, name).outcome == Outcome.SKIP
+    assert not transport.calls("GET", DATASTORE)
 
 
 def test_a_forbidden_workspace_names_the_missing_role(transport: FakeTransport) -> None:
@@ -171,8 +174,9 @@ def test_a_model_that_does_not_resolve_fails_and_skips_the_plan(
     """A base model the registry does not have: base_model fails, the plan is not made."""
     report = doctor(transport, doctor_settings(base_model="Phi-5-imaginary"))
     assert check(report, "base_model").outcome == Outcome.FAIL
-    assert check(report, "plan").outcome == Outcome.WARN
-    assert check(report, "inference").outcome == Outcome.WARN
+    assert check(report, "plan").outcome == Outcome.SKIP
+    assert check(report, "inference").outcome == Outcome.SKIP
+    assert not report.passed
 
 
 def test_a_retired_model_is_not_ready(transport: FakeTransport) -> None:

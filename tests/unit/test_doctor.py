@@ -66,7 +66,7 @@ def test_warnings_pass_and_a_failure_does_not() -> None:
     assert Report("local", (ok, warn)).passed
     assert not Report("local", (ok, warn, fail)).passed
     assert Report("local", (ok, warn, fail)).to_dict()["counts"] == {"ok": 1, "warn": 1,
-                                                                       "fail": 1}
+                                                                       "fail": 1, "skip": 0}
 
 
 def test_the_table_marks_each_row_and_gives_fixes_only_where_needed() -> None:
@@ -83,4 +83,15 @@ def test_the_table_marks_each_row_and_gives_fixes_only_where_needed() -> None:
     assert lines[3].startswith("✗ role.blob")
     assert lines[4].strip() == "fix: grant X on Y"
     assert lines[5] == "azureml: not ready: 1 ok, 1 warning(s), 1 failed"
+
+
+def test_skipped_rows_are_marked_and_counted() -> None:
+    """A row not checked because another failed: "-" and "N not checked" in the summary."""
+    report = Report("azureml", (
+        Check("workspace", Outcome.FAIL, "not found", "fix the settings"),
+        Check("datastore", Outcome.SKIP, "not checked", "fix the workspace check first"),
+    ))
+    lines = format_report(report).splitlines()
+    assert lines[2].startswith("- datastore")
+    assert lines[-1].endswith("1 failed, 1 not checked")
     assert "never shown" not in "\n".join(lines)
