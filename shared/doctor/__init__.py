@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.doctor.checks import Check, Outcome, Report, Role, attempt
+from shared.errors import ConfigError
 
 if TYPE_CHECKING:
     from azure.core.credentials import TokenCredential
@@ -39,9 +40,19 @@ def run_checks(
     now: datetime | None = None,
 ) -> Report:
     """Run the checks of the configured platform: Azure ML when a workspace is configured
-    (``credential`` required), else the local platform's home."""
+    (``credential`` required), else the local platform's home.
+
+    Raises ConfigError (exit 2) when Azure ML is asked for without a workspace: nothing could
+    be checked, which is a configuration error rather than a failed check."""
     if settings.platform_kind == "azureml":
         from shared.doctor.azure import azure_checks
+
+        if not settings.workspace_configured:  # TUNELOOP_PLATFORM=azureml without a workspace
+            raise ConfigError(
+                "TUNELOOP_PLATFORM=azureml but the Azure ML workspace is not configured",
+                hint="set TUNELOOP_SUBSCRIPTION_ID, TUNELOOP_RESOURCE_GROUP and "
+                "TUNELOOP_WORKSPACE_NAME, or unset TUNELOOP_PLATFORM to check the local home",
+            )
 
         if credential is None:
             raise ValueError("the Azure checks need a credential")

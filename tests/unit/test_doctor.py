@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import pytest
+
+import cli.main
 from cli.commands.doctor import format_report
 from shared.doctor import Check, Outcome, Report, Role, attempt
 from shared.errors import PermissionDeniedError, TransientError, UnreachableError
@@ -95,3 +98,16 @@ def test_skipped_rows_are_marked_and_counted() -> None:
     assert lines[2].startswith("- datastore")
     assert lines[-1].endswith("1 failed, 1 not checked")
     assert "never shown" not in "\n".join(lines)
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_azureml_without_a_workspace_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """TUNELOOP_PLATFORM=azureml with no workspace settings: one config_error line, exit 2."""
+    monkeypatch.setenv("TUNELOOP_PLATFORM", "azureml")
+    assert cli.main.main(["doctor"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("tuneloop doctor: config_error: TUNELOOP_PLATFORM=azureml but")
+    assert "TUNELOOP_WORKSPACE_NAME" in err[0]
