@@ -381,6 +381,18 @@ def test_no_system_topic_on_the_account_fails(transport: FakeTransport) -> None:
     assert transport.calls("GET", SUB_TOPICS)  # looked in the whole subscription too
 
 
+def test_system_topics_are_found_on_a_later_page(transport: FakeTransport) -> None:
+    """ARM pages lists with nextLink: a topic on the second page is found."""
+    topics = body("system_topics.json")["value"]
+    second = ("https://management.azure.com/subscriptions/00000000-1111-2222-3333-444444444444/"
+              "resourceGroups/rg-tuneloop/providers/Microsoft.EventGrid/systemTopics"
+              "?api-version=2022-06-15&$skipToken=page2")
+    transport.add("GET", RG_TOPICS, Reply(200, {"value": topics[:1], "nextLink": second}))
+    transport.add("GET", r"\$skipToken=page2", Reply(200, {"value": topics[1:]}))
+    assert check(doctor(transport), "eventgrid.jobs").outcome == Outcome.OK
+    assert transport.calls("GET", r"\$skipToken=page2")
+
+
 def test_a_subscription_without_dead_letter_fails(transport: FakeTransport) -> None:
     """An undeliverable event would be lost: a subscription without dead-lettering fails."""
     sub = body("subscription_jobs.json")
