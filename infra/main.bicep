@@ -211,7 +211,7 @@ var tuneloopSettings = {
   TUNELOOP_SWEEP_MODE: sweepMode
 }
 
-module function 'modules/function.bicep' = {
+module functionApp 'modules/function.bicep' = {
   name: 'function'
   scope: rg
   params: {
@@ -250,7 +250,7 @@ module roles 'modules/roles.bicep' = {
     hostAccountName: storage.outputs.hostAccountName
     appInsightsName: monitoring.outputs.appInsightsName
     workspaceName: ml.outputs.workspaceName
-    appPrincipalId: function.outputs.identityPrincipalId
+    appPrincipalId: functionApp.outputs.identityPrincipalId
     workspacePrincipalId: ml.outputs.workspacePrincipalId
     computePrincipalId: ml.outputs.computePrincipalId
     dataTopicPrincipalId: events.outputs.dataTopicPrincipalId
@@ -263,7 +263,7 @@ module roles 'modules/roles.bicep' = {
 module subscriptionRoles 'modules/subscription-roles.bicep' = {
   name: 'subscription-roles-${resourceToken}'
   params: {
-    appPrincipalId: function.outputs.identityPrincipalId
+    appPrincipalId: functionApp.outputs.identityPrincipalId
   }
 }
 
@@ -273,8 +273,8 @@ output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_SUBSCRIPTION_ID string = subscription().subscriptionId
 output AZURE_RESOURCE_GROUP string = rg.name
-output AZURE_FUNCTION_APP_NAME string = function.outputs.functionAppName
-output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = function.outputs.identityClientId
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.functionAppName
+output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = functionApp.outputs.identityClientId
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.dataAccountName
 output AZURE_DATA_TOPIC_NAME string = events.outputs.dataTopicName
 output AZURE_WORKSPACE_TOPIC_NAME string = events.outputs.workspaceTopicName

@@ -63,8 +63,10 @@ param dataAccountName string
 param preparedContainer string
 
 resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
-  // checkov:skip=CKV_AZURE_109: the workspace reaches its Key Vault over the public endpoint (no VNet in this template); only the workspace's own access policy reads it; soft delete and purge protection are on.
+  // checkov:skip=CKV_AZURE_109: the workspace reaches its Key Vault over the public endpoint (no VNet in this template); only the workspace's own access policy reads it; soft delete is on.
   // checkov:skip=CKV_AZURE_189: same reason as CKV_AZURE_109.
+  // checkov:skip=CKV_AZURE_110: no purge protection so that `azd down --purge` removes the vault and `azd up` can recreate its name; it holds only the workspace's own secrets, which the workspace recreates.
+  // checkov:skip=CKV_AZURE_42: soft delete is on (7 days); the check also asks for purge protection, off for the reason of CKV_AZURE_110.
   name: keyVaultName
   location: location
   tags: tags
@@ -80,7 +82,8 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     accessPolicies: []
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
-    enablePurgeProtection: true
+    // No purge protection: `azd down --purge` must be able to remove the vault, so that
+    // `azd up` can recreate the same name (purge protection cannot be turned off once on).
     publicNetworkAccess: 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
