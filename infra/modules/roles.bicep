@@ -5,7 +5,10 @@
 // built-in-roles; the storage ones also in ../shared/reference/azd/.../infra/app/rbac.bicep).
 // API version: Microsoft.Authorization/roleAssignments@2022-04-01.
 // Blob trigger (Event Grid source) with an identity: Storage Blob Data Owner and Storage Queue
-// Data Contributor on the trigger's account, plus the host-storage roles on AzureWebJobsStorage
+// Data Contributor on the trigger's account ("the blob trigger handles failure across multiple
+// retries by writing poison blobs to a queue on the storage account specified by the
+// connection"), plus Blob Data Owner, Queue Data Contributor and Storage Account Contributor on
+// AzureWebJobsStorage
 // (learn.microsoft.com/azure/azure-functions/functions-bindings-storage-blob-trigger,
 // "Grant permission to the identity"; functions-reference, "Connecting to host storage with an
 // identity").
@@ -76,6 +79,10 @@ var roles = {
   queueDataContributor: {
     name: 'Storage Queue Data Contributor'
     id: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  }
+  storageAccountContributor: {
+    name: 'Storage Account Contributor'
+    id: '17d1049b-9a84-46fb-8f53-869881c3d3ab'
   }
   tableDataContributor: {
     name: 'Storage Table Data Contributor'
@@ -168,6 +175,19 @@ resource appHostTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   scope: hostAccount
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor.id)
+    principalId: appPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Storage Account Contributor: the blob trigger with an identity-based AzureWebJobsStorage needs
+// it on the host account, with Blob Data Owner and Queue Data Contributor (blob trigger docs,
+// "Grant permission to the identity", note 2). Its listKeys grants nothing here: shared keys are off.
+resource appHostAccount 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(hostAccount.id, appPrincipalId, roles.storageAccountContributor.id)
+  scope: hostAccount
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageAccountContributor.id)
     principalId: appPrincipalId
     principalType: 'ServicePrincipal'
   }

@@ -16,6 +16,7 @@ BUILT_IN = {
     "Storage Blob Data Reader": "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1",
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",
+    "Storage Account Contributor": "17d1049b-9a84-46fb-8f53-869881c3d3ab",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "Monitoring Reader": "43d0d8ad-25c7-4714-9337-8ba259a9fe05",
     "AzureML Data Scientist": "f6c7c914-8db3-469d-8ca1-694a8f32e121",
@@ -73,6 +74,7 @@ def test_the_blob_trigger_identity_has_owner_and_queue_roles_on_the_data_account
     assert ("Storage Queue Data Contributor", "dataAccount") in app
     assert ("Storage Blob Data Owner", "hostAccount") in app
     assert ("Storage Queue Data Contributor", "hostAccount") in app
+    assert ("Storage Account Contributor", "hostAccount") in app
 
 
 def test_subscription_scope_roles_are_in_the_subscription_module() -> None:
