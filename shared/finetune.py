@@ -16,8 +16,9 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -32,6 +33,7 @@ from shared.naming import (
     is_valid_line,
 )
 from shared.naming import run_id as make_run_id
+from shared.platform.metadata import CHAT_COMPLETION, has_passed, size_refusal
 from shared.platform.port import (
     ASSET_TYPES,
     SERVERLESS,
@@ -46,6 +48,8 @@ from shared.settings import Settings
 from shared.specs import (  # re-exported: callers plan with the specs
     BUNDLED_COMPONENT_SPEC,
     BUNDLED_MODEL_SPEC,
+    DEFAULT_BASE_MODEL,
+    RETIRED_MODEL_SPEC,
     bundled_base_model,
     bundled_component,
     component_from_dict,
@@ -58,7 +62,9 @@ __all__ = [
     "BUNDLED_COMPONENT_SPEC",
     "BUNDLED_MODEL_SPEC",
     "COMPUTE_INPUTS",
+    "DEFAULT_BASE_MODEL",
     "OWNED_INPUTS",
+    "RETIRED_MODEL_SPEC",
     "SANITY_BOUNDS",
     "SERVERLESS",
     "TUNELOOP_DEFAULTS",
@@ -73,9 +79,12 @@ __all__ = [
     "finetune_allow_list",
     "load_component_spec",
     "load_model_spec",
+    "model_refusals",
     "model_specific_defaults",
     "plan_finetune",
     "retry_plan",
+    "size_refusal",
+    "utc_today",
 ]
 
 log = logging.getLogger(__name__)
@@ -196,18 +205,72 @@ def finetune_allow_list(model: BaseModelInfo) -> list[str] | None:
     return list(skus) if skus is not None else None
 
 
+def utc_today() -> date:
+    """Today's date in UTC: the planner's clock unless a caller (a test) passes ``today``."""
+    return datetime.now(UTC).date()
+
+
+_DEFAULT_HINT = (
+    f"use {DEFAULT_BASE_MODEL}, tuneloop's default base model (unset TUNELOOP_BASE_MODEL, or "
+    "pass --model-spec with a model that is fine-tunable for chat-completion)"
+)
+
+
+def model_refusals(model: BaseModelInfo, today: date) -> list[str]:
+    """Why ``model`` cannot be fine-tuned for chat completion on ``today`` (empty: it can).
+
+    Refused: a fine-tune retirement date that has passed (``deprecation.finetuneRetirementDate``,
+    2025-08-30 for every Phi-3/Phi-3.5), an archived model (``isArchived``), and a model whose
+    ``tasks`` section does not list ``chat-completion`` in ``fineTuningTasks`` (an
+    inference-only model lists only ``inferenceTasks``). A model whose metadata has no
+    ``tasks`` section at all states nothing: the plan warns (:func:`_deprecation_warnings`).
+    """
+    meta = model.metadata
+    where = f"{model.name} {model.version}"
+    out: list[str] = []
+    if has_passed(meta.finetune_retirement, today):
+        assert meta.finetune_retirement is not None
+        out.append(
+            f"{where}: fine-tuning was retired on {_day(meta.finetune_retirement)} (model "
+            "metadata deprecation.finetuneRetirementDate); Azure ML no longer fine-tunes it"
+        )
+    if model.archived:
+        out.append(f"{where} is archived in its registry (isArchived): not offered any more")
+    states_tasks = "tasks" in model.system_metadata or bool(meta.finetune_tasks)
+    if states_tasks and CHAT_COMPLETION not in {t.strip().lower() for t in meta.finetune_tasks}:
+        listed = ", ".join(meta.finetune_tasks) or "no fine-tuning task"
+        problem = meta.problems.get("finetune_tasks")
+        why = f" ({problem})" if problem else ""
+        out.append(
+            f"{where} is not fine-tunable for {CHAT_COMPLETION}: its system metadata "
+            f"tasks.fineTuningTasks lists {listed}{why}"
+        )
+    return out
+
+
+def _day(when: datetime) -> str:
+    return (when.astimezone(UTC) if when.tzinfo is not None else when).date().isoformat()
+
+
 def _deprecation_warnings(model: BaseModelInfo) -> list[str]:
+    """The model's deprecation/retirement dates (a passed fine-tune retirement never gets this
+    far: :func:`model_refusals`), and whether it is a preview model."""
     meta = model.metadata
     out = []
     for when, what in (
-        (meta.finetune_deprecation, "deprecated"),
-        (meta.finetune_retirement, "retired"),
+        (meta.finetune_deprecation, "fine-tuning deprecated"),
+        (meta.finetune_retirement, "fine-tuning retired"),
+        (meta.inference_retirement, "inference retired"),
     ):
         if when is not None:
-            out.append(
-                f"{model.name} {model.version}: fine-tuning {what} from "
-                f"{when.date().isoformat()} (metadata)"
-            )
+            out.append(f"{model.name} {model.version}: {what} from {_day(when)} (metadata)")
+    if "tasks" not in model.system_metadata and not meta.finetune_tasks:
+        out.append(
+            f"{model.name} {model.version}: its metadata lists no tasks, so whether it is "
+            f"fine-tunable for {CHAT_COMPLETION} is not known"
+        )
+    if meta.preview:
+        out.append(f"{model.name} {model.version} is a preview model in its registry (metadata)")
     return out
 
 
@@ -404,6 +467,7 @@ def _compute_inputs(
     compute: ComputeInfo | None,
     problems: list[str],
     warnings: list[str],
+    today: date,
 ) -> tuple[dict[str, Any], str | None, str | None, int | None]:
     """(compute inputs, cluster name or None, instance type, GPUs per node)."""
     if compute is None:
@@ -425,6 +489,9 @@ def _compute_inputs(
             f"compute {name} is {compute.provisioning_state}: repair or recreate it, then retry"
         )
     if size is not None:
+        retired = size_refusal(size, today, use="fine-tuning")
+        if retired:
+            problems.append(f"compute {name}: {retired}")
         if size.lower() in UNSUPPORTED_FINETUNE_SIZES:
             problems.append(
                 f"compute {name} size {size} cannot fine-tune (unsupported sizes: "
@@ -493,14 +560,32 @@ def plan_finetune(
     data_container: str,
     compute: ComputeInfo | None = None,
     cli_overrides: Mapping[str, Any] | None = None,
+    gpus_per_node: int | None = None,
+    today: date | None = None,
 ) -> FinetunePlan:
     """The plan for fine-tuning ``base_model`` on one prepared dataset of ``line``.
 
-    Raises PlanError with one line per problem (unknown or owned input, value outside an enum
-    or of the wrong type, compute not allowed or not usable).
+    Raises PlanError with one line per problem (a retired, archived or not chat-fine-tunable
+    model, unknown or owned input, value outside an enum or of the wrong type, compute not
+    allowed, retired or not usable). ``today`` is the clock (default: :func:`utc_today`);
+    ``gpus_per_node`` (``--gpus-per-node``, else ``TUNELOOP_GPUS_PER_NODE``) stands in when the
+    compute's GPU count is unknown (the VM size list was not readable).
     """
+    today = today if today is not None else utc_today()
     problems: list[str] = []
     warnings: list[str] = []
+    refusals = model_refusals(base_model, today)
+    if refusals:
+        raise PlanError(refusals, hint=_DEFAULT_HINT)
+    if compute is None and not settings.compute and settings.finetune_instance_type:
+        compute = ComputeInfo(SERVERLESS, settings.finetune_instance_type, "Succeeded")
+    fallback = gpus_per_node if gpus_per_node is not None else settings.gpus_per_node
+    gpus_source = None
+    if compute is not None and compute.gpus_per_node is None and fallback is not None:
+        compute = replace(compute, gpus_per_node=fallback)
+        gpus_source = (
+            "--gpus-per-node" if gpus_per_node is not None else "TUNELOOP_GPUS_PER_NODE"
+        )
     if not is_valid_line(line):
         problems.append(f"line {line!r} is not a valid line name (1–63 of A-Z a-z 0-9 . _ -)")
     if not _SHA256.match(dataset_sha256):
@@ -509,7 +594,7 @@ def plan_finetune(
         _layers(settings, line, base_model, cli_overrides), component, problems, warnings
     )
     compute_params, cluster, instance_type, gpus = _compute_inputs(
-        settings, base_model, compute, problems, warnings
+        settings, base_model, compute, problems, warnings, today
     )
     parameters: dict[str, Any] = {}
     for key, (value, source, _) in merged.items():
@@ -521,7 +606,7 @@ def plan_finetune(
     parameters.update({k: v for k, v in compute_params.items() if k in component.inputs})
     sources = {key: source for key, (_, source, _) in merged.items()}
     if compute is not None and GPU_INPUT not in sources:
-        sources[GPU_INPUT] = f"the GPUs per node of {compute.size or compute.name}"
+        sources[GPU_INPUT] = gpus_source or f"the GPUs per node of {compute.size or compute.name}"
     _check_sanity(parameters, sources, component, base_model, problems)
     for spec in component.inputs.values():
         missing = spec.name not in parameters and spec.name not in OWNED_INPUTS
@@ -580,7 +665,10 @@ def _set_gpus(
 ) -> None:
     if GPU_INPUT not in component.inputs or gpus is None or gpus < 1:
         if compute is not None and compute.size is not None and gpus is None:
-            warnings.append(f"GPUs per node of {compute.size} unknown; {GPU_INPUT} not set from it")
+            warnings.append(
+                f"GPUs per node of {compute.size} unknown; {GPU_INPUT} not set from it (pass "
+                "--gpus-per-node or set TUNELOOP_GPUS_PER_NODE)"
+            )
         return
     chosen = merged.get(GPU_INPUT)
     if chosen is not None and chosen[2] and isinstance(parameters.get(GPU_INPUT), int):
@@ -615,9 +703,16 @@ def retry_plan(plan: FinetunePlan, attempt: int) -> FinetunePlan:
 class Planner:
     """Plans a run from what a Platform reports: base model, component and compute."""
 
-    def __init__(self, settings: Settings, platform: Platform) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        platform: Platform,
+        *,
+        today: Callable[[], date] = utc_today,
+    ) -> None:
         self.settings = settings
         self.platform = platform
+        self.today = today
 
     def plan(
         self,
@@ -628,6 +723,7 @@ class Planner:
         base_model: BaseModelInfo | None = None,
         component: ComponentInterface | None = None,
         compute: ComputeInfo | None = None,
+        gpus_per_node: int | None = None,
     ) -> FinetunePlan:
         """Look up the facts not given (a missing compute becomes PlanError) and plan."""
         s = self.settings
@@ -650,6 +746,8 @@ class Planner:
             data_container=s.prepared_container,
             compute=compute,
             cli_overrides=cli_overrides,
+            gpus_per_node=gpus_per_node,
+            today=self.today(),
         )
 
     def _compute(self) -> ComputeInfo:

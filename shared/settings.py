@@ -110,7 +110,11 @@ class Settings(BaseSettings):
     registry_name: str = "azureml"
     component_name: str = "chat_completion_pipeline"
     component_version: str | None = Field(default=None, description="None = label latest.")
-    base_model: str = "Phi-3-mini-4k-instruct"
+    # Phi-4 v8: fine-tunable for chat-completion, no retirement date (azureml-assets
+    # 4b41f8cc). Every Phi-3/Phi-3.5 has finetuneRetirementDate 2025-08-30: refused by the plan.
+    base_model: str = Field(
+        default="Phi-4", description="Registry base model (fine-tunable for chat-completion)."
+    )
     base_model_version: str | None = Field(default=None, description="None = label latest.")
     compute: str | None = Field(default=None, description="Named AML cluster for fine-tuning.")
     finetune_instance_type: str | None = Field(
@@ -125,8 +129,20 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Per-line parameter overrides, JSON: {"line": {"num_train_epochs": 2}}.',
     )
-    inference_instance_type: str = "Standard_NC6s_v3"
+    # In Phi-4's inference allow-list (system metadata supportedComputes.inferenceComputes).
+    # Not Standard_NC6s_v3: Azure retired NCv3 on 2025-09-30 (shared.platform.metadata).
+    inference_instance_type: str = Field(
+        default="Standard_NC24ads_A100_v4",
+        description="VM size of the online deployments (in the base model's allow-list).",
+    )
     inference_instance_count: int = Field(default=1, ge=1)
+    gpus_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        le=8,
+        description="GPUs per node of the fine-tune compute when its VM size list cannot be "
+        "read (that list needs a subscription-scope read); None = look it up.",
+    )
 
     # --- release ---------------------------------------------------------------------------
     promotion: Literal["auto", "gate", "manual"] = "auto"

@@ -3,9 +3,11 @@
 ``load_component_spec`` gives a component's interface, ``load_model_spec`` a registry model's
 facts (its metadata parsed by :mod:`shared.platform.metadata` on construction), each from its
 ``spec.yaml``; ``bundled_component`` / ``bundled_base_model`` are the copies shipped in
-``shared/data`` (chat_completion_pipeline 0.0.82, Phi-3-mini-4k-instruct v15) that offline
-planning and the local platform use. A spec that does not fit its shape is a PlanError naming
-the file and the field, never a traceback.
+``shared/data`` (chat_completion_pipeline 0.0.82 and Phi-4 v8, tuneloop's default base model)
+that offline planning and the local platform use. ``shared/data`` also keeps
+Phi-3-mini-4k-instruct v15 (:data:`RETIRED_MODEL_SPEC`), the documented example of a model the
+planner refuses: archived, fine-tuning retired on 2025-08-30. A spec that does not fit its
+shape is a PlanError naming the file and the field, never a traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from shared.platform.port import BaseModelInfo, ComponentInput, ComponentInterfa
 __all__ = [
     "BUNDLED_COMPONENT_SPEC",
     "BUNDLED_MODEL_SPEC",
+    "DEFAULT_BASE_MODEL",
+    "RETIRED_MODEL_SPEC",
     "bundled_base_model",
     "bundled_component",
     "component_from_dict",
@@ -35,7 +39,11 @@ __all__ = [
 
 _DATA = Path(__file__).resolve().parent / "data"
 BUNDLED_COMPONENT_SPEC = _DATA / "chat_completion_pipeline.yaml"
-BUNDLED_MODEL_SPEC = _DATA / "phi-3-mini-4k-instruct.yaml"
+BUNDLED_MODEL_SPEC = _DATA / "phi-4.yaml"
+# The default base model (TUNELOOP_BASE_MODEL's default): the model of BUNDLED_MODEL_SPEC.
+DEFAULT_BASE_MODEL = "Phi-4"
+# Phi-3-mini-4k-instruct v15: archived, fine-tuning retired 2025-08-30; planning it is refused.
+RETIRED_MODEL_SPEC = _DATA / "phi-3-mini-4k-instruct.yaml"
 
 # Top-level keys that make a YAML a component spec (azure-ai-ml component schemas), and the
 # component types; a model spec has none of them.
@@ -166,7 +174,8 @@ def load_model_spec(path: str | Path, *, registry: str = "azureml") -> BaseModel
     """A registry model's facts from its YAML spec (the azureml-assets model ``spec.yaml``).
 
     Tag values that are not strings (the spec may hold ``model_specific_defaults`` as a
-    mapping) are stored as JSON text, the way registry tags are strings.
+    mapping) are stored as JSON text, the way registry tags are strings. ``isArchived`` (a
+    top-level key of the azureml-assets spec) becomes ``BaseModelInfo.archived``.
     """
     data = _read_yaml(path, "model spec")
     kind = data.get("type")
@@ -199,7 +208,14 @@ def load_model_spec(path: str | Path, *, registry: str = "azureml") -> BaseModel
         tags=MappingProxyType(tags),
         properties=MappingProxyType(properties),
         system_metadata=MappingProxyType(dict(data.get("system_metadata") or {})),
+        archived=_archived(data.get("isArchived")),
     )
+
+
+def _archived(raw: Any) -> bool:
+    if isinstance(raw, str):
+        return raw.strip().lower() == "true"
+    return raw is True
 
 
 @lru_cache(maxsize=1)
@@ -217,5 +233,5 @@ def bundled_component() -> ComponentInterface:
 
 @lru_cache(maxsize=1)
 def bundled_base_model() -> BaseModelInfo:
-    """Phi-3-mini-4k-instruct's registry facts as shipped in ``shared/data``."""
+    """Phi-4's registry facts (v8) as shipped in ``shared/data``: the default base model."""
     return load_model_spec(BUNDLED_MODEL_SPEC)

@@ -58,7 +58,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compute-size", help="VM size of the fine-tune compute, e.g. Standard_NC24ads_A100_v4"
     )
-    parser.add_argument("--gpus-per-node", type=int, help="GPUs per node of --compute-size")
+    parser.add_argument(
+        "--gpus-per-node",
+        type=int,
+        help="GPUs per node of --compute-size, or of the configured compute when its VM size "
+        "list cannot be read (default: TUNELOOP_GPUS_PER_NODE)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -163,6 +168,7 @@ class PlanInputs:
     base_model: BaseModelInfo | None
     compute: ComputeInfo | None
     overrides: dict[str, str]
+    gpus_per_node: int | None = None  # --gpus-per-node: stands in when the GPU count is unknown
 
 
 def plan_inputs(args: argparse.Namespace, settings: Settings) -> PlanInputs:
@@ -170,8 +176,6 @@ def plan_inputs(args: argparse.Namespace, settings: Settings) -> PlanInputs:
     from shared.platform.port import SERVERLESS, ComputeInfo
     from shared.specs import load_component_spec, load_model_spec
 
-    if args.gpus_per_node is not None and not args.compute_size:
-        raise PlanError(["--gpus-per-node needs --compute-size"])
     compute = None
     if args.compute_size:
         compute = ComputeInfo(
@@ -183,6 +187,7 @@ def plan_inputs(args: argparse.Namespace, settings: Settings) -> PlanInputs:
         base_model=load_model_spec(args.model_spec) if args.model_spec else None,
         compute=compute,
         overrides=parse_overrides(args.overrides),
+        gpus_per_node=args.gpus_per_node,
     )
 
 
@@ -231,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
         data_container=settings.prepared_container,
         compute=inputs.compute,
         cli_overrides=inputs.overrides,
+        gpus_per_node=inputs.gpus_per_node,
     )
     component_id = (
         f"azureml://registries/{settings.registry_name}/components/"

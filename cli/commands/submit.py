@@ -94,6 +94,7 @@ def _plan(
         base_model=inputs.base_model,
         component=inputs.component,
         compute=inputs.compute,
+        gpus_per_node=inputs.gpus_per_node,
     )
 
 

@@ -4,7 +4,9 @@ Azure ML keeps a model's facts in two places, in several shapes: older model car
 string tags holding Python or JSON literals (``finetune_compute_allow_list``,
 ``inference_compute_allow_list``, ``model_specific_defaults`` — the fine-tuning notebooks read
 them with ``ast.literal_eval``); newer ones (Phi-3 v15) carry structured ``systemMetadata``
-(``supportedComputes``, ``SKU``, ``tasks``, ``deprecation``, ``textContextWindow``).
+(``supportedComputes``, ``SKU``, ``tasks``, ``deprecation``, ``textContextWindow``); Phi-4 v8
+has no ``deprecation`` section at all, keeps ``model_specific_defaults`` as a mapping in its
+spec (a JSON string once in the registry) and marks itself ``preview: true``.
 :func:`parse_model_metadata` is the one reader of both; :class:`ModelMetadata` is what every
 caller uses (``BaseModelInfo.metadata``). It never raises: a fact it cannot read is ``None``
 (or empty) and ``problems`` says why, keyed by the fact's field name, so each caller decides
@@ -19,10 +21,96 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime
+from types import MappingProxyType
 from typing import Any
 
-__all__ = ["ModelMetadata", "parse_model_metadata"]
+__all__ = [
+    "CHAT_COMPLETION",
+    "RETIRED_VM_SIZES",
+    "ModelMetadata",
+    "RetiredSize",
+    "has_passed",
+    "parse_model_metadata",
+    "retired_size",
+    "size_refusal",
+]
+
+# The fine-tuning task tuneloop runs (system metadata tasks.fineTuningTasks).
+CHAT_COMPLETION = "chat-completion"
+
+
+@dataclass(frozen=True)
+class RetiredSize:
+    """A VM size Azure has retired: from ``retired`` on it cannot be allocated at all."""
+
+    size: str
+    retired: date
+    source: str
+
+
+_NCV3_SOURCE = (
+    "learn.microsoft.com/azure/virtual-machines/ncv3-nc6s-nc12s-nc24s-retirement "
+    "(MicrosoftDocs/azure-docs articles/virtual-machines/ncv3-nc6s-nc12s-nc24s-retirement.md: "
+    "\"On September 30, 2025, Microsoft Azure will retire the Standard_NC6s_v3, "
+    "Standard_NC12s_v3 and Standard_NC24s_v3 virtual machines\"; recommended successor: "
+    "NC A100 v4)"
+)
+_NV_SOURCE = (
+    "learn.microsoft.com/azure/virtual-machines/sizes/migration-guides/nv-series-retirement "
+    "(\"we're retiring our NV-series Azure VM sizes on September 6, 2023\"; NV and NV_Promo)"
+)
+# Retired VM sizes, refused for fine-tuning and for inference even when a model's (stale)
+# allow-list still names them: Phi-3's inference lists name Standard_NC6s_v3, which Azure
+# retired on 2025-09-30. Keys are lower case (sizes compare case-insensitively). Only sizes
+# whose retirement notice we could cite are listed; add one with its date and its source.
+RETIRED_VM_SIZES: Mapping[str, RetiredSize] = MappingProxyType(
+    {
+        r.size.lower(): r
+        for r in (
+            *(
+                RetiredSize(size, date(2025, 9, 30), _NCV3_SOURCE)
+                for size in ("Standard_NC6s_v3", "Standard_NC12s_v3", "Standard_NC24s_v3")
+            ),
+            *(
+                RetiredSize(size, date(2023, 9, 6), _NV_SOURCE)
+                for size in (
+                    "Standard_NV6", "Standard_NV12", "Standard_NV24",
+                    "Standard_NV6_Promo", "Standard_NV12_Promo", "Standard_NV24_Promo",
+                )
+            ),
+        )
+    }
+)
+
+
+def retired_size(size: str, today: date) -> RetiredSize | None:
+    """The retirement of ``size`` if it has taken effect by ``today`` (any case), else None."""
+    found = RETIRED_VM_SIZES.get(size.strip().lower())
+    return found if found is not None and today >= found.retired else None
+
+
+def size_refusal(size: str, today: date, *, use: str) -> str | None:
+    """Why VM ``size`` cannot be used for ``use`` (fine-tuning / inference), or None.
+
+    A retired size (:data:`RETIRED_VM_SIZES`, with its date and
+    source) is refused even when a model's allow-list still names it.
+    """
+    retired = retired_size(size, today)
+    if retired is None:
+        return None
+    return (
+        f"VM size {size} was retired by Azure on {retired.retired.isoformat()} and cannot be "
+        f"allocated for {use} (source: {retired.source})"
+    )
+
+
+def has_passed(when: datetime | None, today: date) -> bool:
+    """Whether a metadata date (a retirement) is ``today`` or earlier, compared as UTC dates."""
+    if when is None:
+        return False
+    day = when.astimezone(UTC).date() if when.tzinfo is not None else when.date()
+    return today >= day
 
 # A name as a bare word (VM size, task), for the comma-separated form ("Standard_NC6s_v3, ...").
 _SIZE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -43,6 +131,7 @@ class ModelMetadata:
     inference_deprecation: datetime | None = None
     inference_retirement: datetime | None = None
     context_window: int | None = None  # tokens (systemMetadata.textContextWindow)
+    preview: bool = False  # systemMetadata.preview (Phi-4 v8: true)
     # plain dicts behind Mapping (read-only by type): asdict/deepcopy work on them
     model_specific_defaults: Mapping[str, Any] = field(default_factory=dict)
     # field name above -> what is wrong with its source (that field is then None or empty)
@@ -92,6 +181,7 @@ def parse_model_metadata(
         system_metadata.get("textContextWindow"), "context_window", problems
     )
     values["model_specific_defaults"] = _defaults(tags, system_metadata, problems)
+    values["preview"] = _flag(system_metadata.get("preview"))
     return ModelMetadata(**values, problems=problems)
 
 
@@ -207,6 +297,13 @@ def _date(raw: Any, where: str, name: str, problems: dict[str, str]) -> datetime
     except ValueError:
         problems[name] = f"{where} = {str(raw)[:40]!r} is not an ISO-8601 date"
         return None
+
+
+def _flag(raw: Any) -> bool:
+    """A boolean the registry may hold as a bool or as text ("true")."""
+    if isinstance(raw, str):
+        return raw.strip().lower() == "true"
+    return raw is True
 
 
 def _positive_int(raw: Any, name: str, problems: dict[str, str]) -> int | None:

@@ -138,6 +138,8 @@ class BaseModelInfo:
     tags: Mapping[str, str] = field(default_factory=dict)
     properties: Mapping[str, str] = field(default_factory=dict)
     system_metadata: Mapping[str, Any] = field(default_factory=dict)
+    # The registry's isArchived: an archived model is not offered for new fine-tunes.
+    archived: bool = False
     metadata: ModelMetadata = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -38,6 +38,7 @@ from shared.naming import (
     endpoint_name,
     model_name,
 )
+from shared.platform.metadata import size_refusal
 from shared.platform.port import (
     BaseModelInfo,
     DeploymentSpec,
@@ -250,6 +251,9 @@ def _step_deploying(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, boo
 def _check_instance_type(ctx: ReleaseContext) -> str | None:
     """A reason to hold if the inference instance type is off the base model's allow-list."""
     s = ctx.settings
+    retired = size_refusal(s.inference_instance_type, ctx.now().date(), use="inference")
+    if retired:  # refused whatever a (stale) allow-list says: Phi-3's still names NC6s_v3
+        return f"{retired}; set TUNELOOP_INFERENCE_INSTANCE_TYPE to a current size"
     base = ctx.platform.get_base_model(s.base_model, s.base_model_version or "latest")
     allowed = inference_allow_list(base)
     if allowed is None or s.inference_instance_type.lower() in {a.lower() for a in allowed}:

@@ -1,8 +1,8 @@
 """The bundled specs and the plan against the real azureml-assets specs, when they are at hand.
 
 ``../shared/reference/azureml`` (beside the checkout) holds verbatim copies of the public
-chat_completion_pipeline 0.0.82 and Phi-3-mini-4k-instruct specs. A fresh clone has no such
-folder: then every test here is skipped.
+chat_completion_pipeline 0.0.82, Phi-4 v8 and Phi-3-mini-4k-instruct v15 specs. A fresh clone
+has no such folder: then every test here is skipped (the project never reads it at run time).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from shared.finetune import (
+    RETIRED_MODEL_SPEC,
     bundled_base_model,
     bundled_component,
     finetune_allow_list,
@@ -30,6 +31,7 @@ PIPELINE = (
     / "training/finetune_acft_hf_nlp/components/pipeline_components/chat_completion/spec.yaml"
 )
 PHI3 = REFERENCE / "models/system/phi-3-mini-4k-instruct/spec.yaml"
+PHI4 = REFERENCE / "models/system/Phi-4/spec.yaml"
 
 pytestmark = [
     pytest.mark.skipif(
@@ -69,16 +71,26 @@ def test_bundled_job_graph_matches_the_reference() -> None:
     assert ours["jobs"] == theirs["jobs"]
 
 
-def test_bundled_model_facts_match_the_reference() -> None:
-    """Phi-3's defaults and fine-tune SKUs are the reference's."""
-    reference = load_model_spec(PHI3)
-    bundled = bundled_base_model()
+@pytest.mark.parametrize(
+    ("reference_spec", "bundled_spec"),
+    [(PHI4, None), (PHI3, RETIRED_MODEL_SPEC)],
+    ids=["phi-4-default", "phi-3-refusal-example"],
+)
+def test_bundled_model_facts_match_the_reference(
+    reference_spec: Path, bundled_spec: Path | None
+) -> None:
+    """Each bundled model's parsed facts (defaults, SKUs, tasks, dates, window) are the
+    reference's."""
+    reference = load_model_spec(reference_spec)
+    bundled = load_model_spec(bundled_spec) if bundled_spec else bundled_base_model()
     assert (reference.id, reference.version) == (bundled.id, bundled.version)
+    assert reference.archived == bundled.archived
+    assert reference.metadata == bundled.metadata
     assert model_specific_defaults(reference) == model_specific_defaults(bundled)
     assert finetune_allow_list(reference) == finetune_allow_list(bundled)
     skus = reference.system_metadata["SKU"]["finetuneRecommendedSkus"]
-    assert finetune_allow_list(reference) == skus
     assert set(skus) == set(reference.system_metadata["supportedComputes"]["finetuneComputes"])
+    assert set(finetune_allow_list(reference) or ()) == set(skus)
 
 
 def test_plan_against_the_reference_specs_builds_a_valid_job(tmp_path: Path) -> None:
@@ -100,9 +112,9 @@ def test_plan_against_the_reference_specs_builds_a_valid_job(tmp_path: Path) -> 
             compute=A100,
         )
 
-    real = plan(PIPELINE, PHI3)
+    real = plan(PIPELINE, PHI4)
     assert real.run_id == plan(None, None).run_id
-    assert real.parameters["deepspeed_stage"] == "2"
+    assert real.parameters["deepspeed_stage"] == "3"
     assert real.parameters["precision"] == "16"
     job = job_to_dict(real, PIPELINE, datastore="tuneloop")
     assert job["name"] == real.run_id

@@ -63,7 +63,7 @@ OPERATIONS = (
     f"{ARM}/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/{LOCATION}"
 )
 OPERATION_API = "api-version=2022-02-01-preview"
-BASE_MODEL = "Phi-3-mini-4k-instruct"
+BASE_MODEL = "Phi-4"  # the default base model (Phi-3 is retired: refused by the plan)
 COMPONENT = "chat_completion_pipeline"
 DEPLOYMENT_HEADER = "azureml-model-deployment"
 METRIC = "RequestsPerMinute"
@@ -184,7 +184,7 @@ class FakeAzureML:
     @staticmethod
     def _registry_asset(kind: str, name: str) -> dict[str, Any] | None:
         if kind == "models" and name == BASE_MODEL:
-            body: dict[str, Any] = jobs_fixture("registry_model_phi-3-mini-4k-instruct_15.json")
+            body: dict[str, Any] = jobs_fixture("registry_model_phi-4_8.json")
             return body
         if kind == "components" and name == COMPONENT:
             component: dict[str, Any] = jobs_fixture(

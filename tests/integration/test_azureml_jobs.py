@@ -9,6 +9,7 @@ on what we send.
 from __future__ import annotations
 
 import json
+from datetime import date
 from typing import Any, ClassVar
 
 import pytest
@@ -95,11 +96,26 @@ def test_component_latest_comes_from_the_discovered_registry(
 
 def test_base_model_has_tags_and_system_metadata(platform: Any) -> None:
     """Tags and the registry's systemMetadata (fine-tune SKUs) both reach the plan."""
-    model = platform.get_base_model("Phi-3-mini-4k-instruct")
-    assert model.id == "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"
-    assert model.version == "15"
+    model = platform.get_base_model("Phi-4")
+    assert model.id == "azureml://registries/azureml/models/Phi-4/versions/8"
+    assert model.version == "8"
+    assert model.archived is False
     assert model.tags["model_specific_defaults"].startswith("{'apply_deepspeed': 'true'")
     assert "Standard_NC24ads_A100_v4" in model.system_metadata["SKU"]["finetuneRecommendedSkus"]
+    assert model.metadata.finetune_tasks == ("chat-completion",)
+
+
+def test_a_retired_archived_registry_model_is_refused(transport: FakeTransport) -> None:
+    """Phi-3-mini v15 as the registry serves it (isArchived, retired 2025-08-30) is refused."""
+    settings = make_settings(base_model="Phi-3-mini-4k-instruct")
+    platform = make_platform(settings, transport)
+    assert platform.get_base_model("Phi-3-mini-4k-instruct").archived is True
+    planner = Planner(settings, platform, today=lambda: date(2026, 12, 1))
+    with pytest.raises(PlanError) as excinfo:
+        planner.plan(line="support", dataset_sha256=SHA)
+    assert any("fine-tuning was retired on 2025-08-30" in p for p in excinfo.value.problems)
+    assert any("is archived" in p for p in excinfo.value.problems)
+    assert not transport.calls("PUT")
 
 
 def test_cluster_size_state_and_gpus(platform: Any, transport: FakeTransport) -> None:
@@ -134,15 +150,90 @@ def test_missing_cluster_is_a_plan_error(transport: FakeTransport) -> None:
 
 
 def test_disallowed_cluster_size_is_a_plan_error(transport: FakeTransport) -> None:
-    """A V100 cluster is refused against Phi-3's fine-tune SKUs read from the registry."""
+    """A V100 cluster is refused: retired, and not in Phi-4's fine-tune SKUs from the registry."""
     body = fixture("compute_gpu-a100.json")
     body["name"] = "gpu-v100"
     body["properties"]["properties"]["vmSize"] = "STANDARD_NC6S_V3"
     transport.add("GET", WORKSPACE + r"/computes/gpu-v100\?", Reply(200, body))
     settings = make_settings(compute="gpu-v100")
-    with pytest.raises(PlanError, match="not in Phi-3-mini-4k-instruct's fine-tune allow-list"):
+    with pytest.raises(PlanError) as excinfo:
         Planner(settings, make_platform(settings, transport)).plan(
             line="support", dataset_sha256=SHA
+        )
+    problems = excinfo.value.problems
+    assert any("STANDARD_NC6S_V3 was retired by Azure on 2025-09-30" in p for p in problems)
+    assert any("not in Phi-4's fine-tune allow-list" in p for p in problems)
+
+
+# --- the VM size list is a subscription-scope read (defect 3) ------------------------
+
+
+def forbid_vm_sizes(transport: FakeTransport, status: int = 403) -> None:
+    """The ARM answer to a workspace-scoped identity: 403 AuthorizationFailed."""
+    transport.add(
+        "GET", VM_SIZES, Reply(status, fixture("error_vm_sizes_forbidden.json"),
+                               headers={"x-ms-failure-cause": "gateway"}),
+    )
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_unreadable_vm_sizes_make_the_gpu_count_unknown(
+    transport: FakeTransport, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """401/403 on the vmSizes list: the cluster is still read, GPUs unknown, one warning."""
+    forbid_vm_sizes(transport, status)
+    platform = make_platform(make_settings(), transport)
+    with caplog.at_level("WARNING", logger="shared.platform.azureml._jobs"):
+        compute = platform.get_compute("gpu-a100")
+    assert (compute.size, compute.gpus_per_node) == ("STANDARD_NC24ADS_A100_V4", None)
+    assert transport.calls("GET", VM_SIZES)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "GPUs per node of STANDARD_NC24ADS_A100_V4 unknown" in warning
+    assert "TUNELOOP_GPUS_PER_NODE" in warning
+
+
+def test_unreadable_vm_sizes_for_serverless_are_unknown_not_unoffered(
+    transport: FakeTransport,
+) -> None:
+    """Serverless with a 403 size list: the configured size, GPUs unknown (no NotFoundError)."""
+    forbid_vm_sizes(transport)
+    settings = make_settings(compute=None, finetune_instance_type="Standard_NC24ads_A100_v4")
+    compute = make_platform(settings, transport).get_compute("serverless")
+    assert (compute.name, compute.size, compute.gpus_per_node) == (
+        "serverless", "Standard_NC24ads_A100_v4", None,
+    )
+
+
+def test_a_plan_with_unreadable_vm_sizes_falls_back_to_the_setting(
+    transport: FakeTransport,
+) -> None:
+    """The plan succeeds: TUNELOOP_GPUS_PER_NODE (else --gpus-per-node) gives the GPU count;
+    without either it still plans, warning that the count is unknown."""
+    forbid_vm_sizes(transport)
+    settings = make_settings(gpus_per_node=1)
+    plan = Planner(settings, make_platform(settings, transport)).plan(
+        line="support", dataset_sha256=SHA
+    )
+    assert plan.parameters["number_of_gpu_to_use_finetuning"] == 1
+    flag = Planner(make_settings(), make_platform(make_settings(), transport)).plan(
+        line="support", dataset_sha256=SHA, gpus_per_node=1
+    )
+    assert flag.parameters["number_of_gpu_to_use_finetuning"] == 1
+    bare = Planner(make_settings(), make_platform(make_settings(), transport)).plan(
+        line="support", dataset_sha256=SHA
+    )
+    assert "number_of_gpu_to_use_finetuning" not in bare.parameters
+    assert any("unknown" in w and "TUNELOOP_GPUS_PER_NODE" in w for w in bare.warnings)
+
+
+def test_gpus_beyond_the_fallback_count_are_refused(transport: FakeTransport) -> None:
+    """The fallback count bounds a user's number_of_gpu_to_use_finetuning like a looked-up one."""
+    forbid_vm_sizes(transport)
+    settings = make_settings(gpus_per_node=1)
+    with pytest.raises(PlanError, match="exceeds the 1 GPUs per node"):
+        Planner(settings, make_platform(settings, transport)).plan(
+            line="support", dataset_sha256=SHA,
+            cli_overrides={"number_of_gpu_to_use_finetuning": 2},
         )
 
 
@@ -184,7 +275,7 @@ def test_submit_gets_404_then_creates_the_job(
         f"azureml://datastores/tuneloopprepared/paths/{plan.run_id}/validation.jsonl"
     )
     assert inputs["mlflow_model_path"] == {
-        "uri": "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15",
+        "uri": "azureml://registries/azureml/models/Phi-4/versions/8",
         "job_input_type": "mlflow_model",
     }
     for name in (
@@ -195,7 +286,7 @@ def test_submit_gets_404_then_creates_the_job(
     ):
         assert inputs[name]["value"] == "gpu-a100"
     assert inputs["number_of_gpu_to_use_finetuning"]["value"] == "1"
-    assert inputs["deepspeed_stage"]["value"] == "2"
+    assert inputs["deepspeed_stage"]["value"] == "3"
     assert inputs["precision"]["value"] == "16"
     assert "learning_rate_min" not in inputs
     assert body["outputs"]["trained_model"]["jobOutputType"] == "mlflow_model"

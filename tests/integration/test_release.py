@@ -239,7 +239,9 @@ class AllowListPlatform(FakePlatform):
         return BaseModelInfo(
             id=f"azureml://registries/azureml/models/{name}/versions/15", name=name,
             version="15",
-            system_metadata={"supportedComputes": {"inferenceComputes": ["Standard_NC6s_v3"]}},
+            system_metadata={
+                "supportedComputes": {"inferenceComputes": ["Standard_NC24ads_A100_v4"]}
+            },
         )
 
 
@@ -261,7 +263,7 @@ def test_allowed_instance_type_deploys(clients: Clients) -> None:
     fake = AllowListPlatform()
     clients.use_platform(fake)
     ctx = with_settings(
-        ReleaseContext.from_clients(clients), inference_instance_type="standard_nc6s_v3"
+        ReleaseContext.from_clients(clients), inference_instance_type="standard_nc24ads_a100_v4"
     )
     assert release_one(ctx, fake, RUN1).state is RunState.PROMOTED
 

@@ -87,16 +87,19 @@ def test_tuneloop_defaults_are_all_declared_inputs() -> None:
 
 
 def test_bundled_model_has_defaults_and_allow_list() -> None:
-    """The Phi-3 facts carry model_specific_defaults and the fine-tune SKUs."""
+    """The bundled default (Phi-4 v8) carries model_specific_defaults and the fine-tune SKUs."""
     model = bundled_base_model()
-    assert model.id == "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15"
-    assert model_specific_defaults(model)["deepspeed_stage"] == 2
+    assert model.id == "azureml://registries/azureml/models/Phi-4/versions/8"
+    assert model_specific_defaults(model)["deepspeed_stage"] == 3
     assert finetune_allow_list(model) == [
         "Standard_NC24ads_A100_v4",
         "Standard_NC48ads_A100_v4",
         "Standard_NC96ads_A100_v4",
         "Standard_ND96asr_v4",
         "Standard_ND96amsr_A100_v4",
+        "Standard_NC40ads_H100_v5",
+        "Standard_NC80adis_H100_v5",
+        "Standard_ND96isr_H100_v5",
     ]
 
 
@@ -107,8 +110,8 @@ def test_merge_order_and_coercion_to_declared_types(plain_settings: Settings) ->
     """Model defaults beat tuneloop's; ints become the string enums the component declares."""
     plan = make_plan(plain_settings)
     p = plan.parameters
-    assert p["num_train_epochs"] == 1  # Phi-3's default beats the notebook's 3
-    assert p["deepspeed_stage"] == "2"  # int 2 -> string enum "2"
+    assert p["num_train_epochs"] == 1  # Phi-4's default beats the notebook's 3
+    assert p["deepspeed_stage"] == "3"  # int 3 -> string enum "3"
     assert p["precision"] == "16"  # int 16 -> string enum "16"
     assert p["learning_rate"] == 5e-6  # the YAML string "5e-6" -> number
     assert p["apply_lora"] == "true"
@@ -130,7 +133,9 @@ def test_line_overrides_beat_model_and_cli_beats_line(tmp_path: Path) -> None:
 
 def test_undeclared_model_default_is_dropped_with_a_warning(plain_settings: Settings) -> None:
     """learning_rate_min is not an input: dropped, and the plan says so."""
-    plan = make_plan(plain_settings)
+    defaults = {**model_specific_defaults(bundled_base_model()), "learning_rate_min": 5e-7}
+    model = model_with(tags={"model_specific_defaults": json.dumps(defaults)})
+    plan = make_plan(plain_settings, base_model=model)
     assert "learning_rate_min" not in plan.parameters
     assert any("learning_rate_min" in w and "not an input" in w for w in plan.warnings)
 
@@ -173,7 +178,7 @@ def test_every_problem_is_reported_at_once(plain_settings: Settings) -> None:
     with pytest.raises(PlanError) as excinfo:
         make_plan(
             plain_settings,
-            compute=ComputeInfo("c", "Standard_NC6s_v3", "Succeeded", 1),
+            compute=ComputeInfo("c", "Standard_NC12_v2", "Succeeded", 1),
             cli={"optim": "sgd", "num_train_epochs": 0},
         )
     problems = problems_of(excinfo)
@@ -244,15 +249,16 @@ def test_model_without_defaults_or_allow_list_plans(plain_settings: Settings) ->
 
 
 def test_disallowed_compute_size_is_refused(plain_settings: Settings) -> None:
-    """A GPU size outside Phi-3's fine-tune SKUs is a specific error listing the allowed ones."""
+    """A GPU size outside Phi-4's fine-tune SKUs is a specific error listing the allowed ones."""
     with pytest.raises(PlanError) as excinfo:
         make_plan(
-            plain_settings, compute=ComputeInfo("gpu-v100", "Standard_NC6s_v3", "Succeeded", 1)
+            plain_settings, compute=ComputeInfo("gpu-t4", "Standard_NC4as_T4_v3", "Succeeded", 1)
         )
     assert problems_of(excinfo) == [
-        "compute gpu-v100 size Standard_NC6s_v3 is not in Phi-3-mini-4k-instruct's fine-tune "
+        "compute gpu-t4 size Standard_NC4as_T4_v3 is not in Phi-4's fine-tune "
         "allow-list: Standard_NC24ads_A100_v4, Standard_NC48ads_A100_v4, "
-        "Standard_NC96ads_A100_v4, Standard_ND96asr_v4, Standard_ND96amsr_A100_v4"
+        "Standard_NC96ads_A100_v4, Standard_ND96asr_v4, Standard_ND96amsr_A100_v4, "
+        "Standard_NC40ads_H100_v5, Standard_NC80adis_H100_v5, Standard_ND96isr_H100_v5"
     ]
 
 
@@ -341,7 +347,7 @@ def test_run_id_names_tags_and_blobs(plain_settings: Settings) -> None:
     assert plan.data_container == "prepared"
     assert plan.experiment_name == "tuneloop-support"
     assert plan.display_name == (
-        "Phi-3-mini-4k-instruct-support-bs1-cosine-ds2-lora-save_limit1-seqlen_model_max"
+        "Phi-4-support-bs1-cosine-ds3-lora-save_limit1-seqlen_model_max"
     )
     assert plan.tags["tuneloop_run"] == plan.run_id
     assert plan.tags["tuneloop_line"] == "support"
@@ -489,9 +495,9 @@ def test_a_line_override_beyond_reason_names_its_setting(tmp_path: Path) -> None
 
 
 def test_max_seq_length_within_the_models_context_window(plain_settings: Settings) -> None:
-    """Phi-3-mini-4k reads 4096 tokens: 4096 plans, 4097 is refused naming the window."""
-    assert make_plan(plain_settings, cli={"max_seq_length": 4096}).parameters[
+    """Phi-4 reads 16384 tokens: 16384 plans, 16385 is refused naming the window."""
+    assert make_plan(plain_settings, cli={"max_seq_length": 16384}).parameters[
         "max_seq_length"
-    ] == 4096
-    with pytest.raises(PlanError, match="context window of 4096 tokens"):
-        make_plan(plain_settings, cli={"max_seq_length": 4097})
+    ] == 16384
+    with pytest.raises(PlanError, match="context window of 16384 tokens"):
+        make_plan(plain_settings, cli={"max_seq_length": 16385})

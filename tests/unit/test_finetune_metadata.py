@@ -1,5 +1,6 @@
 """Model metadata parsed once (shared.platform.metadata) into BaseModelInfo.metadata: the bundled
-Phi-3 spec, the older tag forms, and odd metadata that must never crash or pass silently."""
+Phi-4 and Phi-3 specs, the older tag forms, and odd metadata that must never crash or pass
+silently."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ from typing import Any
 import pytest
 
 from shared.errors import PlanError
-from shared.finetune import bundled_base_model, finetune_allow_list, model_specific_defaults
+from shared.finetune import (
+    RETIRED_MODEL_SPEC,
+    bundled_base_model,
+    finetune_allow_list,
+    load_model_spec,
+    model_specific_defaults,
+)
 from shared.platform.metadata import parse_model_metadata
 from shared.platform.port import BaseModelInfo
 from shared.release import inference_allow_list
@@ -21,6 +28,12 @@ PHI3_FINETUNE = (
     "Standard_NC96ads_A100_v4",
     "Standard_ND96asr_v4",
     "Standard_ND96amsr_A100_v4",
+)
+PHI4_FINETUNE = (
+    *PHI3_FINETUNE,
+    "Standard_NC40ads_H100_v5",
+    "Standard_NC80adis_H100_v5",
+    "Standard_ND96isr_H100_v5",
 )
 
 
@@ -34,9 +47,32 @@ def model(tags: dict[str, Any] | None = None, meta: dict[str, Any] | None = None
     )
 
 
+def test_bundled_phi4_metadata_is_typed() -> None:
+    """Phi-4 v8's shape (no deprecation section, preview, 8 SKUs) reads with no problem."""
+    base = bundled_base_model()
+    meta = base.metadata
+    assert (base.name, base.version, base.archived) == ("Phi-4", "8", False)
+    assert meta.problems == {}
+    assert meta.finetune_skus == PHI4_FINETUNE
+    assert meta.inference_skus == (
+        *PHI4_FINETUNE[:5],
+        "Standard_ND96isr_H100_v5",
+        "Standard_NC40ads_H100_v5",
+        "Standard_NC80adis_H100_v5",
+    )
+    assert meta.finetune_tasks == meta.inference_tasks == ("chat-completion",)
+    assert meta.finetune_retirement is None
+    assert meta.inference_retirement is None
+    assert meta.context_window == 16384
+    assert meta.preview is True
+    assert meta.model_specific_defaults["deepspeed_stage"] == 3
+
+
 def test_bundled_phi3_metadata_is_typed() -> None:
-    """Every fact of the bundled Phi-3 spec is read into its typed field, with no problem."""
-    meta = bundled_base_model().metadata
+    """Every fact of the kept Phi-3 spec is read into its typed field, with no problem."""
+    phi3 = load_model_spec(RETIRED_MODEL_SPEC)
+    assert phi3.archived is True
+    meta = phi3.metadata
     assert meta.problems == {}
     assert meta.finetune_skus == PHI3_FINETUNE
     assert meta.inference_skus is not None
@@ -55,7 +91,7 @@ def test_bundled_phi3_metadata_is_typed() -> None:
 def test_planner_and_release_read_the_same_parse() -> None:
     """finetune_allow_list and the release's inference_allow_list are views of one parse."""
     base = bundled_base_model()
-    assert finetune_allow_list(base) == list(PHI3_FINETUNE)
+    assert finetune_allow_list(base) == list(PHI4_FINETUNE)
     assert inference_allow_list(base) == list(base.metadata.inference_skus or ())
 
 
@@ -63,9 +99,10 @@ def test_plan_warns_of_retirement_with_a_date() -> None:
     """The deprecation warnings print the date, not the registry's timestamp text."""
     from shared.finetune import _deprecation_warnings
 
-    assert _deprecation_warnings(bundled_base_model()) == [
+    assert _deprecation_warnings(load_model_spec(RETIRED_MODEL_SPEC)) == [
         "Phi-3-mini-4k-instruct 15: fine-tuning deprecated from 2025-06-30 (metadata)",
         "Phi-3-mini-4k-instruct 15: fine-tuning retired from 2025-08-30 (metadata)",
+        "Phi-3-mini-4k-instruct 15: inference retired from 2025-08-30 (metadata)",
     ]
 
 
@@ -164,4 +201,4 @@ def test_replace_parses_again() -> None:
     bare = dataclasses.replace(base, tags={}, system_metadata={})
     assert bare.metadata.finetune_skus is None
     assert bare.metadata.model_specific_defaults == {}
-    assert base.metadata.finetune_skus == PHI3_FINETUNE
+    assert base.metadata.finetune_skus == PHI4_FINETUNE

@@ -100,7 +100,7 @@ def test_job_is_built_and_passes_sdk_validation(
     assert node.inputs["train_file_path"]._data.path == (
         f"azureml://datastores/tuneloopprepared/paths/{plan.run_id}/train.jsonl"
     )
-    assert node.inputs["deepspeed_stage"]._data == "2"
+    assert node.inputs["deepspeed_stage"]._data == "3"  # Phi-4's model_specific_defaults
 
 
 def test_job_dict_is_what_would_be_submitted(
@@ -122,7 +122,7 @@ def test_job_dict_is_what_would_be_submitted(
     assert node["inputs"]["compute_finetune"] == "gpu-a100"
     assert node["inputs"]["mlflow_model_path"] == {
         "type": "mlflow_model",
-        "path": "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/15",
+        "path": "azureml://registries/azureml/models/Phi-4/versions/8",
     }
     json.dumps(data)  # plain data, printable as JSON
 
@@ -142,8 +142,8 @@ def test_job_dict_is_what_would_be_submitted(
         ),
         (
             {},
-            ComputeInfo("gpu", "Standard_NC12s_v3", "Succeeded", 2),
-            "not in Phi-3-mini-4k-instruct's fine-tune allow-list",
+            ComputeInfo("gpu", "Standard_NC4as_T4_v3", "Succeeded", 1),
+            "not in Phi-4's fine-tune allow-list",
         ),
     ],
     ids=["misspelled-input", "out-of-enum", "disallowed-size"],
@@ -203,7 +203,7 @@ def test_plan_command_prints_plan_and_job_as_json(
     assert doc["run_id"].startswith(f"tl-support-{sha[:12]}-")
     assert doc["parameters"]["num_train_epochs"] == 2
     assert doc["parameters"]["instance_type_finetune"] == "Standard_NC24ads_A100_v4"
-    assert any("learning_rate_min" in w for w in doc["warnings"])
+    assert any("Phi-4 8 is a preview model" in w for w in doc["warnings"])
     assert doc["job"]["name"] == doc["run_id"]
     assert doc["job"]["jobs"]["chat_completion_pipeline"]["component"] == REGISTRY_ID
 
@@ -226,7 +226,7 @@ def test_plan_command_violations_exit_2_one_line_each(
     code = main(
         [
             "plan", str(dataset), "--line", "support",
-            "--compute-size", "Standard_NC6s_v3", "--gpus-per-node", "1",
+            "--compute-size", "Standard_NC4as_T4_v3", "--gpus-per-node", "1",
             "--set", "deepspeed_stage=4", "--set", "num_train_epochs=two",
         ]
     )  # fmt: skip
@@ -254,7 +254,7 @@ def test_plan_command_uses_given_specs(
         [
             "plan", str(dataset), "--line", "support", "--model-spec", str(spec),
             "--component-spec", str(BUNDLED_COMPONENT_SPEC),
-            "--compute-size", "Standard_NC6s_v3", "--gpus-per-node", "1", "--json",
+            "--compute-size", "Standard_NC4as_T4_v3", "--gpus-per-node", "1", "--json",
         ]
     )  # fmt: skip
     doc = json.loads(capsys.readouterr().out)

@@ -18,6 +18,7 @@ from shared.errors import (
     ConfigError,
     ConflictError,
     NotFoundError,
+    PermissionDeniedError,
     PlanError,
     PlatformError,
     TransientError,
@@ -221,7 +222,7 @@ class JobsMixin(AzureMLBase):
         where = f"model {name}:{version_or_label} in registry {self.settings.registry_name}"
         with map_sdk_errors(where):
             model = self.registry_client.models.get(name, version=version, label=label)
-            system_metadata = self._registry_system_metadata(name, str(model.version))
+            system_metadata, archived = self._registry_version_facts(name, str(model.version))
         return BaseModelInfo(
             id=str(model.id),
             name=str(model.name),
@@ -229,20 +230,24 @@ class JobsMixin(AzureMLBase):
             tags={str(k): str(v) for k, v in (model.tags or {}).items()},
             properties={str(k): str(v) for k, v in (model.properties or {}).items()},
             system_metadata=system_metadata,
+            archived=archived,
         )
 
-    def _registry_system_metadata(self, name: str, version: str) -> dict[str, Any]:
-        """The model version's ``systemMetadata`` (where fine-tune SKUs live now).
+    def _registry_version_facts(self, name: str, version: str) -> tuple[dict[str, Any], bool]:
+        """The model version's ``systemMetadata`` (where fine-tune SKUs live now) and
+        ``isArchived`` (Phi-3 v15: true).
 
-        The SDK's ``Model`` entity drops it for registry models, so the version's REST body is
-        read again through the SDK's own registry operations.
+        The SDK's ``Model`` entity drops both for registry models, so the version's REST body
+        is read again through the SDK's own registry operations.
         """
         rest = self.registry_client.models._get(name, version)
         props = getattr(rest, "properties", None)
-        meta = props.get("systemMetadata") if isinstance(props, Mapping) else None
-        if meta is None:
+        if isinstance(props, Mapping):
+            meta, archived = props.get("systemMetadata"), props.get("isArchived")
+        else:
             meta = getattr(props, "system_metadata", None)
-        return dict(meta) if isinstance(meta, Mapping) else {}
+            archived = getattr(props, "is_archived", None)
+        return (dict(meta) if isinstance(meta, Mapping) else {}), archived is True
 
     def get_component(self, name: str, version_or_label: str = "latest") -> ComponentInterface:
         """The registry component's interface (the SDK object is kept for submit)."""
@@ -270,7 +275,10 @@ class JobsMixin(AzureMLBase):
                     "no fine-tuning compute configured",
                     hint="set TUNELOOP_COMPUTE (cluster) or TUNELOOP_FINETUNE_INSTANCE_TYPE",
                 )
-            gpus = self._gpus_per_node(size)
+            sizes = self._vm_sizes(size)
+            if sizes is None:  # the size list is not readable: GPU count unknown (warned)
+                return ComputeInfo(SERVERLESS, size, "Succeeded", None)
+            gpus = _gpus_of(sizes, size)
             if gpus is None:
                 raise NotFoundError(
                     f"VM size {size} is not offered in the workspace's region",
@@ -289,12 +297,32 @@ class JobsMixin(AzureMLBase):
         )
 
     def _gpus_per_node(self, size: str) -> int | None:
-        with map_sdk_errors(f"VM sizes of workspace {self.settings.workspace_name}"):
-            sizes = list(self.ml_client.compute.list_sizes())
-        for vm in sizes:
-            if str(vm.name).lower() == size.lower():
-                return int(vm.gpus or 0)
-        return None
+        """GPUs per node of ``size``; None when unknown (not listed, or the list unreadable)."""
+        sizes = self._vm_sizes(size)
+        return _gpus_of(sizes, size) if sizes is not None else None
+
+    def _vm_sizes(self, size: str) -> list[Any] | None:
+        """The region's VM sizes, or None (with a warning) when the identity may not read them.
+
+        ``compute.list_sizes()`` is ``GET /subscriptions/{sub}/providers/
+        Microsoft.MachineLearningServices/locations/{location}/vmSizes``: a *subscription*-scope
+        read (``Microsoft.MachineLearningServices/locations/vmSizes/read``) that AzureML Data
+        Scientist on the workspace does not grant, so a workspace-scoped identity gets 403
+        AuthorizationFailed (401 without a usable token). That makes the GPU count unknown,
+        never a failed plan: ``--gpus-per-node`` / ``TUNELOOP_GPUS_PER_NODE`` stand in, and
+        Reader on the subscription makes the lookup work.
+        """
+        try:
+            with map_sdk_errors(f"VM sizes of workspace {self.settings.workspace_name}"):
+                return list(self.ml_client.compute.list_sizes())
+        except PermissionDeniedError as exc:
+            log.warning(
+                "GPUs per node of %s unknown: the region's VM size list is a subscription-scope "
+                "read the identity lacks (%s); pass --gpus-per-node or set "
+                "TUNELOOP_GPUS_PER_NODE, or grant Reader on the subscription",
+                size, exc.message,
+            )
+            return None
 
     # -- submit and status ----------------------------------------------------------------
 
@@ -408,6 +436,13 @@ def _text(value: Any) -> str:
     if value is None:
         return ""
     return str(getattr(value, "value", value))
+
+
+def _gpus_of(sizes: list[Any], size: str) -> int | None:
+    for vm in sizes:
+        if str(vm.name).lower() == size.lower():
+            return int(vm.gpus or 0)
+    return None
 
 
 def _version_or_label(version_or_label: str) -> tuple[str | None, str | None]:
