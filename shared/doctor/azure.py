@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -99,6 +99,11 @@ class _Azure:
     @cached_property
     def storage_rest(self) -> RestReader:
         return RestReader(self.credential, AUDIENCES["Storage"], transport=self.transport)
+
+    @property
+    def today(self) -> date:
+        """The planner's clock (UTC date) for retirement dates."""
+        return self.now.astimezone(UTC).date()
 
     @property
     def workspace_id(self) -> str:
@@ -249,8 +254,16 @@ def base_model_check(az: _Azure) -> Check:
         s.base_model, s.base_model_version or "latest"
     )
     az.facts["base_model"] = model
+    from shared.finetune import DEFAULT_BASE_MODEL, model_refusals
+
+    refusals = model_refusals(model, az.today)  # the planner's rule: retired, archived, task
+    az.facts["model_refusals"] = refusals
+    if refusals:
+        return fail("base_model", "; ".join(refusals),
+                    f"use {DEFAULT_BASE_MODEL}, tuneloop's default base model (unset "
+                    "TUNELOOP_BASE_MODEL and TUNELOOP_BASE_MODEL_VERSION)")
     return ok("base_model", f"base model {model.name} version {model.version} resolves in "
-              f"registry {s.registry_name}")
+              f"registry {s.registry_name} and is fine-tunable for chat-completion")
 
 
 def compute_check(az: _Azure) -> Check:
@@ -280,7 +293,8 @@ def plan_checks(az: _Azure) -> Iterator[Check]:
                    "fix the checks above first")
         return
     lines = sorted(az.settings.line_overrides) or [_DOCTOR_LINE]
-    planner = Planner(az.settings, az.platform)
+    planner = Planner(az.settings, az.platform, today=lambda: az.today)
+    refused = set(az.facts.get("model_refusals") or ())
     for line in lines:
         label = "the default plan" if line == _DOCTOR_LINE else f"line {line}"
         name = "plan" if line == _DOCTOR_LINE else f"plan.{line}"
@@ -290,7 +304,12 @@ def plan_checks(az: _Azure) -> Iterator[Check]:
                 component=az.facts["component"], compute=az.facts.get("compute"),
             )
         except PlanError as exc:
-            yield fail(name, f"{label} is refused: {'; '.join(exc.problems)}",
+            problems = [p for p in exc.problems if p not in refused]  # said in base_model
+            if not problems:
+                yield skip(name, f"{label}: only the base model's refusal above stops it",
+                           "fix the base model first")
+                continue
+            yield fail(name, f"{label} is refused: {'; '.join(problems)}",
                        exc.hint or "fix the settings named above")
             continue
         model = plan.base_model
@@ -314,36 +333,26 @@ def inference_check(az: _Azure) -> Check:
     if model is None:
         return skip("inference", f"inference size {size} not checked: the base model did not "
                     "resolve", "fix the base model first")
+    from shared.platform.metadata import has_passed, retired_size, size_refusal
+
     problems = []
-    retired = _retired_sizes()
-    if size.lower() in retired:
-        problems.append(f"{size} is a retired VM size")
+    retired = size_refusal(size, az.today, use="inference")
+    if retired:
+        problems.append(retired)
     allowed = inference_allow_list(model)
     if allowed is not None and size.lower() not in {a.lower() for a in allowed}:
         problems.append(f"{size} is not on {model.name} {model.version}'s inference allow-list "
                         f"({', '.join(allowed)})")
     ends = model.metadata.inference_retirement
-    if ends is not None and _aware(ends) <= az.now:
+    if ends is not None and has_passed(ends, az.today):
         problems.append(f"{model.name} {model.version}: inference retired from {ends.date()}")
     if problems:
-        choices = [a for a in (allowed or []) if a.lower() not in retired]
+        choices = [a for a in (allowed or []) if retired_size(a, az.today) is None]
         pick = f" (e.g. {choices[0]})" if choices else ""
         return fail("inference", "; ".join(problems),
                     f"set TUNELOOP_INFERENCE_INSTANCE_TYPE to an allowed size{pick}")
     listed = "on its allow-list" if allowed is not None else "(the model names no allow-list)"
     return ok("inference", f"inference size {size} for {model.name} {model.version} {listed}")
-
-
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _retired_sizes() -> frozenset[str]:
-    """The planner's list of retired VM sizes (lower case), if this version has one."""
-    import shared.finetune as finetune
-
-    sizes = getattr(finetune, "RETIRED_SIZES", None)
-    return frozenset(str(s).lower() for s in sizes) if sizes else frozenset()
 
 
 # -- datastore and storage -------------------------------------------------------------------

@@ -180,17 +180,38 @@ def test_a_model_that_does_not_resolve_fails_and_skips_the_plan(
 
 
 def test_a_retired_model_is_not_ready(transport: FakeTransport) -> None:
-    """Phi-3-mini v15 (retired for fine-tuning and inference on 2025-08-30): the inference
-    row fails and the plan row names the date (the planner's own rule)."""
+    """Phi-3-mini v15 (fine-tuning and inference retired on 2025-08-30, archived): the
+    base_model row fails with the planner's refusals and suggests Phi-4, the inference row
+    fails, and the plan is not failed a second time for the same reason."""
     settings = doctor_settings(base_model="Phi-3-mini-4k-instruct")
     report = doctor(transport, settings)
+    model = check(report, "base_model")
+    assert model.outcome == Outcome.FAIL
+    assert "fine-tuning was retired on 2025-08-30" in model.what
+    assert "archived" in model.what
+    assert "use Phi-4" in model.fix
     inference = check(report, "inference")
     assert inference.outcome == Outcome.FAIL
     assert "inference retired from 2025-08-30" in inference.what
-    plan = check(report, "plan")
-    assert plan.outcome in (Outcome.WARN, Outcome.FAIL)
-    assert "2025-08-30" in plan.what
+    assert check(report, "plan").outcome == Outcome.SKIP
     assert not report.passed
+
+
+def test_a_retired_size_is_refused_even_on_the_allow_list(transport: FakeTransport) -> None:
+    """A stale inference allow-list naming Standard_NC6s_v3 (retired 2025-09-30) does not make
+    it usable: the inference row fails with the retirement and suggests a current size."""
+    from tests.fixtures.azureml_doctor import model_phi4
+
+    model = model_phi4()
+    computes = model["properties"]["systemMetadata"]["supportedComputes"]
+    computes["inferenceComputes"] = ["Standard_NC6s_v3", *computes["inferenceComputes"]]
+    transport.add("GET", REGISTRY + r"/models/Phi-4/versions\?", Reply(200, {"value": [model]}))
+    transport.add("GET", REGISTRY + r"/models/Phi-4/versions/8\?", Reply(200, model))
+    row = check(doctor(transport, doctor_settings(inference_instance_type="Standard_NC6s_v3")),
+                "inference")
+    assert row.outcome == Outcome.FAIL
+    assert "retired by Azure on 2025-09-30" in row.what
+    assert "e.g. Standard_NC24ads_A100_v4" in row.fix
 
 
 def test_a_compute_size_off_the_allow_list_fails_the_plan(transport: FakeTransport) -> None:
@@ -464,9 +485,14 @@ def test_unreadable_event_grid_names_the_reader_role(transport: FakeTransport) -
 def test_forbidden_vm_sizes_are_a_warning(transport: FakeTransport) -> None:
     """403 on the subscription-scope vmSizes list: a warning with the --gpus-per-node way out."""
     transport.add("GET", VM_SIZES, arm_error(403))
-    row = check(doctor(transport), "role.vm_sizes")
+    report = doctor(transport)
+    row = check(report, "role.vm_sizes")
     assert row.outcome == Outcome.WARN
     assert "--gpus-per-node" in row.fix
+    # the planner's own rule (defect 3): GPU count unknown is a warning, never a failure
+    assert "GPUs per node unknown" in check(report, "compute").what
+    assert check(report, "plan").outcome == Outcome.WARN
+    assert report.passed
 
 
 def test_metrics_401_names_monitoring_reader(transport: FakeTransport) -> None:
