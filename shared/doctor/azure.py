@@ -467,7 +467,7 @@ def vm_sizes_role_check(az: _Azure) -> Check:
                         "Microsoft.MachineLearningServices/locations/vmSizes) on subscription "
                         f"{az.settings.subscription_id}: {mapped.message}",
                         "grant it (infra/modules/subscription-roles.bicep does); without it the "
-                        "GPUs per node are unknown (tuneloop plan --gpus-per-node)")
+                        "GPUs per node are unknown (TUNELOOP_GPUS_PER_NODE or --gpus-per-node)")
         if mapped is None:
             raise
         raise mapped from exc
