@@ -16,6 +16,7 @@ submit`` and ingest would refuse, and never re-states a rule.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -161,6 +162,15 @@ class _Azure:
     def facts(self) -> dict[str, Any]:
         """What earlier checks looked up, for later ones (workspace, model, component, compute)."""
         return {}
+
+    def close(self) -> None:
+        """Close the SDK clients the checks built (the credential is the caller's)."""
+        for name in ("blob_service", "table_service", "platform"):
+            client = self.__dict__.pop(name, None)
+            close = getattr(client, "close", None)
+            if callable(close):
+                with contextlib.suppress(Exception):  # closing must not hide the report
+                    close()
 
 
 # -- identity and tokens -----------------------------------------------------------------------
@@ -562,14 +572,25 @@ def azure_checks(
               f"subscription {settings.subscription_id}")),
     ]
     results: list[Check] = []
+    try:
+        results = _run_steps(az, steps)
+    finally:
+        az.close()
+    if _is_person(az.facts.get("claims") or {}):
+        results = [_as_person(c) for c in results]
+    return results
+
+
+def _run_steps(
+    az: _Azure, steps: list[tuple[str, Callable[[], Check | Iterator[Check]], Role | None]]
+) -> list[Check]:
+    results: list[Check] = []
     for name, step, role in steps:
         if name in NEEDS_WORKSPACE and "workspace" not in az.facts:
             results.append(skip(name, "not checked: the workspace did not answer",
                                 "fix the workspace check first"))
             continue
         results += attempt(name, step, role=role)
-    if _is_person(az.facts.get("claims") or {}):
-        results = [_as_person(c) for c in results]
     return results
 
 
