@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 from shared.doctor.checks import Check, Outcome, Role, attempt, fail, ok, skip, warn
 from shared.doctor.eventgrid import blob_subscription_check, job_subscription_check, reader_role
 from shared.doctor.rest import ARM_SCOPE, RestReader
-from shared.errors import ConfigError, NotFoundError, PlanError, map_azure_errors
+from shared.errors import ConfigError, NotFoundError, PlanError, TuneloopError, map_azure_errors
 from shared.platform.port import SERVERLESS, BaseModelInfo, ComponentInterface, ComputeInfo
 from shared.settings import Settings
 
@@ -67,6 +67,8 @@ NEEDS_WORKSPACE = frozenset({"compute", "datastore", "role.workspace", "role.met
 _WORKSPACE_METRIC = ("Microsoft.MachineLearningServices/workspaces", "Completed Runs")
 _ENDPOINT_METRIC = ("Microsoft.MachineLearningServices/workspaces/onlineEndpoints",
                     "RequestsPerMinute")
+_SIGN_IN = ("sign in: `az login` (or `azd auth login`) on your machine; in Azure give the app "
+            "a managed identity and set AZURE_CLIENT_ID to its client id")
 _DOCTOR_LINE = "doctor"  # the plan's line when no line has overrides
 _SHA = "0" * 64
 
@@ -209,8 +211,11 @@ def identity_check(az: _Azure) -> Check:
              "managed identity, or an app registration)" if client_id else
              "DefaultAzureCredential (environment, workload identity, managed identity, "
              "az/azd login, in that order); AZURE_CLIENT_ID not set")
-    with map_azure_errors("getting a token for Azure Resource Manager"):
-        token = az.credential.get_token(ARM_SCOPE)
+    try:
+        with map_azure_errors("getting a token for Azure Resource Manager"):
+            token = az.credential.get_token(ARM_SCOPE)
+    except TuneloopError as exc:
+        return fail("identity", f"{chain}: cannot sign in: {exc.message}", _SIGN_IN)
     claims = _claims(token.token)
     az.facts["claims"] = claims
     return ok("identity", f"{chain}: signed in as {_who(claims)}, tenant {claims.get('tid')}")
@@ -222,8 +227,11 @@ def token_checks(az: _Azure) -> Iterator[Check]:
         name = f"token.{label.lower().replace(' ', '_')}"
 
         def one(scope: str = scope, label: str = label) -> Check:
-            with map_azure_errors(f"getting a token for {label} ({scope})"):
-                token = az.credential.get_token(scope)
+            try:
+                with map_azure_errors(f"getting a token for {label} ({scope})"):
+                    token = az.credential.get_token(scope)
+            except TuneloopError as exc:
+                return fail(f"token.{label.lower().replace(' ', '_')}", exc.message, _SIGN_IN)
             expires = datetime.fromtimestamp(token.expires_on, UTC)
             return ok(f"token.{label.lower().replace(' ', '_')}",
                       f"token for {label} ({scope}), valid until {expires:%H:%M} UTC")
@@ -571,7 +579,6 @@ def azure_checks(
          Role("Monitoring Reader (and the Microsoft.Insights provider registered)",
               f"subscription {settings.subscription_id}")),
     ]
-    results: list[Check] = []
     try:
         results = _run_steps(az, steps)
     finally:
@@ -586,6 +593,10 @@ def _run_steps(
 ) -> list[Check]:
     results: list[Check] = []
     for name, step, role in steps:
+        if name not in ("identity", "token") and "claims" not in az.facts:
+            results.append(skip(name, "not checked: no identity could sign in",
+                                "fix the identity check first"))
+            continue
         if name in NEEDS_WORKSPACE and "workspace" not in az.facts:
             results.append(skip(name, "not checked: the workspace did not answer",
                                 "fix the workspace check first"))

@@ -130,6 +130,30 @@ def test_an_audience_without_a_token_fails_its_row_only(transport: FakeTransport
     assert not report.passed
 
 
+class _NoIdentity(FakeCredential):
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        raise ClientAuthenticationError(
+            "DefaultAzureCredential failed to retrieve a token from the included credentials. "
+            "Attempted credentials: EnvironmentCredential: EnvironmentCredential authentication "
+            "unavailable. ManagedIdentityCredential: ManagedIdentityCredential authentication "
+            "unavailable, no response from the IMDS endpoint. AzureCliCredential: Please run "
+            "'az login' to set up an account")
+
+
+def test_no_identity_fails_once_and_checks_nothing_else(transport: FakeTransport) -> None:
+    """No credential can sign in: the identity row fails (with az login in the message), the
+    token rows fail, every other row is not checked, and nothing is sent."""
+    report = doctor(transport, credential=_NoIdentity())
+    identity = check(report, "identity")
+    assert identity.outcome == Outcome.FAIL
+    assert "az login" in identity.what
+    assert "AZURE_CLIENT_ID" in identity.fix
+    rest = [c for c in report.checks if c.name != "identity" and not c.name.startswith("token.")]
+    assert rest
+    assert {c.outcome for c in rest} == {Outcome.SKIP}
+    assert transport.requests == []
+
+
 def test_the_identity_row_names_azure_client_id(transport: FakeTransport) -> None:
     """With AZURE_CLIENT_ID set, the identity row says which identity DefaultAzureCredential
     picks; the signed-in object id comes from the token."""
