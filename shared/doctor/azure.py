@@ -61,7 +61,9 @@ STORAGE_DATA_ROLE = "Storage Blob Data Owner"
 # workspace roles only): run as a person, a refusal there is a warning, not a failure.
 APP_ONLY_ROWS = frozenset({"role.queue", "role.metrics", "role.vm_sizes"})
 # Checks of things inside the workspace: skipped (not failed again) when it does not answer.
-NEEDS_WORKSPACE = frozenset({"compute", "datastore", "role.workspace", "role.metrics"})
+NEEDS_WORKSPACE = frozenset(
+    {"compute", "datastore", "role.workspace", "role.mlflow", "role.metrics"}
+)
 # Azure ML workspace metrics (Microsoft.MachineLearningServices/workspaces), used for the
 # tiny getBatch when the workspace has no endpoint yet.
 _WORKSPACE_METRIC = ("Microsoft.MachineLearningServices/workspaces", "Completed Runs")
@@ -70,6 +72,7 @@ _ENDPOINT_METRIC = ("Microsoft.MachineLearningServices/workspaces/onlineEndpoint
 _SIGN_IN = ("sign in: `az login` (or `azd auth login`) on your machine; in Azure give the app "
             "a managed identity and set AZURE_CLIENT_ID to its client id")
 _DOCTOR_LINE = "doctor"  # the plan's line when no line has overrides
+_MLFLOW_PROBE = "tuneloop-doctor"  # an experiment name to look up (its absence is fine)
 _SHA = "0" * 64
 
 
@@ -472,6 +475,25 @@ def workspace_role_check(az: _Azure) -> Check:
               f"endpoint(s) of {az.workspace_scope}")
 
 
+def mlflow_role_check(az: _Azure) -> Check:
+    """One MLflow read on the workspace's tracking server (the release's job metrics), with
+    the same audiences in the same order (``ml.azure.com``, then ARM on a 401)."""
+    from shared.platform.azureml._metrics import MlflowRuns, mlflow_rest_base
+
+    uri = getattr(az.facts.get("workspace"), "mlflow_tracking_uri", None)
+    if not uri:
+        return warn("role.mlflow", "not checked: the workspace names no MLflow tracking URI",
+                    "check the workspace in Azure ML studio")
+    runs = MlflowRuns(mlflow_rest_base(str(uri)), az.credential, transport=az.transport)
+    try:
+        with map_azure_errors("MLflow experiments/get-by-name"):
+            runs.experiment_id(_MLFLOW_PROBE)
+    except NotFoundError:
+        pass  # no such experiment: authorised, which is what is asked
+    return ok("role.mlflow", "AzureML Data Scientist: the workspace's MLflow tracking server "
+              "answered (job metrics for the promotion gate)")
+
+
 def vm_sizes_role_check(az: _Azure) -> Check:
     """The subscription-scope VM size list (GPUs per node for the plan)."""
     try:
@@ -574,6 +596,7 @@ def azure_checks(
         ("role.queue", lambda: queue_role_check(az),
          Role("Storage Queue Data Contributor", account)),
         ("role.workspace", lambda: workspace_role_check(az), ws_role),
+        ("role.mlflow", lambda: mlflow_role_check(az), ws_role),
         ("role.vm_sizes", lambda: vm_sizes_role_check(az), None),
         ("role.metrics", lambda: metrics_role_check(az),
          Role("Monitoring Reader (and the Microsoft.Insights provider registered)",

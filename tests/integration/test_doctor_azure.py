@@ -33,6 +33,7 @@ from tests.fixtures.azureml_doctor import (
     DATASTORE,
     JOB_SUBS,
     METRICS,
+    MLFLOW_EXPERIMENT,
     QUEUE,
     RG_TOPICS,
     SUB_TOPICS,
@@ -87,7 +88,7 @@ def test_a_healthy_environment_passes_every_check(transport: FakeTransport) -> N
     for name in ("identity", "workspace", "component", "base_model", "compute", "plan",
                  "inference", "datastore", "containers", "ledger", "eventgrid.blob",
                  "eventgrid.jobs", "role.blob", "role.queue", "role.workspace",
-                 "role.vm_sizes", "role.metrics"):
+                 "role.mlflow", "role.vm_sizes", "role.metrics"):
         assert check(report, name).outcome == Outcome.OK
     assert "Phi-4 8" in check(report, "plan").what
     assert "tuneloop-ingest" in check(report, "eventgrid.blob").what
@@ -178,7 +179,7 @@ def test_a_missing_workspace_fails_with_the_settings_to_fix(transport: FakeTrans
     assert "not found" in row.what
     assert not report.passed
     # what lives inside the workspace is not failed again: one root cause, one ✗
-    for name in ("compute", "datastore", "role.workspace", "role.metrics"):
+    for name in ("compute", "datastore", "role.workspace", "role.mlflow", "role.metrics"):
         assert check(report, name).outcome == Outcome.SKIP
     assert not transport.calls("GET", DATASTORE)
 
@@ -501,6 +502,20 @@ def test_unreadable_event_grid_names_the_reader_role(transport: FakeTransport) -
     assert row.outcome == Outcome.FAIL
     assert row.what.startswith("missing Reader (or EventGrid EventSubscription Reader) on "
                                "resource group rg-tuneloop")
+
+
+def test_mlflow_refusing_every_audience_names_the_workspace_role(
+    transport: FakeTransport,
+) -> None:
+    """MLflow answering 401 to the ml.azure.com token and to the ARM one (the release's
+    fallback, defect 8): missing AzureML Data Scientist on the workspace."""
+    transport.add("GET", MLFLOW_EXPERIMENT, Reply(401, {
+        "error_code": "UNAUTHENTICATED", "message": "Unauthorized"}))
+    row = check(doctor(transport), "role.mlflow")
+    assert row.outcome == Outcome.FAIL
+    assert row.what.startswith("missing AzureML Data Scientist on workspace ws-tuneloop")
+    tokens = {r.headers.get("Authorization") for r in transport.calls("GET", MLFLOW_EXPERIMENT)}
+    assert len(tokens) == 2  # one token per audience tried
 
 
 # -- roles at subscription scope -------------------------------------------------------------
