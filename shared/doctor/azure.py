@@ -574,6 +574,16 @@ def azure_checks(
     rg = f"{sub}/resourceGroups/{settings.resource_group}"
     ws_role = Role("AzureML Data Scientist", az.workspace_scope)
     account = f"data account {az.account}"
+    missing = {
+        "workspace": "check TUNELOOP_SUBSCRIPTION_ID, TUNELOOP_RESOURCE_GROUP and "
+        "TUNELOOP_WORKSPACE_NAME (azd's .env has them)",
+        "component": "check TUNELOOP_COMPONENT_NAME and TUNELOOP_COMPONENT_VERSION (unset = "
+        "latest) against the registry TUNELOOP_REGISTRY_NAME",
+        "base_model": "check TUNELOOP_BASE_MODEL and TUNELOOP_BASE_MODEL_VERSION (unset = "
+        "latest), or unset both for the default",
+        "datastore": "create it on the prepared container (infra/modules/ml.bicep, or "
+        "docs/azure.md) or fix TUNELOOP_DATASTORE",
+    }
     steps: list[tuple[str, Callable[[], Check | Iterator[Check]], Role | None]] = [
         ("identity", lambda: identity_check(az), None),
         ("token", lambda: token_checks(az), None),
@@ -603,7 +613,7 @@ def azure_checks(
               f"subscription {settings.subscription_id}")),
     ]
     try:
-        results = _run_steps(az, steps)
+        results = _run_steps(az, steps, missing)
     finally:
         az.close()
     if _is_person(az.facts.get("claims") or {}):
@@ -612,7 +622,9 @@ def azure_checks(
 
 
 def _run_steps(
-    az: _Azure, steps: list[tuple[str, Callable[[], Check | Iterator[Check]], Role | None]]
+    az: _Azure,
+    steps: list[tuple[str, Callable[[], Check | Iterator[Check]], Role | None]],
+    missing: Mapping[str, str],
 ) -> list[Check]:
     results: list[Check] = []
     for name, step, role in steps:
@@ -624,7 +636,7 @@ def _run_steps(
             results.append(skip(name, "not checked: the workspace did not answer",
                                 "fix the workspace check first"))
             continue
-        results += attempt(name, step, role=role)
+        results += attempt(name, step, role=role, not_found=missing.get(name))
     return results
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from shared.errors import PermissionDeniedError, TuneloopError, UnreachableError
+from shared.errors import NotFoundError, PermissionDeniedError, TuneloopError, UnreachableError
 
 __all__ = ["Check", "Outcome", "Report", "Role", "attempt"]
 
@@ -96,11 +96,13 @@ def attempt(
     check: Callable[[], Check | Iterable[Check]],
     *,
     role: Role | None = None,
+    not_found: str | None = None,
 ) -> list[Check]:
     """Run one check; any error becomes a failed result instead of stopping the doctor.
 
-    A 401/403 (PermissionDeniedError) with a ``role`` reads "missing <role> on <scope>";
-    other tuneloop errors keep their message and hint; anything else is a bug in the check,
+    A 401/403 (PermissionDeniedError) with a ``role`` reads "missing <role> on <scope>"; a
+    404 (NotFoundError) gets the ``not_found`` fix; other tuneloop errors keep their message
+    and hint; anything else is a bug in the check,
     reported as such.
     """
     try:
@@ -111,6 +113,8 @@ def attempt(
             return [fail(name, f"{role.missing()}: {exc.message}",
                          f"grant the identity {role.name} on {role.scope}")]
         return [fail(name, exc.message, exc.hint or "check the identity's role assignments")]
+    except NotFoundError as exc:
+        return [fail(name, exc.message, not_found or exc.hint or "see the message")]
     except UnreachableError as exc:
         return [fail(name, exc.message, exc.hint or "check the address, the network and "
                      "that the service runs")]

@@ -177,6 +177,7 @@ def test_a_missing_workspace_fails_with_the_settings_to_fix(transport: FakeTrans
     row = check(report, "workspace")
     assert row.outcome == Outcome.FAIL
     assert "not found" in row.what
+    assert "TUNELOOP_WORKSPACE_NAME" in row.fix
     assert not report.passed
     # what lives inside the workspace is not failed again: one root cause, one ✗
     for name in ("compute", "datastore", "role.workspace", "role.mlflow", "role.metrics"):
@@ -199,6 +200,7 @@ def test_a_model_that_does_not_resolve_fails_and_skips_the_plan(
     """A base model the registry does not have: base_model fails, the plan is not made."""
     report = doctor(transport, doctor_settings(base_model="Phi-5-imaginary"))
     assert check(report, "base_model").outcome == Outcome.FAIL
+    assert "TUNELOOP_BASE_MODEL" in check(report, "base_model").fix
     assert check(report, "plan").outcome == Outcome.SKIP
     assert check(report, "inference").outcome == Outcome.SKIP
     assert not report.passed
@@ -301,6 +303,7 @@ def test_a_missing_datastore_fails(transport: FakeTransport) -> None:
     row = check(doctor(transport), "datastore")
     assert row.outcome == Outcome.FAIL
     assert "not found" in row.what
+    assert "TUNELOOP_DATASTORE" in row.fix
 
 
 def test_a_datastore_with_an_account_key_is_a_warning(transport: FakeTransport) -> None:
