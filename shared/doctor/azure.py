@@ -87,7 +87,9 @@ class _Azure:
     now: datetime
 
     def kwargs(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"retry_total": 1}
+        from shared.clients import CLI_SDK_OPTIONS  # a person waits: one retry, 5 s connect
+
+        out: dict[str, Any] = dict(CLI_SDK_OPTIONS)
         if self.transport is not None:
             out["transport"] = self.transport
         return out

@@ -74,6 +74,11 @@ def azurite_check(settings: Settings) -> Check:
         url = storage_reachable(settings.storage_connection_string)
         return ok("azurite", f"the configured storage (TUNELOOP_STORAGE_CONNECTION_STRING) "
                   f"answers at {url}")
+    if settings.storage_account_url:
+        return warn("azurite", f"storage is {settings.storage_account_url} "
+                    "(TUNELOOP_STORAGE_ACCOUNT_URL), not Azurite: not probed by the local checks",
+                    "configure the workspace to check Azure storage, or unset "
+                    "TUNELOOP_STORAGE_ACCOUNT_URL to use the home's Azurite")
     recorded = local_storage(settings.home)  # ConfigError when recorded but not running
     if recorded is not None:
         url = storage_reachable(recorded)

@@ -93,6 +93,15 @@ def test_configured_storage_that_does_not_answer_fails(tmp_path: Path) -> None:
     assert not report.passed
 
 
+def test_azure_storage_with_the_local_platform_is_not_probed_but_said(tmp_path: Path) -> None:
+    """An account URL with the local platform: the row says Azurite is not what is used."""
+    settings = local_settings(tmp_path / "home",
+                              storage_account_url="https://stx.blob.core.windows.net")
+    row = check(run_checks(settings), "azurite")
+    assert row.outcome == Outcome.WARN
+    assert "TUNELOOP_STORAGE_ACCOUNT_URL" in row.what
+
+
 def test_the_homes_recorded_azurite_is_found_and_owns_its_ports(
     azurite: str, tmp_path: Path
 ) -> None:
