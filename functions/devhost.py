@@ -164,7 +164,9 @@ class DevHost:
 
     ``functions`` replaces registered functions by name (tests wrap or break one);
     ``platform`` replaces the local platform (tests pass a fake with an outbox);
-    ``clock`` is the time source for back-off and timers.
+    ``clock`` is the time source for back-off and timers;
+    ``sdk_options`` are extra keyword arguments for the storage SDK clients ``start()`` builds
+    (``Clients(sdk_options=...)``; bench/burst.py counts requests with a ``raw_request_hook``).
     """
 
     settings: Settings
@@ -180,6 +182,7 @@ class DevHost:
     functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     platform: HostedPlatform | None = None
     clients: Clients | None = None
+    sdk_options: Mapping[str, Any] | None = None
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     _storage: LocalStorage | None = None
     _functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
@@ -217,7 +220,7 @@ class DevHost:
             settings = settings.model_copy(update={"platform": "local"})
         self.settings = self._ensure_storage(settings)
         self._write_state()  # at once: a devhost that dies from here on leaves it recorded
-        clients = Clients(self.settings)
+        clients = Clients(self.settings, sdk_options=self.sdk_options)
         clients.storage.ensure_containers()
         clients.ledger.ensure_table()
         if self.platform is None:
@@ -288,7 +291,7 @@ class DevHost:
             except TuneloopError:
                 state = None  # replaced meanwhile by something unreadable: not ours to fix
             if state is not None and state.pid == os.getpid():
-                write_host_state(home, pid=os.getpid(), storage=None)
+                write_host_state(home, pid=os.getpid(), storage=None, started=state.started)
 
     def __enter__(self) -> DevHost:
         return self.start()

@@ -69,6 +69,7 @@ def retry_lost_run(
     Returns a one-line note for the platform's record: the new attempt's run id, or why
     nothing was retried (not a ledger run, already finished, out of attempts, data gone).
     """
+    error = " ".join(error.split())  # one line in the ledger's reason
     try:
         run = ledger.get(lost.line, lost.run_id)
     except NotFoundError:
@@ -76,7 +77,7 @@ def retry_lost_run(
     base_id, attempt = attempt_of(lost.run_id)
     if attempt >= max_attempts:
         _fail(settings, ledger, storage, run,
-              f"job lost ({error}); not retried: {attempt} attempts is the most")
+              f"job lost: {error}; not retried: {attempt} attempts is the most")
         return f"not retried: attempt {attempt} of {max_attempts}"
     if run.state not in _UNFINISHED and not (
         run.state == RunState.FAILED and run.get("job_status") in (None, "Failed")
@@ -88,10 +89,10 @@ def retry_lost_run(
     sources = [BlobRef(container, lost.train_blob), BlobRef(container, lost.validation_blob)]
     if not isinstance(split, dict) or not all(storage.exists(ref) for ref in sources):
         _fail(settings, ledger, storage, run,
-              f"job lost ({error}); not retried: its prepared data is gone; drop the data again")
+              f"job lost: {error}; not retried: its prepared data is gone; drop the data again")
         return "not retried: prepared data gone"
     _fail(settings, ledger, storage, run,
-          f"job lost ({error}); retried as {nxt.run_id}", retried_as=nxt.run_id)
+          f"job lost: {error}; retried as {nxt.run_id}", retried_as=nxt.run_id)
     new = _create_attempt(ledger, run, nxt)
     if new.state == RunState.RECEIVED:
         targets = [BlobRef(container, nxt.train_blob), BlobRef(container, nxt.validation_blob)]

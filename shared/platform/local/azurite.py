@@ -253,9 +253,12 @@ def read_host_state(home: Path) -> HostState | None:
     )
 
 
-def write_host_state(home: Path, *, pid: int, storage: LocalStorage | None) -> None:
-    """Record this devhost (and the home's Azurite it uses) in ``<home>/devhost.json``."""
-    state: dict[str, Any] = {"pid": pid, "started": datetime.now(UTC).isoformat()}
+def write_host_state(
+    home: Path, *, pid: int, storage: LocalStorage | None, started: str | None = None
+) -> None:
+    """Record this devhost (and the home's Azurite it uses) in ``<home>/devhost.json``;
+    ``started`` defaults to now."""
+    state: dict[str, Any] = {"pid": pid, "started": started or datetime.now(UTC).isoformat()}
     if storage is not None:
         state.update(
             azurite_pid=storage.pid,

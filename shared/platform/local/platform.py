@@ -316,7 +316,9 @@ class LocalPlatform:
             )
             error = (
                 f"the training process (pid {spec.get('pid')}) ended without reporting a result "
-                f"({why})" + (f"; last output: {last}" if last else "")
+                f"({why})"
+                # Its last output says why it died by itself; a lost one's only that it stopped.
+                + (f"; last output: {last}" if last and not lost else "")
             )
             status = {"status": "Failed", "error": error, "finished": utcnow_iso()}
             if lost:
