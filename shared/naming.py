@@ -12,7 +12,15 @@ from :func:`line_key`, which is injective over valid lines:
   ``Support`` -> ``support--<hash>``.
 
 The two shapes cannot meet: a slug never contains ``--``, so a key without ``--`` is a
-lossless line itself and a key with ``--`` ends with the hash of its line. Two hashed keys
+lossless line itself and a key with ``--`` ends with the hash of its line.
+
+Endpoint names are different: Azure ML online endpoint names are unique per *region*, across
+every customer, so ``tl-support`` is likely someone else's. An endpoint name is therefore
+``tl-<line key>-<scope key>``, the scope key being 8 hex digits of the SHA-256 of the
+workspace's ARM id (lower case; the local platform: of its resolved home directory), see
+:func:`endpoint_scope`. The scope key has a fixed length at the end, so the name still maps
+back to exactly one (line key, scope key) pair: injective over lines, and over workspaces up to
+a 32-bit hash collision (then the ownership check below refuses the reuse). Two hashed keys
 collide only if two lines share 32 bits of SHA-256; the platforms' ownership check
 (:data:`LINE_TAG`, see ``shared.platform.port.check_line_owner``) refuses to reuse a name
 another line's tag claims, so even that never lets one line serve another line's model.
@@ -36,6 +44,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 __all__ = [
     "BASE_MODEL_TAG",
@@ -50,6 +62,7 @@ __all__ = [
     "VERSION_TAG",
     "deployment_name",
     "endpoint_name",
+    "endpoint_scope",
     "experiment_name",
     "is_valid_endpoint_name",
     "is_valid_job_name",
@@ -58,6 +71,7 @@ __all__ = [
     "line_key",
     "model_name",
     "run_id",
+    "scope_key",
     "slug",
 ]
 
@@ -141,9 +155,34 @@ def experiment_name(line: str) -> str:
     return f"tuneloop-{line_key(line)}"
 
 
-def endpoint_name(line: str) -> str:
-    """The line's managed online endpoint: ``tl-<line key>`` (≤ 32 chars, letter first)."""
-    return f"{_ENDPOINT_PREFIX}{line_key(line, _ENDPOINT_MAX - len(_ENDPOINT_PREFIX))}"
+def scope_key(scope: str) -> str:
+    """8 hex digits naming a workspace (or a local home) in endpoint names.
+
+    The scope is compared as ARM compares resource ids: case-insensitively, so it is lower-cased
+    (and a trailing ``/`` dropped) before it is hashed.
+    """
+    return _short_hash(scope.strip().rstrip("/").lower())
+
+
+def endpoint_scope(settings: Settings) -> str:
+    """What endpoint names are unique over: the Azure ML workspace's ARM id, or, on the local
+    platform, ``local:`` and its resolved home directory (stable for one home, distinct per home).
+    """
+    if settings.platform_kind == "local":
+        return f"local:{settings.home.expanduser().resolve()}"
+    return settings.workspace_arm_id
+
+
+def endpoint_name(line: str, scope: str) -> str:
+    """The line's managed online endpoint in ``scope`` (:func:`endpoint_scope`):
+    ``tl-<line key ≤ 20>-<scope key>`` (≤ 32 chars, a letter first, letters, digits, hyphens).
+
+    Online endpoint names are unique per Azure region across customers, so the workspace's
+    hash keeps ``tl-support`` of two workspaces (or two customers) apart; the fixed-length tail
+    keeps the name injective over (line, workspace).
+    """
+    room = _ENDPOINT_MAX - len(_ENDPOINT_PREFIX) - 1 - _HASH_LEN
+    return f"{_ENDPOINT_PREFIX}{line_key(line, room)}-{scope_key(scope)}"
 
 
 def model_name(line: str) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from shared.errors import LedgerConflictError, TuneloopError, UnknownTrafficError
 from shared.ledger import IN_RELEASE, InvalidTransitionError, RunState
-from shared.naming import LINE_TAG, MANAGED_TAG, PROTECT_TAG, endpoint_name
+from shared.naming import LINE_TAG, MANAGED_TAG, PROTECT_TAG, endpoint_name, endpoint_scope
 from shared.platform.port import EndpointInfo, Platform, ProvisioningState
 
 if TYPE_CHECKING:
@@ -235,17 +235,23 @@ def select_idle(
     policy: SweepPolicy,
     lines_in_release: Collection[str],
     traffic_error: str | None = None,
+    scope: str | None = None,
 ) -> list[Decision]:
     """Decide, for every endpoint, delete / keep / skip-over-cap, with a reason. Pure.
 
     ``traffic`` maps endpoint name to requests over the idle window; a missing name means
-    unknown (kept). ``lines_in_release`` are lines with a release in progress in the ledger.
+    unknown (kept). ``lines_in_release`` are lines with a release in progress in the ledger;
+    ``scope`` (:func:`shared.naming.endpoint_scope`) also keeps the endpoints named for them.
     At most ``policy.max_deletions`` endpoints are deleted, the longest idle first.
     Decisions come back in the order of ``endpoints``.
     """
     now = _aware(now) or now
     release_lines = frozenset(lines_in_release)
-    release_endpoints = frozenset(endpoint_name(line) for line in release_lines)
+    # the names the release derives for those lines in this workspace (shared.naming); without
+    # a scope only the line tags say which endpoints are mid-release
+    release_endpoints = frozenset(
+        endpoint_name(line, scope) for line in release_lines if scope
+    )
     window = _duration(policy.idle_after)
     decisions: list[Decision] = []
     idle: list[int] = []
@@ -398,6 +404,7 @@ def run_sweep(
         policy=policy,
         lines_in_release=in_release,
         traffic_error=report.metrics_error,
+        scope=endpoint_scope(settings),
     )
     report.decisions = [_act(d, platform, ledger, report.mode, now) for d in decisions]
     for d in report.decisions:

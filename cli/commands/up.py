@@ -81,7 +81,7 @@ def _endpoint_lines(host: DevHost, home: Path) -> list[str]:
         return []
     endpoints = platform.list_endpoints()
     if not endpoints:
-        return ["endpoints    none yet (a promoted run creates tl-<line>)"]
+        return ["endpoints    none yet (a promoted run creates tl-<line>-<home key>)"]
     out = ["endpoints"]
     for ep in endpoints:
         traffic = ", ".join(f"{k}={v}%" for k, v in sorted(ep.traffic.items())) or "no traffic"

@@ -36,6 +36,7 @@ from shared.naming import (
     RUN_TAG,
     deployment_name,
     endpoint_name,
+    endpoint_scope,
     model_name,
 )
 from shared.platform.metadata import size_refusal
@@ -158,7 +159,7 @@ def _step_trained(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]
             run.release,
             model_version=version,
             model_name=model_name(run.line),
-            endpoint=endpoint_name(run.line),
+            endpoint=endpoint_name(run.line, endpoint_scope(ctx.settings)),
             deployment=deployment_name(version),
         )
         run = ctx.ledger.update(run, release=names, note=f"model version {version} assigned")

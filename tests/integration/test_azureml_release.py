@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from shared.errors import NotFoundError, PlatformError, TransientError
+from shared.errors import ConflictError, NotFoundError, PlatformError, TransientError
 from shared.platform.port import DeploymentSpec, ModelVersionInfo, ProvisioningState
 from shared.settings import Settings
 from tests.fakes.credential import FakeCredential
@@ -322,3 +322,64 @@ def test_invoke_maps_scoring_errors(
     ws.score_reply = Reply(status, {"message": "model failed to load"})
     with pytest.raises(error):
         platform.invoke("tl-chat", {"input_data": {}}, deployment="v02")
+
+
+# --- endpoint names are unique per region, across customers (issue 10, defect 6) ----------
+
+
+def name_taken(status: int = 409) -> Reply:
+    """The service's refusal of a name another workspace in the region holds."""
+    return Reply(status, fixture("error_endpoint_name_taken.json"))
+
+
+@pytest.mark.parametrize("status", [409, 400])
+def test_a_name_taken_elsewhere_in_the_region_is_a_conflict_saying_so(
+    ws: FakeWorkspace, platform: Any, status: int
+) -> None:
+    """PUT refused (409, or 400 'unique within a region') and GET 404 in our workspace: the name
+    belongs to another workspace or customer; a ConflictError says so, never 'it is ours'."""
+    ws.t.add("PUT", r"/onlineEndpoints/tl-chat\?", name_taken(status))
+    with pytest.raises(ConflictError) as excinfo:
+        platform.ensure_endpoint("tl-chat", tags={"tuneloop_line": "chat"})
+    assert "is taken in the region by another workspace or subscription" in str(excinfo.value)
+    assert "unique within a region" in str(excinfo.value)
+    assert "rename the line" in (excinfo.value.hint or "")
+
+
+def test_a_409_from_our_racing_create_is_ours(ws: FakeWorkspace, platform: Any) -> None:
+    """A concurrent create of the same line's endpoint (409, then GET shows our line tag) is
+    the endpoint we wanted: returned, no error."""
+    tags = {"tuneloop_managed": "true", "tuneloop_line": "chat"}
+
+    def raced(rec: Recorded) -> Reply:
+        ws.endpoints["tl-chat"] = {**fixture("online_endpoint.json", NAME="tl-chat"), "tags": tags}
+        return name_taken()
+
+    ws.t.add("PUT", r"/onlineEndpoints/tl-chat\?", raced)
+    info = platform.ensure_endpoint("tl-chat", tags=tags)
+    assert info.name == "tl-chat"
+    assert info.tags["tuneloop_line"] == "chat"
+
+
+@pytest.mark.parametrize(
+    ("their_tags", "says"),
+    [
+        ({}, "without a tuneloop_line tag: it is not this line's"),
+        ({"tuneloop_line": "other"}, "belongs to line 'other', not to line 'chat'"),
+    ],
+    ids=["untagged", "other-line"],
+)
+def test_a_409_on_an_endpoint_without_our_line_tag_is_refused(
+    ws: FakeWorkspace, platform: Any, their_tags: dict[str, str], says: str
+) -> None:
+    """409 and the GET finds the endpoint in our workspace but not tagged with our line: we
+    believe it is ours only if it carries our tuneloop_line tag."""
+
+    def raced(rec: Recorded) -> Reply:
+        body = fixture("online_endpoint.json", NAME="tl-chat")
+        ws.endpoints["tl-chat"] = {**body, "tags": their_tags}
+        return name_taken()
+
+    ws.t.add("PUT", r"/onlineEndpoints/tl-chat\?", raced)
+    with pytest.raises(ConflictError, match=says):
+        platform.ensure_endpoint("tl-chat", tags={"tuneloop_line": "chat"})

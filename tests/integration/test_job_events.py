@@ -183,7 +183,7 @@ def test_twenty_concurrent_duplicates_release_once(
     assert rec.state is RunState.PROMOTED
     assert list(fake.models) == [("tuneloop-chat", "1")]
     assert fake.calls["register_model"] == 1
-    assert list(fake.endpoints["tl-chat"].deployments) == ["v01"]
+    assert list(fake.endpoints[str(rec.get("endpoint"))].deployments) == ["v01"]
     assert fake.calls["set_traffic"] == 1
     assert [e["state"] for e in rec.timeline].count("PROMOTED") == 1
     assert clients.ledger.get_claim("version-chat").fields["last"] == 1

@@ -14,6 +14,7 @@ from shared.clients import Clients
 from shared.errors import PlatformError, TransientError
 from shared.events import JobEvent
 from shared.ledger import IN_RELEASE, RunRecord, RunState
+from shared.naming import endpoint_name, endpoint_scope
 from shared.platform.port import BaseModelInfo, ProvisioningState
 from shared.release import ReleaseContext, advance_release, handle_job_event, reconcile
 from shared.storage import BlobRef
@@ -25,6 +26,11 @@ pytestmark = pytest.mark.integration
 LINE = "chat"
 RUN1 = "tl-chat-000000000001-aaaaaaaa"
 RUN2 = "tl-chat-000000000002-bbbbbbbb"
+
+
+def chat_endpoint(ctx: ReleaseContext) -> str:
+    """The chat line's endpoint in this test's scope (names are per workspace or home)."""
+    return endpoint_name("chat", endpoint_scope(ctx.settings))
 
 
 def seed(
@@ -95,22 +101,22 @@ def test_completed_run_is_released_and_promoted(ctx: ReleaseContext, fake: FakeP
     assert rec.state is RunState.PROMOTED
     assert rec.get("model_version") == "1"
     assert rec.get("deployment") == "v01"
-    assert rec.get("endpoint") == "tl-chat"
-    assert rec.get("scoring_uri") == "https://tl-chat.fake/score"
+    assert rec.get("endpoint") == chat_endpoint(ctx)
+    assert rec.get("scoring_uri") == f"https://{chat_endpoint(ctx)}.fake/score"
     assert rec.get("eval_loss") == 0.5
     assert states(rec) == [
         "SUBMITTED", "TRAINED", "REGISTERED", "DEPLOYING", "DEPLOYED", "PROMOTED"
     ]
-    assert traffic(fake, "tl-chat") == {"v01": 100}
+    assert traffic(fake, chat_endpoint(ctx)) == {"v01": 100}
     model = fake.models[("tuneloop-chat", "1")]
     assert model.tags["tuneloop_run"] == RUN1
     assert model.tags["tuneloop_dataset"] == "ab" * 32
     assert model.tags["tuneloop_blob"].startswith("incoming/chat/")
-    ep_tags = fake.endpoints["tl-chat"].info.tags
+    ep_tags = fake.endpoints[chat_endpoint(ctx)].info.tags
     assert ep_tags == {"tuneloop_managed": "true", "tuneloop_line": LINE}
     # The smoke test targeted the new deployment with validation prompts (no assistant answer).
     endpoint, deployment, payload = fake.invocations[0]
-    assert (endpoint, deployment) == ("tl-chat", "v01")
+    assert (endpoint, deployment) == (chat_endpoint(ctx), "v01")
     assert payload["input_data"]["input_string"] == [[{"role": "user", "content": "q0"}]]
     assert len(fake.invocations) == ctx.settings.smoke_examples
     report = ctx.storage.read_json(
@@ -127,8 +133,8 @@ def test_next_run_replaces_the_live_deployment(ctx: ReleaseContext, fake: FakePl
     rec = release_one(ctx, fake, RUN2, eval_loss=0.4)
     assert rec.state is RunState.PROMOTED
     assert rec.get("deployment") == "v02"
-    assert traffic(fake, "tl-chat") == {"v02": 100}
-    assert set(fake.endpoints["tl-chat"].deployments) == {"v02"}
+    assert traffic(fake, chat_endpoint(ctx)) == {"v02": 100}
+    assert set(fake.endpoints[chat_endpoint(ctx)].deployments) == {"v02"}
     old = get(ctx, RUN1)
     assert old.state is RunState.RETIRED
     assert old.reason == f"superseded by {RUN2}"
@@ -166,8 +172,8 @@ def test_each_step_failing_once_still_releases_exactly_once(
     assert states(rec).count("PROMOTED") == 1
     assert states(rec).count("REGISTERED") == 1
     assert sorted(v for (_, v) in fake.models) == ["1", "2"]
-    assert set(fake.endpoints["tl-chat"].deployments) == {"v02"}
-    assert traffic(fake, "tl-chat") == {"v02": 100}
+    assert set(fake.endpoints[chat_endpoint(ctx)].deployments) == {"v02"}
+    assert traffic(fake, chat_endpoint(ctx)) == {"v02": 100}
     assert get(ctx, RUN1).state is RunState.RETIRED
     assert fake.calls[method] >= 1
     assert raised <= 1
@@ -183,8 +189,8 @@ def test_failed_smoke_test_holds_and_leaves_live_traffic(
     assert rec.state is RunState.HELD
     assert rec.reason is not None
     assert rec.reason.startswith("smoke test failed")
-    assert traffic(fake, "tl-chat") == {"v01": 100}
-    assert set(fake.endpoints["tl-chat"].deployments) == {"v01"}
+    assert traffic(fake, chat_endpoint(ctx)) == {"v01": 100}
+    assert set(fake.endpoints[chat_endpoint(ctx)].deployments) == {"v01"}
     assert get(ctx, RUN1).state is RunState.PROMOTED
 
 
@@ -198,7 +204,7 @@ def test_smoke_test_exception_holds(ctx: ReleaseContext, fake: FakePlatform) -> 
     rec = get(ctx, RUN1)
     assert rec.state is RunState.HELD
     assert "424 model failed to load" in (rec.reason or "")
-    assert fake.endpoints["tl-chat"].deployments == {}
+    assert fake.endpoints[chat_endpoint(ctx)].deployments == {}
 
 
 def test_gate_holds_a_worse_model(ctx: ReleaseContext, fake: FakePlatform) -> None:
@@ -208,8 +214,8 @@ def test_gate_holds_a_worse_model(ctx: ReleaseContext, fake: FakePlatform) -> No
     rec = release_one(gated, fake, RUN2, eval_loss=0.6)
     assert rec.state is RunState.HELD
     assert "worse than the live model's 0.5000" in (rec.reason or "")
-    assert traffic(fake, "tl-chat") == {"v01": 100}
-    assert "v02" not in fake.endpoints["tl-chat"].deployments
+    assert traffic(fake, chat_endpoint(ctx)) == {"v01": 100}
+    assert "v02" not in fake.endpoints[chat_endpoint(ctx)].deployments
 
 
 def test_gate_promotes_within_tolerance(ctx: ReleaseContext, fake: FakePlatform) -> None:
@@ -227,8 +233,8 @@ def test_manual_promotion_holds_with_the_deployment_ready(
     rec = release_one(manual, fake, RUN1)
     assert rec.state is RunState.HELD
     assert "manual" in (rec.reason or "")
-    assert "v01" in fake.endpoints["tl-chat"].deployments
-    assert traffic(fake, "tl-chat") == {}
+    assert "v01" in fake.endpoints[chat_endpoint(ctx)].deployments
+    assert traffic(fake, chat_endpoint(ctx)) == {}
 
 
 class AllowListPlatform(FakePlatform):
@@ -279,7 +285,7 @@ def test_one_release_per_line_at_a_time(ctx: ReleaseContext, fake: FakePlatform)
     finish(ctx)
     assert get(ctx, RUN1).state is RunState.RETIRED
     assert get(ctx, RUN2).state is RunState.PROMOTED
-    assert traffic(fake, "tl-chat") == {"v02": 100}
+    assert traffic(fake, chat_endpoint(ctx)) == {"v02": 100}
 
 
 def test_failed_job_records_the_error_and_writes_the_report(
@@ -429,4 +435,4 @@ def test_deploy_failing_every_time_holds_and_removes_the_deployment(
     rec = get(ctx, RUN1)
     assert rec.state is RunState.HELD
     assert "quota exceeded" in (rec.reason or "")
-    assert fake.endpoints["tl-chat"].deployments == {}
+    assert fake.endpoints[chat_endpoint(ctx)].deployments == {}

@@ -10,7 +10,14 @@ import pytest
 from shared.errors import PlatformError
 from shared.events import JobEvent
 from shared.ledger import IN_RELEASE, RunRecord, RunState
-from shared.naming import LINE_TAG, MANAGED_TAG, RUN_TAG, endpoint_name, model_name
+from shared.naming import (
+    LINE_TAG,
+    MANAGED_TAG,
+    RUN_TAG,
+    endpoint_name,
+    endpoint_scope,
+    model_name,
+)
 from shared.release import ReleaseContext, handle_job_event, reconcile
 from shared.storage import BlobRef
 from tests.fakes.platform import FakePlatform
@@ -47,8 +54,10 @@ def test_support_and_capital_support_get_their_own_endpoint_and_model(
     upper = release(ctx, fake, "Support", "tl-support--x-000000000001-bbbbbbbb")
     assert lower.state is RunState.PROMOTED, lower.reason
     assert upper.state is RunState.PROMOTED, upper.reason
-    assert lower.get("endpoint") == endpoint_name("support") == "tl-support"
-    assert upper.get("endpoint") == endpoint_name("Support") != "tl-support"
+    scope = endpoint_scope(ctx.settings)
+    assert lower.get("endpoint") == endpoint_name("support", scope)
+    assert str(lower.get("endpoint")).startswith("tl-support-")
+    assert upper.get("endpoint") == endpoint_name("Support", scope) != lower.get("endpoint")
     assert lower.get("model_name") != upper.get("model_name")
     assert {name for name, _ in fake.models} == {model_name("support"), model_name("Support")}
     for line, rec in (("support", lower), ("Support", upper)):
@@ -62,7 +71,7 @@ def test_a_release_never_reuses_an_endpoint_another_line_owns(
 ) -> None:
     """If the line's endpoint name is already claimed by another line's tag, the release is
     refused with the reason and the other line's endpoint is untouched."""
-    squatted = endpoint_name("support")
+    squatted = endpoint_name("support", endpoint_scope(ctx.settings))
     fake.ensure_endpoint(squatted, tags={MANAGED_TAG: "true", LINE_TAG: "other"})
     rec = release(ctx, fake, "support", "tl-support-000000000001-aaaaaaaa")
     assert rec.state is RunState.HELD

@@ -24,7 +24,6 @@ LINE = "chat"
 RUN1 = "tl-chat-000000000001-aaaaaaaa"
 RUN2 = "tl-chat-000000000002-bbbbbbbb"
 RUN3 = "tl-chat-000000000003-cccccccc"
-ENDPOINT = "tl-chat"
 
 
 def release(
@@ -55,8 +54,14 @@ def release(
     return ctx.ledger.get(LINE, run_id)
 
 
+def the_endpoint(fake: FakePlatform) -> str:
+    """The line's one endpoint (its name carries the workspace/home key: shared.naming)."""
+    (name,) = fake.endpoints
+    return name
+
+
 def traffic(fake: FakePlatform) -> Mapping[str, int]:
-    return {k: v for k, v in fake.endpoints[ENDPOINT].info.traffic.items() if v}
+    return {k: v for k, v in fake.endpoints[the_endpoint(fake)].info.traffic.items() if v}
 
 
 def test_manually_held_run_is_promoted(ctx: ReleaseContext, fake: FakePlatform) -> None:
@@ -68,7 +73,7 @@ def test_manually_held_run_is_promoted(ctx: ReleaseContext, fake: FakePlatform) 
     assert traffic(fake) == {"v01": 100}
     assert rec.reason is None
     assert "manual" in str(rec.get("held_reason"))
-    assert rec.get("scoring_uri") == "https://tl-chat.fake/score"
+    assert rec.get("scoring_uri") == f"https://{the_endpoint(fake)}.fake/score"
     assert [e["state"] for e in rec.timeline][-3:] == ["HELD", "HELD", "PROMOTED"]
     report = ctx.storage.read_json(
         BlobRef(ctx.settings.reports_container, f"{LINE}/{rec.get('name')}/run.json")
@@ -84,7 +89,7 @@ def test_promotion_replaces_the_live_run(ctx: ReleaseContext, fake: FakePlatform
     rec = promote_held(ctx, RUN2)  # the line is found from the run id
     assert rec.state is RunState.PROMOTED
     assert traffic(fake) == {"v02": 100}
-    assert set(fake.endpoints[ENDPOINT].deployments) == {"v02"}
+    assert set(fake.endpoints[the_endpoint(fake)].deployments) == {"v02"}
     old = ctx.ledger.get(LINE, RUN1)
     assert old.state is RunState.RETIRED
     assert old.reason == f"superseded by {RUN2}"
@@ -116,7 +121,7 @@ def test_interrupted_promotion_resumes(ctx: ReleaseContext, fake: FakePlatform) 
     assert traffic(fake) == {"v02": 100}
     rec = promote_held(ctx, RUN2, line=LINE)
     assert rec.state is RunState.PROMOTED
-    assert set(fake.endpoints[ENDPOINT].deployments) == {"v02"}
+    assert set(fake.endpoints[the_endpoint(fake)].deployments) == {"v02"}
     assert ctx.ledger.get(LINE, RUN1).state is RunState.RETIRED
 
 
@@ -165,7 +170,8 @@ def test_cli_promote_prints_where_the_run_serves(
     out = io.StringIO()
     assert args._module.run(args, clients=clients, out=out) == 0
     assert out.getvalue() == (
-        f"{RUN1} PROMOTED: v01 takes 100 % of tl-chat (https://tl-chat.fake/score)\n"
+        f"{RUN1} PROMOTED: v01 takes 100 % of {the_endpoint(fake)} "
+        f"(https://{the_endpoint(fake)}.fake/score)\n"
     )
     ctx.ledger.create(LINE, RUN2, RunState.TRAINING, name="batch-2")
     args = build_parser().parse_args(["promote", RUN2, "--json"])

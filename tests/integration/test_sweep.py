@@ -19,12 +19,19 @@ from functions import _root
 from shared.clients import Clients
 from shared.errors import ConflictError
 from shared.ledger import RunState
-from shared.naming import endpoint_name
+from shared.naming import endpoint_name as scoped_endpoint_name
 from shared.platform.port import EndpointInfo
 from shared.settings import Settings
 from shared.storage import BlobRef
 from shared.sweep import Action, SweepReport, run_sweep
 from tests.fakes.platform import FakePlatform
+
+SCOPE = "tests:sweep"  # endpoint names are per workspace (shared.naming.endpoint_scope)
+
+
+def endpoint_name(line: str) -> str:
+    return scoped_endpoint_name(line, SCOPE)
+
 
 pytestmark = pytest.mark.integration
 

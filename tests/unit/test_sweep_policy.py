@@ -7,9 +7,16 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.naming import endpoint_name
+from shared.naming import endpoint_name as scoped_endpoint_name
 from shared.platform.port import EndpointInfo
 from shared.sweep import Action, Decision, SweepPolicy, select_idle
+
+SCOPE = "tests:sweep-policy"  # endpoint names are per workspace (shared.naming.endpoint_scope)
+
+
+def endpoint_name(line: str) -> str:
+    return scoped_endpoint_name(line, SCOPE)
+
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -54,7 +61,9 @@ def decide(
     policy: SweepPolicy = POLICY,
     in_release: frozenset[str] = frozenset(),
 ) -> list[Decision]:
-    return select_idle(endpoints, traffic, now=NOW, policy=policy, lines_in_release=in_release)
+    return select_idle(
+        endpoints, traffic, now=NOW, policy=policy, lines_in_release=in_release, scope=SCOPE
+    )
 
 
 # -- generated worlds ------------------------------------------------------------------------

@@ -10,10 +10,12 @@ notebook for chat completion (``liveness_probe=ProbeSettings(initial_delay=600)`
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from shared.errors import ConflictError, NotFoundError, PlatformError, map_azure_errors
+from shared.naming import LINE_TAG
 from shared.platform.azureml._base import AzureMLBase
 from shared.platform.azureml._jobs import PIPELINE_OUTPUT, map_sdk_errors
 from shared.platform.azureml._sweep import _listed_endpoint
@@ -62,6 +64,39 @@ def _model_info(model: Any) -> ModelVersionInfo:
         name=str(model.name), version=str(model.version), id=str(model.id),
         tags=dict(model.tags or {}),
     )
+
+
+def _tag(tags: Mapping[str, str], key: str) -> str | None:
+    """A tag's value; Azure tag names are case-insensitive."""
+    for name, value in tags.items():
+        if name.lower() == key:
+            return str(value)
+    return None
+
+
+# What the service says when another workspace (any subscription) in the region holds the name;
+# it may answer 400 rather than 409 (azureml-examples #1931: "There is already an endpoint with
+# this name, Endpoint name needs to be unique within a region"; azure ansible #2231: "The
+# specified endpoint name '...' is not available. Endpoint names must be unique within the
+# region").
+_TAKEN_IN_REGION = ("unique within the region", "unique within a region")
+
+
+def _service_text(exc: PlatformError) -> str:
+    """The service's own message when the mapped one lacks it (a 400's generic text)."""
+    cause = exc.__cause__
+    error = getattr(getattr(cause, "model", None), "error", None) or getattr(cause, "error", None)
+    message = getattr(error, "message", None)
+    if not message and cause is not None:
+        found = re.search(r'"message":\s*"([^"]+)"', str(cause))
+        message = found.group(1) if found else None
+    return " ".join(str(message or exc.message).split())[:300]
+
+
+def _name_taken_in_region(exc: PlatformError) -> bool:
+    """Whether the refusal (or the service body it wraps) says the name is taken in the region."""
+    text = f"{exc.message} {exc.__cause__ or ''}".lower()
+    return any(phrase in text for phrase in _TAKEN_IN_REGION)
 
 
 def _endpoint_info(endpoint: Any) -> EndpointInfo:
@@ -148,10 +183,46 @@ class ReleaseMixin(AzureMLBase):
             with map_sdk_errors(f"creating endpoint {name}"):
                 self.ml_client.online_endpoints.begin_create_or_update(endpoint)  # not waited on
             log.info("endpoint %s: creation started", name)
-        except ConflictError:  # a racing create is running: ours, unless another line's
-            log.info("endpoint %s: created concurrently", name)
+        except ConflictError as exc:
+            return self._created_elsewhere(name, tags, exc)
+        except PlatformError as exc:
+            if not _name_taken_in_region(exc):
+                raise
+            return self._created_elsewhere(name, tags, exc)
         info = self.get_endpoint(name)
         check_line_owner(f"endpoint {name}", info.tags, tags)
+        return info
+
+    def _created_elsewhere(
+        self, name: str, tags: Mapping[str, str], exc: PlatformError
+    ) -> EndpointInfo:
+        """The create was refused because the name exists: ours only if our workspace has it
+        with our ``tuneloop_line`` tag (a racing create of the same release).
+
+        Online endpoint names are unique per Azure region across subscriptions and customers,
+        so a conflict may come from an endpoint we cannot even see: then GET is 404 here.
+        """
+        where = f"workspace {self.settings.workspace_name}"
+        try:
+            info = self.get_endpoint(name)
+        except NotFoundError:
+            raise ConflictError(
+                f"endpoint name {name} is taken in the region by another workspace or "
+                "subscription (online endpoint names are unique per Azure region): "
+                f"{_service_text(exc)}",
+                hint="tuneloop derives endpoint names from the workspace id, so this is a rare "
+                "clash: delete that endpoint if it is yours, or rename the line",
+            ) from exc
+        check_line_owner(f"endpoint {name}", info.tags, tags)
+        mine, theirs = tags.get(LINE_TAG), _tag(info.tags, LINE_TAG)
+        if not mine or theirs != mine:
+            found = f"tagged {LINE_TAG}={theirs!r}" if theirs else f"without a {LINE_TAG} tag"
+            raise ConflictError(
+                f"endpoint {name} already exists in {where} {found}: it is not this line's",
+                hint=f"delete or rename that endpoint, or tag it {LINE_TAG}={mine!r} if it is "
+                "meant to serve this line",
+            ) from exc
+        log.info("endpoint %s: created concurrently (tagged %s=%s)", name, LINE_TAG, mine)
         return info
 
     def get_endpoint(self, name: str) -> EndpointInfo:
