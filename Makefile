@@ -56,6 +56,7 @@ bench: setup
 	$(BIN)/python bench/validate.py --mb 200
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/score.py
+	$(BIN)/python bench/burst.py
 
 clean:
 	rm -rf .tuneloop
