@@ -1,23 +1,42 @@
 """The run ledger on Azure Table storage: one entity per run, moved forward only, ETag-guarded.
 
-Layout: ``PartitionKey`` = the line, ``RowKey`` = the run id (= the Azure ML job name).
-Claims (idempotency keys such as a blob version) live in partition ``_claims``.
+Layout (every operation touches what it needs, never the history; docs/scale.md):
+
+* runs: ``PartitionKey`` = the line, ``RowKey`` = the run id (= the Azure ML job name), so a
+  line's status reads one partition and a run is a point read;
+* the **in-flight index**: partition ``_index``, one row ``a:<line>:<run>`` per run in
+  :data:`IN_FLIGHT` (SUBMITTED … DEPLOYED). The reconciler reads this key range and then each
+  run by its key, so a pass costs 1 + (runs in flight) requests whatever the history;
+* the **run directory**: ``_runs-<h>`` (16 partitions by the run id's hash), ``RowKey`` = the
+  run id, column ``line``: ``find(run_id)`` is two point reads;
+* **claims** (idempotency keys, leases, counters): ``_claims-<h>``, 16 partitions by the key's
+  hash, so a burst of drops is spread instead of queued on one partition.
 
 Every write is conditional: ``create`` fails if the row exists, ``advance``/``update`` fail
 with :class:`LedgerConflictError` if someone else wrote since we read. Callers re-read and
 decide again; that is what makes duplicate and concurrent deliveries safe.
+
+Table storage has entity group transactions only within one partition, so a run and its index
+row are two writes, ordered so that a crash between them never hides a run in flight: entering
+flight writes the index row first, leaving it writes the run first. An index row whose run is
+not in flight is removed by the next reader of the index (at once when the run is past flight,
+after :data:`INDEX_GRACE` when it is not yet in flight or missing: its writer may be between
+the two writes). Tables written before the index existed are indexed once, by a full scan, by
+the first reader of the index (the reconciler), which then writes the marker row
+``_index/schema``; until then ``find``, claims and lists fall back to the old layout.
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -30,11 +49,17 @@ from shared.errors import (
     LedgerConflictError,
     NotFoundError,
     StorageError,
+    TransientError,
+    TuneloopError,
     map_azure_errors,
+    translate_azure_error,
 )
 
 __all__ = [
     "CLAIMS_PARTITION",
+    "INDEX_GRACE",
+    "INDEX_PARTITION",
+    "IN_FLIGHT",
     "IN_RELEASE",
     "RELEASE_COLUMNS",
     "TERMINAL",
@@ -50,7 +75,21 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# The partition every claim lived in before claims were spread (still read until migrated).
 CLAIMS_PARTITION = "_claims"
+INDEX_PARTITION = "_index"
+_SCHEMA_ROW = "schema"  # in INDEX_PARTITION: the table has the index, directory and claim shards
+_SCHEMA_VERSION = 2
+# How long an index row whose run is not (yet) in flight is kept: its writer may be between
+# the index write and the run write (milliseconds apart; the longest invocation is 10 min).
+INDEX_GRACE = timedelta(minutes=10)
+# Table storage targets (https://learn.microsoft.com/azure/storage/tables/scalability-targets):
+# one partition ~2,000 entities/s, one account 20,000 transactions/s (1 KiB entities); an
+# entity group transaction holds at most 100 entities of ONE partition (< 4 MiB). A drop writes
+# its claim ~6 times (insert, a heartbeat per step, done); with all claims in one partition a
+# burst queued behind ~300 drops/s. 16 hash shards give 16 x 2,000 = 32,000 entities/s, more
+# than the account's 20,000: the account, not a partition, is the bound. Same for the directory.
+SHARDS = 16
 
 
 class RunState(StrEnum):
@@ -83,6 +122,16 @@ _RANK: dict[RunState, int] = {
     RunState.PROMOTED: 8,
     RunState.RETIRED: 9,
 }
+
+# Runs whose job or release is under way: what the reconciler polls and advances.
+IN_FLIGHT = frozenset(
+    {
+        RunState.SUBMITTED, RunState.TRAINING, RunState.TRAINED,
+        RunState.REGISTERED, RunState.DEPLOYING, RunState.DEPLOYED,
+    }
+)
+# States a run may still leave for IN_FLIGHT (an index row for such a run may be young).
+_BEFORE_FLIGHT = frozenset({RunState.RECEIVED, RunState.ACCEPTED})
 
 TERMINAL = frozenset(
     {RunState.REJECTED, RunState.DUPLICATE, RunState.FAILED, RunState.RETIRED}
@@ -278,6 +327,29 @@ class Claim:
     key: str
     fields: dict[str, Any]
     etag: str | None
+    partition: str | None = None  # where it is stored (None: its shard)
+
+
+def _shard(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[0]  # 16 shards (SHARDS)
+
+
+def claim_partition(key: str) -> str:
+    """The partition of the claim ``key``: ``_claims-<first hex digit of sha256(key)>``."""
+    return f"_claims-{_shard(key)}"
+
+
+def directory_partition(run_id: str) -> str:
+    """The partition of the run directory row of ``run_id``: ``_runs-<hex digit>``."""
+    return f"_runs-{_shard(run_id)}"
+
+
+def _index_key(line: str, run_id: str) -> str:
+    return f"a:{line}:{run_id}"  # lines never contain ':' (shared.naming)
+
+
+def _is_run_partition(pk: str) -> bool:
+    return not pk.startswith("_")  # lines start with a letter or digit
 
 
 def _now() -> str:
@@ -338,17 +410,25 @@ def _from_entity(entity: Mapping[str, Any]) -> RunRecord:
 
 
 class Ledger:
-    """Run records on one Azure table. All methods raise TransientError on storage outages."""
+    """Run records on one Azure table. All methods raise TransientError on storage outages.
 
-    def __init__(self, table: TableClient) -> None:
+    ``clock`` dates index rows (tests inject one to age them past :data:`INDEX_GRACE`).
+    """
+
+    def __init__(
+        self, table: TableClient, *, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self._table = table
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._indexed = False  # the schema marker was seen (it is never removed)
 
     def ensure_table(self) -> None:
         try:
             with _mapped(f"creating table {self._table.table_name}"):
                 self._table.create_table()
         except AlreadyExistsError:
-            pass
+            return
+        self._mark_indexed()  # a new table has no history to index
 
     # -- runs ---------------------------------------------------------------------------
     def create(
@@ -360,6 +440,11 @@ class Ledger:
             line=line, run_id=run_id, state=state, fields={"created": now, "updated": now, **fields}
         )
         rec.timeline.append(_event(state, note))
+        # Directory and index rows first: a crash before the run leaves a row that points at
+        # nothing (harmless, removed later), never a run that cannot be found.
+        self._put_directory(line, run_id)
+        if state in IN_FLIGHT:
+            self._put_index(line, run_id)
         with _mapped(f"creating run {run_id} on line {line}"):
             meta = self._table.create_entity(_to_entity(rec))
         rec.etag = meta.get("etag")
@@ -374,22 +459,67 @@ class Ledger:
             raise NotFoundError(f"run {run_id!r} on line {line!r} is not in the ledger") from exc
 
     def find(self, run_id: str) -> RunRecord:
-        """The run with this id on any line. Raises NotFoundError."""
-        rows = self._query("RowKey eq @rk and PartitionKey ne @claims", rk=run_id)
-        if not rows:
-            raise NotFoundError(f"run {run_id!r} is not in the ledger")
-        return rows[0]
+        """The run with this id on any line (two point reads). Raises NotFoundError."""
+        try:
+            with _mapped(f"looking up run {run_id}"):
+                entry = self._table.get_entity(directory_partition(run_id), run_id)
+        except NotFoundError:
+            entry = None
+        if entry is not None:
+            try:
+                return self.get(str(entry["line"]), run_id)
+            except NotFoundError:
+                pass  # a directory row whose create never happened
+        if not self._is_indexed():  # written before the directory existed: scan, as before
+            rows = [
+                r for r in self._query("RowKey eq @rk", rk=run_id) if _is_run_partition(r.line)
+            ]
+            if rows:
+                return rows[0]
+        raise NotFoundError(f"run {run_id!r} is not in the ledger")
 
     def list(
         self, *, line: str | None = None, states: Iterable[RunState] | None = None
     ) -> builtins.list[RunRecord]:
-        """Runs, oldest first by creation time, optionally for one line / some states."""
+        """Runs, oldest first by creation time, optionally for one line / some states.
+
+        One line: one partition. Only in-flight states on all lines: the in-flight index
+        (1 + runs in flight requests). Anything else reads the whole table."""
+        wanted = set(states) if states is not None else None
         if line is not None:
             rows = self._query("PartitionKey eq @pk", pk=line)
+        elif wanted is not None and wanted <= IN_FLIGHT:
+            rows = self.in_flight()
         else:
-            rows = self._query("PartitionKey ne @claims")
-        wanted = set(states) if states is not None else None
+            with _mapped("listing runs"):
+                rows = [
+                    _from_entity(e) for e in self._table.list_entities()
+                    if _is_run_partition(str(e["PartitionKey"]))
+                ]
         out = [r for r in rows if wanted is None or r.state in wanted]
+        out.sort(key=lambda r: (str(r.fields.get("created", "")), r.run_id))
+        return out
+
+    def in_flight(self) -> builtins.list[RunRecord]:
+        """The runs in :data:`IN_FLIGHT` on every line, read through the index (which this
+        builds on first use after an upgrade, and repairs as it reads)."""
+        self._build_index()
+        with _mapped("reading the in-flight index"):
+            entries = builtins.list(self._table.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters={"pk": INDEX_PARTITION, "lo": "a:", "hi": "a;"},
+            ))
+        out: builtins.list[RunRecord] = []
+        for entry in entries:
+            line, _, run_id = str(entry["RowKey"])[2:].partition(":")
+            try:
+                run: RunRecord | None = self.get(line, run_id)
+            except NotFoundError:
+                run = None
+            if run is not None and run.state in IN_FLIGHT:
+                out.append(run)
+            elif (run is not None and run.state not in _BEFORE_FLIGHT) or self._aged(entry):
+                self._drop_index_entry(entry)
         out.sort(key=lambda r: (str(r.fields.get("created", "")), r.run_id))
         return out
 
@@ -425,7 +555,13 @@ class Ledger:
         )
         if reason is not None:
             new.fields["reason"] = reason
+        entering = state in IN_FLIGHT and rec.state not in IN_FLIGHT
+        leaving = rec.state in IN_FLIGHT and state not in IN_FLIGHT
+        if entering:  # index first: a crash after it leaves a row the reader removes
+            self._put_index(rec.line, rec.run_id)
         out = self._replace(new)
+        if leaving:  # run first: a crash after it leaves a row the reader removes
+            self._drop_index(rec.line, rec.run_id)
         log.info(
             "ledger advance run=%s line=%s %s->%s reason=%s",
             rec.run_id, rec.line, rec.state.value, state.value, reason or "",
@@ -458,47 +594,167 @@ class Ledger:
     # -- claims -------------------------------------------------------------------------
     def claim(self, key: str, **fields: Any) -> Claim | None:
         """Insert the claim ``key``; returns None if it exists already (someone has it)."""
-        entity = {"PartitionKey": CLAIMS_PARTITION, "RowKey": key, "claimed": _now(), **fields}
+        if not self._is_indexed() and self._legacy_claim(key) is not None:
+            return None
+        partition = claim_partition(key)
+        entity = {"PartitionKey": partition, "RowKey": key, "claimed": _now(), **fields}
         try:
             with _mapped(f"claiming {key}"):
                 meta = self._table.create_entity(entity)
         except AlreadyExistsError:
             return None
         fields = dict(fields) | {"claimed": entity["claimed"]}
-        return Claim(key=key, fields=fields, etag=meta.get("etag"))
+        return Claim(key=key, fields=fields, etag=meta.get("etag"), partition=partition)
 
     def get_claim(self, key: str) -> Claim:
         try:
             with _mapped(f"reading claim {key}"):
-                entity = self._table.get_entity(CLAIMS_PARTITION, key)
+                entity = self._table.get_entity(claim_partition(key), key)
         except NotFoundError as exc:
-            raise NotFoundError(f"claim {key!r} not found") from exc
-        fields = {k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")}
-        return Claim(key=key, fields=fields, etag=entity.metadata.get("etag"))
+            legacy = None if self._is_indexed() else self._legacy_claim(key)
+            if legacy is None:
+                raise NotFoundError(f"claim {key!r} not found") from exc
+            return legacy
+        return _claim(entity)
 
     def update_claim(self, claim: Claim, **fields: Any) -> Claim:
         """Replace the claim's fields, guarded by its ETag (LedgerConflictError if stale)."""
         merged = {**claim.fields, **fields}
-        entity = {"PartitionKey": CLAIMS_PARTITION, "RowKey": claim.key, **merged}
+        partition = claim.partition or claim_partition(claim.key)
+        entity = {"PartitionKey": partition, "RowKey": claim.key, **merged}
         meta = self._conditional_update(entity, claim.etag, what=f"claim {claim.key}")
-        return Claim(key=claim.key, fields=merged, etag=meta.get("etag"))
+        return Claim(key=claim.key, fields=merged, etag=meta.get("etag"), partition=partition)
 
     def list_claims(self, **equals: str | bool) -> Sequence[Claim]:
         """Claims whose fields equal ``equals`` (e.g. ``kind="ingest", done=False``), for
-        sweeps that resume work whose handler died."""
-        query = " and ".join(["PartitionKey eq @pk", *(f"{k} eq @{k}" for k in equals)])
+        sweeps that resume work whose handler died (one query over the claim shards)."""
+        conditions = "".join(f" and {k} eq @{k}" for k in equals)
+        queries = [(
+            "PartitionKey ge @lo and PartitionKey lt @hi" + conditions,
+            {"lo": "_claims-", "hi": "_claims."},
+        )]
+        if not self._is_indexed():
+            queries.append(("PartitionKey eq @pk" + conditions, {"pk": CLAIMS_PARTITION}))
+        found: dict[str, Claim] = {}
         with _mapped("listing claims"):
-            entities = self._table.query_entities(
-                query, parameters={"pk": CLAIMS_PARTITION, **equals}
-            )
-            return [
-                Claim(
-                    key=e["RowKey"],
-                    fields={k: v for k, v in e.items() if k not in ("PartitionKey", "RowKey")},
-                    etag=e.metadata.get("etag"),
+            for query, params in queries:
+                for e in self._table.query_entities(query, parameters={**params, **equals}):
+                    found.setdefault(str(e["RowKey"]), _claim(e))
+        return builtins.list(found.values())
+
+    # -- the index, the directory and the upgrade ---------------------------------------
+    def _put_index(self, line: str, run_id: str) -> None:
+        entity = {
+            "PartitionKey": INDEX_PARTITION, "RowKey": _index_key(line, run_id),
+            "line": line, "run_id": run_id, "since": self._clock().isoformat(),
+        }
+        with _mapped(f"indexing run {run_id}"):
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def _drop_index(self, line: str, run_id: str) -> None:
+        """Best effort: the run already moved on; a row left behind is removed by the reader."""
+        try:
+            with _mapped(f"unindexing run {run_id}"):
+                self._table.delete_entity(INDEX_PARTITION, _index_key(line, run_id))
+        except TuneloopError as exc:
+            log.warning("ledger: index row of run %s left behind (%s); repaired later", run_id, exc)
+
+    def _drop_index_entry(self, entry: Mapping[str, Any]) -> None:
+        """Remove a stale index row unless it was rewritten since we read it (ETag)."""
+        etag = getattr(entry, "metadata", {}).get("etag")
+        try:
+            with _mapped("repairing the in-flight index"):
+                self._table.delete_entity(
+                    INDEX_PARTITION, str(entry["RowKey"]),
+                    etag=etag, match_condition=MatchConditions.IfNotModified,
                 )
-                for e in entities
-            ]
+            log.info("ledger: stale index row %s removed", entry["RowKey"])
+        except TuneloopError as exc:
+            log.info("ledger: index row %s kept (%s)", entry["RowKey"], exc)
+
+    def _aged(self, entry: Mapping[str, Any]) -> bool:
+        since = _time(entry.get("since"))
+        return since is None or self._clock() - since > INDEX_GRACE
+
+    def _put_directory(self, line: str, run_id: str) -> None:
+        entity = {"PartitionKey": directory_partition(run_id), "RowKey": run_id, "line": line}
+        with _mapped(f"recording run {run_id} in the directory"):
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def _legacy_claim(self, key: str) -> Claim | None:
+        try:
+            with _mapped(f"reading claim {key}"):
+                return _claim(self._table.get_entity(CLAIMS_PARTITION, key))
+        except NotFoundError:
+            return None
+
+    def _is_indexed(self) -> bool:
+        if not self._indexed:
+            try:
+                with _mapped("reading the ledger schema"):
+                    self._table.get_entity(INDEX_PARTITION, _SCHEMA_ROW)
+                self._indexed = True
+            except NotFoundError:
+                pass
+        return self._indexed
+
+    def _mark_indexed(self) -> None:
+        entity = {
+            "PartitionKey": INDEX_PARTITION, "RowKey": _SCHEMA_ROW, "version": _SCHEMA_VERSION,
+        }
+        with _mapped("recording the ledger schema"):
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        self._indexed = True
+
+    def _build_index(self) -> None:
+        """Once per table written before the index existed: one full scan that indexes the
+        runs in flight, records every run in the directory and copies the claims of the old
+        ``_claims`` partition into their shards; then the schema marker."""
+        if self._is_indexed():
+            return
+        log.warning("ledger: indexing table %s (one full scan after an upgrade)",
+                    self._table.table_name)
+        now = self._clock().isoformat()
+        batches: dict[str, builtins.list[tuple[str, dict[str, Any]]]] = {}
+        with _mapped("indexing the ledger"):
+            for e in self._table.list_entities():
+                pk, rk = str(e["PartitionKey"]), str(e["RowKey"])
+                if pk == CLAIMS_PARTITION:
+                    copy = {k: v for k, v in e.items() if k not in ("PartitionKey", "RowKey")}
+                    row = {"PartitionKey": claim_partition(rk), "RowKey": rk, **copy}
+                    batches.setdefault(row["PartitionKey"], []).append(("create", row))
+                    continue
+                if not _is_run_partition(pk):
+                    continue
+                row = {"PartitionKey": directory_partition(rk), "RowKey": rk, "line": pk}
+                batches.setdefault(row["PartitionKey"], []).append(("upsert", row))
+                if e.get("state") in IN_FLIGHT:
+                    row = {
+                        "PartitionKey": INDEX_PARTITION, "RowKey": _index_key(pk, rk),
+                        "line": pk, "run_id": rk, "since": now,
+                    }
+                    batches.setdefault(INDEX_PARTITION, []).append(("upsert", row))
+            for ops in batches.values():
+                for i in range(0, len(ops), 100):  # an entity group transaction: <= 100
+                    self._submit(ops[i : i + 100])
+        self._mark_indexed()
+
+    def _submit(self, ops: builtins.list[tuple[str, dict[str, Any]]]) -> None:
+        try:
+            self._table.submit_transaction(ops)
+            return
+        except Exception as exc:  # a claim copied already fails the whole batch
+            if isinstance(translate_azure_error(exc, "indexing"), TransientError):
+                raise
+        for op, row in ops:  # one by one, skipping what exists
+            try:
+                if op == "create":
+                    self._table.create_entity(row)
+                else:
+                    self._table.upsert_entity(row, mode=UpdateMode.REPLACE)
+            except Exception as exc:
+                if not isinstance(translate_azure_error(exc, "indexing"), AlreadyExistsError):
+                    raise
 
     # -- internals ----------------------------------------------------------------------
     def _replace(self, rec: RunRecord) -> RunRecord:
@@ -525,10 +781,17 @@ class Ledger:
 
     def _query(self, query: str, **params: str) -> builtins.list[RunRecord]:
         with _mapped("querying runs"):
-            entities = self._table.query_entities(
-                query, parameters={"claims": CLAIMS_PARTITION, **params}
-            )
+            entities = self._table.query_entities(query, parameters=params)
             return [_from_entity(e) for e in entities]
+
+
+def _claim(entity: Mapping[str, Any]) -> Claim:
+    return Claim(
+        key=str(entity["RowKey"]),
+        fields={k: v for k, v in entity.items() if k not in ("PartitionKey", "RowKey")},
+        etag=getattr(entity, "metadata", {}).get("etag"),
+        partition=str(entity["PartitionKey"]),
+    )
 
 
 def _event(state: RunState, note: str | None) -> dict[str, Any]:

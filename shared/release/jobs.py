@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.errors import LedgerConflictError, NotFoundError, TransientError, TuneloopError
 from shared.events import FAILED_STATUSES, RUNNING_STATUSES, JobEvent, Skip, parse_job_event
-from shared.ledger import IN_RELEASE, ReleaseRecord, RunRecord, RunState
+from shared.ledger import IN_FLIGHT, IN_RELEASE, ReleaseRecord, RunRecord, RunState
 from shared.platform.port import JobInfo, JobStatus
 from shared.release.context import ReleaseContext, advance, reread
 from shared.release.steps import advance_release
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _BEFORE_TRAINING = frozenset({RunState.ACCEPTED, RunState.SUBMITTED})
 _BEFORE_TRAINED = frozenset({RunState.ACCEPTED, RunState.SUBMITTED, RunState.TRAINING})
+_POLLED = frozenset({RunState.SUBMITTED, RunState.TRAINING})
 
 
 # -- events in ------------------------------------------------------------------------------
@@ -79,16 +80,25 @@ class ReconcileSummary:
 
 
 def reconcile(ctx: ReleaseContext) -> ReconcileSummary:
-    """Ask Azure ML about runs whose events never came, and advance every run mid-release."""
+    """Ask Azure ML about runs whose events never came, and advance every run mid-release.
+
+    Reads the runs in flight once, through the ledger's in-flight index (1 + runs in flight
+    Table requests, whatever the history; docs/scale.md); a run whose job completed in the
+    first loop goes on into the release in the second."""
     summary = ReconcileSummary()
-    for run in ctx.ledger.list(states=[RunState.SUBMITTED, RunState.TRAINING]):
+    runs = ctx.ledger.list(states=IN_FLIGHT)
+    for i, run in enumerate(runs):
+        if run.state not in _POLLED:
+            continue
         summary.polled += 1
         try:
-            _poll_job(ctx, run)
+            runs[i] = _poll_job(ctx, run)
         except TransientError as exc:
             summary.errors += 1
             log.warning("reconcile: run %s job status unavailable: %s", run.run_id, exc)
-    for run in ctx.ledger.list(states=IN_RELEASE):
+    for run in runs:
+        if run.state not in IN_RELEASE:
+            continue
         before = run.state
         try:
             after = advance_release(ctx, run, kick=False)
@@ -109,17 +119,18 @@ def reconcile(ctx: ReleaseContext) -> ReconcileSummary:
     return summary
 
 
-def _poll_job(ctx: ReleaseContext, run: RunRecord) -> None:
+def _poll_job(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
     job = _job_or_none(ctx, run.run_id)
     if job is None:
         log.warning("reconcile: run %s has no Azure ML job", run.run_id)
-        return
+        return run
     if job.status == JobStatus.COMPLETED:
-        _mark_trained(ctx, run, job)  # the release loop in reconcile picks it up
-    elif job.status in FAILED_STATUSES:
-        _mark_failed(ctx, run, job.status, job)
-    elif job.status in RUNNING_STATUSES and job.status != JobStatus.NOT_STARTED:
-        _mark_training(ctx, run)
+        return _mark_trained(ctx, run, job)  # the release loop in reconcile picks it up
+    if job.status in FAILED_STATUSES:
+        return _mark_failed(ctx, run, job.status, job)
+    if job.status in RUNNING_STATUSES and job.status != JobStatus.NOT_STARTED:
+        return _mark_training(ctx, run)
+    return run
 
 
 # -- moving a run by its job ----------------------------------------------------------------

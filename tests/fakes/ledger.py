@@ -8,6 +8,10 @@ SDK raises, so the ledger's record logic and the one error mapper run unchanged.
 contract suite (tests/contract/test_ledger_contract.py) runs against it and against the
 ledger on Azurite.
 
+Also ``upsert_entity``, ``delete_entity`` (ETag-guarded when asked), ``list_entities`` and
+``submit_transaction`` (one partition, at most 100 entities, all or nothing), for the
+in-flight index, the run directory and the claim shards.
+
 Fault injection: ``fail_next(exc, method=..., times=1)`` makes the next table calls (of one
 method) raise ``exc``; ``faults_fired`` and ``calls`` let a test assert that it fired.
 """
@@ -16,14 +20,17 @@ from __future__ import annotations
 
 import copy
 import itertools
+import operator
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
+    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
@@ -34,7 +41,7 @@ from shared.ledger import Ledger
 
 __all__ = ["FakeLedger", "InMemoryTable"]
 
-_CONDITION = re.compile(r"^(\w+) (eq|ne) @(\w+)$")
+_CONDITION = re.compile(r"^(\w+) (eq|ne|ge|gt|le|lt) @(\w+)$")
 
 
 class InMemoryTable:
@@ -113,6 +120,53 @@ class InMemoryTable:
             self.rows[key] = (copy.deepcopy(dict(entity)), new)
             return {"etag": new}
 
+    def upsert_entity(self, entity: Mapping[str, Any], *, mode: Any = None) -> dict[str, Any]:
+        del mode  # the ledger always replaces
+        with self._lock:
+            self._enter("upsert_entity")
+            etag = self._etag()
+            key = (str(entity["PartitionKey"]), str(entity["RowKey"]))
+            self.rows[key] = (copy.deepcopy(dict(entity)), etag)
+            return {"etag": etag}
+
+    def delete_entity(
+        self,
+        partition_key: str,
+        row_key: str,
+        *,
+        etag: str | None = None,
+        match_condition: MatchConditions | None = None,
+    ) -> None:
+        with self._lock:
+            self._enter("delete_entity")
+            key = (partition_key, row_key)
+            if key not in self.rows:
+                return  # Table storage's delete of a missing row: the SDK swallows the 404
+            if match_condition == MatchConditions.IfNotModified and etag != self.rows[key][1]:
+                raise ResourceModifiedError(message="UpdateConditionNotSatisfied")
+            del self.rows[key]
+
+    def submit_transaction(self, operations: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """An entity group transaction: one partition, all or nothing (create/upsert)."""
+        ops = list(operations)
+        with self._lock:
+            self._enter("submit_transaction")
+            if len({str(e["PartitionKey"]) for _, e in ops}) > 1 or len(ops) > 100:
+                raise HttpResponseError(message="InvalidDuplicateRow or too many entities")
+            for op, e in ops:
+                if op == "create" and (str(e["PartitionKey"]), str(e["RowKey"])) in self.rows:
+                    raise ResourceExistsError(message="EntityAlreadyExists")
+            for _, e in ops:
+                key = (str(e["PartitionKey"]), str(e["RowKey"]))
+                self.rows[key] = (copy.deepcopy(dict(e)), self._etag())
+
+    def list_entities(self) -> Iterator[TableEntity]:
+        with self._lock:
+            self._enter("list_entities")
+            rows = [_entity(e, etag) for e, etag in self.rows.values()]
+        rows.sort(key=lambda e: (e["PartitionKey"], e["RowKey"]))
+        return iter(rows)
+
     def query_entities(
         self, query_filter: str, *, parameters: Mapping[str, Any] | None = None
     ) -> Iterator[TableEntity]:
@@ -132,22 +186,43 @@ def _entity(stored: Mapping[str, Any], etag: str) -> TableEntity:
 
 
 def _matches(entity: Mapping[str, Any], query: str, parameters: Mapping[str, Any]) -> bool:
-    """The OData filters the ledger sends: ``Name eq @p`` / ``Name ne @p`` joined by ``and``."""
+    """The OData filters the ledger sends: ``Name <op> @p`` (eq ne ge gt le lt) joined by
+    ``and``; a missing property matches only ``ne``, as in Table storage."""
     for part in query.split(" and "):
         match = _CONDITION.match(part.strip())
         if match is None:
             raise NotImplementedError(f"InMemoryTable cannot filter on {part!r}")
         name, op, param = match.groups()
-        equal = name in entity and entity[name] == parameters[param]
-        if equal != (op == "eq"):
+        if name not in entity:
+            if op != "ne":
+                return False
+            continue
+        value, wanted = entity[name], parameters[param]
+        if type(value) is not type(wanted):
+            if op != "ne":
+                return False
+            continue
+        if not _COMPARE[op](value, wanted):
             return False
     return True
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "eq": operator.eq, "ne": operator.ne, "ge": operator.ge,
+    "gt": operator.gt, "le": operator.le, "lt": operator.lt,
+}
 
 
 class FakeLedger(Ledger):
     """The real ledger logic over :class:`InMemoryTable` (``table`` for inspection/faults)."""
 
-    def __init__(self, table: InMemoryTable | None = None) -> None:
+    def __init__(
+        self,
+        table: InMemoryTable | None = None,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.table = table or InMemoryTable()
-        super().__init__(self.table)  # type: ignore[arg-type]  # the TableClient surface used
+        # the TableClient surface used
+        super().__init__(self.table, clock=clock)  # type: ignore[arg-type]
         self.ensure_table()

@@ -196,6 +196,7 @@ def test_ledger_maps_a_503_to_transient_and_a_403_to_permission() -> None:
 def test_ledger_maps_409_on_create_to_already_exists_and_412_to_a_ledger_conflict() -> None:
     """A run that exists is AlreadyExistsError; a stale ETag is LedgerConflictError."""
     transport = FakeTransport()
+    transport.add("PUT", r"/runs\(PartitionKey=.*_runs-", Reply(204))  # the run directory row
     transport.add("POST", r"/runs", Reply(409, {"odata.error": {"code": "EntityAlreadyExists"}}))
     with pytest.raises(AlreadyExistsError):
         _ledger(transport).create("chat", "run-1", RunState.RECEIVED)
