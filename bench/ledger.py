@@ -13,11 +13,15 @@ ingest claims, and 10 runs in flight. It then measures, with the real ``Ledger``
 * one ingest duplicate check (what ``Ingest._create_or_get`` does for content already
   ingested: directory upsert, create → 409, get);
 * one ``tuneloop status --line L --json`` (cli/commands/status.py) for a line with N/500 runs;
+* the stale-claims sweep the reconciler timer also runs (``list_claims(kind="ingest",
+  done=False)``, twice: once checked, once through ``shared.leases.stale_claims``) over N
+  finished claims and 5 open ones;
 * for comparison, the two alternatives the index replaced: the previous reconcile's read
   (the whole table listed, twice) and one server-side state filter across partitions.
 
-Wall times are the median of ``--repeat`` runs, after a warm-up round on a small table that
-is not reported (Azurite's JIT would otherwise bill the first size). The last line is
+All sizes are seeded first, then timed round-robin (``--repeat`` rounds; wall = median), so
+that the load of a shared machine falls on every size alike; a warm-up on a small table comes
+first (Azurite's JIT would otherwise bill the first size). The last line is
 ``reconcile requests by history size: {"<size>": <requests>, ...}``.
 """
 
@@ -34,6 +38,7 @@ import uuid
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,8 @@ if str(ROOT) not in sys.path:
 from azure.data.tables import TableClient, TableServiceClient  # noqa: E402
 
 from shared.errors import AlreadyExistsError  # noqa: E402
+from shared.ingest import LEASE  # noqa: E402
+from shared.leases import stale_claims  # noqa: E402
 from shared.ledger import (  # noqa: E402
     IN_FLIGHT,
     Ledger,
@@ -57,6 +64,7 @@ from shared.settings import Settings  # noqa: E402
 
 LINES = 500
 IN_FLIGHT_RUNS = 10
+OPEN_CLAIMS = 5
 
 
 class RequestCounter:
@@ -115,88 +123,108 @@ def seed(table: TableClient, history: int) -> None:
     ledger = Ledger(table)
     for i in range(IN_FLIGHT_RUNS):
         ledger.create(_line(i * 7 % LINES), f"tl-live-{i:02d}", RunState.TRAINING)
+    for i in range(OPEN_CLAIMS):  # deliveries being ingested now (fresh heartbeats)
+        beat = datetime.now(UTC).isoformat()
+        ledger.claim(f"open-{i}", kind="ingest", done=False, heartbeat=beat)
 
 
-def measure(
-    counter: RequestCounter, action: Callable[[], object], repeat: int
-) -> tuple[int, float]:
-    """(requests of one call, median wall seconds over ``repeat`` calls)."""
-    counts, walls = [], []
-    for _ in range(repeat):
-        before = counter.n
-        start = time.perf_counter()
-        action()
-        walls.append(time.perf_counter() - start)
-        counts.append(counter.n - before)
-    if len(set(counts)) != 1:
-        print(f"  warning: request counts varied between repeats: {counts}")
-    return counts[0], statistics.median(walls)
+Op = Callable[[], object]
 
 
-def bench_size(conn: str, history: int, repeat: int) -> dict[str, tuple[int, float]]:
+def operations(conn: str, name: str) -> tuple[RequestCounter, dict[str, tuple[Op, int]]]:
+    """The operations measured on table ``name`` (each with how many times to time it: the
+    full-table alternatives once, they take seconds), and the counter of their requests."""
     from cli.commands import status
 
+    counter = RequestCounter()
+    table = TableClient.from_connection_string(conn, table_name=name, raw_request_hook=counter)
+    ledger = Ledger(table)
+    ctx = ReleaseContext(Settings(), ledger, RunningJobs(), NoStorage())  # type: ignore[arg-type]
+    reconcile(ctx)  # warm: the schema marker is read once per ledger instance (per host)
+
+    def one_reconcile() -> None:
+        summary = reconcile(ctx)
+        assert summary.polled == IN_FLIGHT_RUNS, summary
+
+    existing_line, existing = _line(1), f"tl-{_line(1)}-{1:06d}-abcdef12"
+
+    def duplicate_check() -> None:  # what Ingest._create_or_get does for known content
+        try:
+            ledger.create(existing_line, existing, RunState.RECEIVED)
+            raise AssertionError("the duplicate was created")
+        except AlreadyExistsError:
+            ledger.get(existing_line, existing)
+
+    def status_line() -> None:
+        args = argparse.Namespace(line=_line(3), json=True)
+        clients = argparse.Namespace(ledger=ledger)
+        assert status.run(args, clients=clients, out=io.StringIO()) == 0  # type: ignore[arg-type]
+
+    def stale_sweep() -> None:  # the reconciler timer's other read (Ingest.resume_stale)
+        open_now = ledger.list_claims(kind="ingest", done=False)
+        assert len(open_now) == OPEN_CLAIMS, len(open_now)
+        stale_claims(ledger, kind="ingest", now=datetime.now(UTC), lease=LEASE)
+
+    def old_reconcile_read() -> None:  # what the reconciler read before: two full lists
+        for _ in range(2):
+            list(table.query_entities("PartitionKey ne '_claims'"))
+
+    states = " or ".join(f"state eq '{s.value}'" for s in sorted(IN_FLIGHT))
+
+    def server_filter() -> None:  # the alternative: a state filter, served by a scan
+        list(table.query_entities(f"PartitionKey lt '_' and ({states})"))
+
+    return counter, {
+        "reconcile": (one_reconcile, 0),
+        "duplicate check": (duplicate_check, 0),
+        "status --line": (status_line, 0),
+        "stale-claims sweep": (stale_sweep, 0),
+        "find (run id)": (lambda: ledger.find(existing), 0),
+        "old: 2 full lists": (old_reconcile_read, 1),
+        "alt: state filter": (server_filter, 1),
+    }
+
+
+def make_table(conn: str, history: int) -> str:
     service = TableServiceClient.from_connection_string(conn)
     name = f"bench{uuid.uuid4().hex[:10]}"
     service.create_table(name)
-    try:
-        started = time.perf_counter()
-        Ledger(service.get_table_client(name))._mark_indexed()  # a table made by this version
-        seed(service.get_table_client(name), history)
-        print(f"  seeded {history} runs in {time.perf_counter() - started:.1f} s", flush=True)
-        counter = RequestCounter()
-        table = TableClient.from_connection_string(conn, table_name=name, raw_request_hook=counter)
-        ledger = Ledger(table)
-        settings = Settings()
-        ctx = ReleaseContext(settings, ledger, RunningJobs(), NoStorage())  # type: ignore[arg-type]
-        reconcile(ctx)  # warm: the schema marker is read once per ledger instance
-        out: dict[str, tuple[int, float]] = {}
+    started = time.perf_counter()
+    Ledger(service.get_table_client(name))._mark_indexed()  # a table made by this version
+    seed(service.get_table_client(name), history)
+    print(f"seeded {history} runs over {LINES} lines, {IN_FLIGHT_RUNS} in flight, "
+          f"{OPEN_CLAIMS} open claims in {time.perf_counter() - started:.1f} s", flush=True)
+    return name
 
-        def one_reconcile() -> None:
-            summary = reconcile(ctx)
-            assert summary.polled == IN_FLIGHT_RUNS, summary
 
-        out["reconcile"] = measure(counter, one_reconcile, repeat)
-
-        existing_line, existing = _line(1), f"tl-{_line(1)}-{1:06d}-abcdef12"
-
-        def duplicate_check() -> None:
-            try:
-                ledger.create(existing_line, existing, RunState.RECEIVED)
-                raise AssertionError("the duplicate was created")
-            except AlreadyExistsError:
-                ledger.get(existing_line, existing)
-
-        out["duplicate check"] = measure(counter, duplicate_check, repeat)
-
-        def status_line() -> None:
-            args = argparse.Namespace(line=_line(3), json=True)
-            buf = io.StringIO()
-            assert status.run(args, clients=argparse.Namespace(ledger=ledger), out=buf) == 0  # type: ignore[arg-type]
-
-        out["status --line"] = measure(counter, status_line, repeat)
-        out["find (run id)"] = measure(counter, lambda: ledger.find(existing), repeat)
-
-        def old_reconcile_read() -> None:  # what the reconciler did before: two full lists
-            for _ in range(2):
-                list(table.query_entities("PartitionKey ne '_claims'"))
-
-        out["old: 2 full lists"] = measure(counter, old_reconcile_read, 1)
-        states = " or ".join(f"state eq '{s.value}'" for s in sorted(IN_FLIGHT))
-
-        def server_filter() -> None:  # the alternative: a state filter, served by a scan
-            list(table.query_entities(f"PartitionKey lt '_' and ({states})"))
-
-        out["alt: state filter"] = measure(counter, server_filter, 1)
-        return out
-    finally:
-        service.delete_table(name)
+def run(conn: str, sizes: list[int], repeat: int) -> dict[int, dict[str, tuple[int, float]]]:
+    """Time every operation on every size, round-robin (size after size, ``repeat`` rounds),
+    so that the load of a shared machine falls on all sizes alike; medians per size."""
+    tables = {size: operations(conn, make_table(conn, size)) for size in sizes}
+    counts: dict[tuple[int, str], set[int]] = {}
+    walls: dict[tuple[int, str], list[float]] = {}
+    for round_no in range(repeat):
+        for size, (counter, ops) in tables.items():
+            for op, (action, times) in ops.items():
+                if times and round_no >= times:
+                    continue
+                before = counter.n
+                start = time.perf_counter()
+                action()
+                walls.setdefault((size, op), []).append(time.perf_counter() - start)
+                counts.setdefault((size, op), set()).add(counter.n - before)
+    out: dict[int, dict[str, tuple[int, float]]] = {}
+    for (size, op), seen in counts.items():
+        if len(seen) != 1:
+            print(f"warning: {op} at {size} sent varying request counts {sorted(seen)}")
+        out.setdefault(size, {})[op] = (max(seen), statistics.median(walls[(size, op)]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,50000")
-    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     logging.disable(logging.WARNING)
@@ -205,19 +233,17 @@ def main(argv: list[str] | None = None) -> int:
 
     server = start_azurite()
     try:
-        # Warm Azurite (Node's JIT) and the SDK on a small table first: otherwise the first
-        # size measured pays for the warm-up and the ratio says nothing about history.
-        bench_size(server.connection_string, 200, args.repeat)
-        results = {}
-        for size in sizes:
-            print(f"history {size} runs over {LINES} lines, {IN_FLIGHT_RUNS} in flight")
-            results[size] = bench_size(server.connection_string, size, args.repeat)
-            for op, (requests, wall) in results[size].items():
-                print(f"  {op:<20} {requests:>5} requests  {wall * 1000:9.1f} ms")
+        # Warm Azurite (Node's JIT) and the SDK on a small table first.
+        run(server.connection_string, [100], 3)
+        results = run(server.connection_string, sizes, args.repeat)
     finally:
         server.stop()
+    for size in sizes:
+        print(f"history {size} runs:")
+        for op, (requests, wall) in results[size].items():
+            print(f"  {op:<20} {requests:>5} requests  {wall * 1000:9.1f} ms")
     small, large = sizes[0], sizes[-1]
-    print(f"\nratio {large}/{small} runs (requests, wall):")
+    print(f"\nratio {large}/{small} runs (requests, wall; medians of {args.repeat} rounds):")
     for op in results[small]:
         (r0, w0), (r1, w1) = results[small][op], results[large][op]
         print(f"  {op:<20} requests x{r1 / r0:.2f}  wall x{w1 / w0:.2f}")

@@ -10,7 +10,9 @@ Layout (every operation touches what it needs, never the history; docs/scale.md)
 * the **run directory**: ``_runs-<h>`` (16 partitions by the run id's hash), ``RowKey`` = the
   run id, column ``line``: ``find(run_id)`` is two point reads;
 * **claims** (idempotency keys, leases, counters): ``_claims-<h>``, 16 partitions by the key's
-  hash, so a burst of drops is spread instead of queued on one partition.
+  hash, so a burst of drops is spread instead of queued on one partition; a claim inserted
+  with ``done=False`` also has an **open-claims** row ``_open-<h>`` until it is done, so the
+  stale-claims sweep reads the open claims, not every claim ever made.
 
 Every write is conditional: ``create`` fails if the row exists, ``advance``/``update`` fail
 with :class:`LedgerConflictError` if someone else wrote since we read. Callers re-read and
@@ -18,7 +20,8 @@ decide again; that is what makes duplicate and concurrent deliveries safe.
 
 Table storage has entity group transactions only within one partition, so a run and its index
 row are two writes, ordered so that a crash between them never hides a run in flight: entering
-flight writes the index row first, leaving it writes the run first. An index row whose run is
+flight writes the index row first, leaving it writes the run first (open-claims rows likewise:
+row before the claim, claim done before the row goes). An index row whose run is
 not in flight is removed by the next reader of the index (at once when the run is past flight,
 after :data:`INDEX_GRACE` when it is not yet in flight or missing: its writer may be between
 the two writes). Tables written before the index existed are indexed once, by a full scan, by
@@ -519,7 +522,7 @@ class Ledger:
             if run is not None and run.state in IN_FLIGHT:
                 out.append(run)
             elif (run is not None and run.state not in _BEFORE_FLIGHT) or self._aged(entry):
-                self._drop_index_entry(entry)
+                self._drop_entry(entry)
         out.sort(key=lambda r: (str(r.fields.get("created", "")), r.run_id))
         return out
 
@@ -598,6 +601,8 @@ class Ledger:
             return None
         partition = claim_partition(key)
         entity = {"PartitionKey": partition, "RowKey": key, "claimed": _now(), **fields}
+        if fields.get("done") is False:  # open-claims row first (see list_claims)
+            self._put_open(key)
         try:
             with _mapped(f"claiming {key}"):
                 meta = self._table.create_entity(entity)
@@ -623,11 +628,18 @@ class Ledger:
         partition = claim.partition or claim_partition(claim.key)
         entity = {"PartitionKey": partition, "RowKey": claim.key, **merged}
         meta = self._conditional_update(entity, claim.etag, what=f"claim {claim.key}")
+        if claim.fields.get("done") is False and merged.get("done"):  # claim first, then row
+            self._drop_open(claim.key)
         return Claim(key=claim.key, fields=merged, etag=meta.get("etag"), partition=partition)
 
     def list_claims(self, **equals: str | bool) -> Sequence[Claim]:
         """Claims whose fields equal ``equals`` (e.g. ``kind="ingest", done=False``), for
-        sweeps that resume work whose handler died (one query over the claim shards)."""
+        sweeps that resume work whose handler died.
+
+        ``done=False``: through the open-claims rows (1 + open claims requests, whatever the
+        history); otherwise one query over the claim shards (grows with the claims)."""
+        if equals.get("done") is False and self._is_indexed():
+            return self._open_claims(equals)
         conditions = "".join(f" and {k} eq @{k}" for k in equals)
         queries = [(
             "PartitionKey ge @lo and PartitionKey lt @hi" + conditions,
@@ -641,6 +653,42 @@ class Ledger:
                 for e in self._table.query_entities(query, parameters={**params, **equals}):
                     found.setdefault(str(e["RowKey"]), _claim(e))
         return builtins.list(found.values())
+
+    def _open_claims(self, equals: Mapping[str, str | bool]) -> builtins.list[Claim]:
+        with _mapped("reading the open claims"):
+            rows = builtins.list(self._table.query_entities(
+                "PartitionKey ge @lo and PartitionKey lt @hi",
+                parameters={"lo": "_open-", "hi": "_open."},
+            ))
+        out = []
+        for row in rows:
+            key = str(row["RowKey"])
+            try:
+                claim: Claim | None = self.get_claim(key)
+            except NotFoundError:
+                claim = None
+            if claim is not None and claim.fields.get("done") is False:
+                if all(claim.fields.get(k) == v for k, v in equals.items()):
+                    out.append(claim)
+            elif claim is not None or self._aged(row):  # finished, or never inserted
+                self._drop_entry(row, "open claim")
+        out.sort(key=lambda c: c.key)
+        return out
+
+    def _put_open(self, key: str) -> None:
+        entity = {
+            "PartitionKey": f"_open-{_shard(key)}", "RowKey": key,
+            "since": self._clock().isoformat(),
+        }
+        with _mapped(f"recording open claim {key}"):
+            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+    def _drop_open(self, key: str) -> None:
+        try:
+            with _mapped(f"closing open claim {key}"):
+                self._table.delete_entity(f"_open-{_shard(key)}", key)
+        except TuneloopError as exc:
+            log.warning("ledger: open-claim row %s left behind (%s); repaired later", key, exc)
 
     # -- the index, the directory and the upgrade ---------------------------------------
     def _put_index(self, line: str, run_id: str) -> None:
@@ -659,18 +707,18 @@ class Ledger:
         except TuneloopError as exc:
             log.warning("ledger: index row of run %s left behind (%s); repaired later", run_id, exc)
 
-    def _drop_index_entry(self, entry: Mapping[str, Any]) -> None:
-        """Remove a stale index row unless it was rewritten since we read it (ETag)."""
+    def _drop_entry(self, entry: Mapping[str, Any], what: str = "index row") -> None:
+        """Remove a stale index / open-claim row unless it was rewritten since read (ETag)."""
         etag = getattr(entry, "metadata", {}).get("etag")
         try:
-            with _mapped("repairing the in-flight index"):
+            with _mapped(f"repairing {what} {entry['RowKey']}"):
                 self._table.delete_entity(
-                    INDEX_PARTITION, str(entry["RowKey"]),
+                    str(entry["PartitionKey"]), str(entry["RowKey"]),
                     etag=etag, match_condition=MatchConditions.IfNotModified,
                 )
-            log.info("ledger: stale index row %s removed", entry["RowKey"])
+            log.info("ledger: stale %s %s removed", what, entry["RowKey"])
         except TuneloopError as exc:
-            log.info("ledger: index row %s kept (%s)", entry["RowKey"], exc)
+            log.info("ledger: %s %s kept (%s)", what, entry["RowKey"], exc)
 
     def _aged(self, entry: Mapping[str, Any]) -> bool:
         since = _time(entry.get("since"))
@@ -723,6 +771,9 @@ class Ledger:
                     copy = {k: v for k, v in e.items() if k not in ("PartitionKey", "RowKey")}
                     row = {"PartitionKey": claim_partition(rk), "RowKey": rk, **copy}
                     batches.setdefault(row["PartitionKey"], []).append(("create", row))
+                    if e.get("done") is False:
+                        row = {"PartitionKey": f"_open-{_shard(rk)}", "RowKey": rk, "since": now}
+                        batches.setdefault(row["PartitionKey"], []).append(("upsert", row))
                     continue
                 if not _is_run_partition(pk):
                     continue

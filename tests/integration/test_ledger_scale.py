@@ -294,6 +294,7 @@ def test_an_old_table_is_readable_before_and_indexed_once_by_the_first_reconcile
     assert again.find("r0").line == "chat"
     assert next_version(again, "chat") == "7"
     assert [c.key for c in again.list_claims(kind="ingest", done=False)] == ["k1"]
+    assert ("_open-" + claim_partition("k1")[-1], "k1") in table.rows  # indexed as open
     assert table.calls["list_entities"] == scans + 1
     queried = table.calls["query_entities"]
     with pytest.raises(NotFoundError):
@@ -344,3 +345,51 @@ def test_find_status_line_and_duplicate_check_touch_only_their_rows() -> None:
     assert _calls(ledger.table, duplicate_check) == {
         "upsert_entity": 1, "create_entity": 1, "get_entity": 1,
     }
+
+
+# -- the stale-claims sweep reads the open claims only -------------------------------------------
+def _open_rows(ledger: FakeLedger) -> set[str]:
+    return {rk for (pk, rk) in ledger.table.rows if pk.startswith("_open-")}
+
+
+def test_the_stale_claims_sweep_reads_open_claims_not_the_claim_history() -> None:
+    """200 finished claims and 2 open ones: the sweep is one query and two point reads."""
+    ledger = FakeLedger()
+    for i in range(200):
+        claim = ledger.claim(f"old-{i}", kind="ingest", done=False)
+        assert claim is not None
+        ledger.update_claim(claim, done=True)
+    ledger.claim("open-a", kind="ingest", done=False)
+    ledger.claim("open-b", kind="other", done=False)
+    assert _open_rows(ledger) == {"open-a", "open-b"}
+    calls = _calls(ledger.table, lambda: ledger.list_claims(kind="ingest", done=False))
+    assert calls == {"query_entities": 1, "get_entity": 2}
+    assert [c.key for c in ledger.list_claims(kind="ingest", done=False)] == ["open-a"]
+
+
+def test_a_crash_between_a_claims_done_and_its_open_row_is_repaired_by_the_sweep() -> None:
+    """Claim written done, open-row delete lost: the next sweep removes the row at once."""
+    ledger = FakeLedger()
+    claim = ledger.claim("k", kind="ingest", done=False)
+    assert claim is not None
+    ledger.table.fail_next(_crash(), method="delete_entity")
+    ledger.update_claim(claim, done=True)
+    assert ledger.table.faults_fired == 1
+    assert _open_rows(ledger) == {"k"}
+    assert ledger.list_claims(kind="ingest", done=False) == []
+    assert _open_rows(ledger) == set()
+
+
+def test_a_crash_between_the_open_row_and_the_claim_ages_out() -> None:
+    """Open row written, claim insert lost: kept during the grace, then removed."""
+    clock = Clock()
+    ledger = FakeLedger(clock=clock)
+    ledger.table.fail_next(_crash(), method="create_entity")
+    with pytest.raises(Exception, match="injected crash"):
+        ledger.claim("k", kind="ingest", done=False)
+    assert ledger.table.faults_fired == 1
+    assert ledger.list_claims(kind="ingest", done=False) == []
+    assert _open_rows(ledger) == {"k"}
+    clock.now += INDEX_GRACE + timedelta(seconds=1)
+    ledger.list_claims(kind="ingest", done=False)
+    assert _open_rows(ledger) == set()
