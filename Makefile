@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python bench/sweep.py
 	$(BIN)/python bench/score.py
 	$(BIN)/python bench/burst.py
+	$(BIN)/python bench/ledger.py
 
 clean:
 	rm -rf .tuneloop
