@@ -454,7 +454,8 @@ def _describe(exc: Exception) -> str:
 
 
 def _retire_line(ledger: Ledger, decision: Decision, now: datetime) -> str | None:
-    """Move the line's live run(s) to RETIRED so the next dataset recreates the endpoint."""
+    """Move the line's live run(s) on the deleted endpoint to RETIRED, so the next dataset
+    recreates the endpoint."""
     assert decision.line is not None
     since = _iso(decision.idle_since) or "?"
     reason = (
@@ -463,6 +464,10 @@ def _retire_line(ledger: Ledger, decision: Decision, now: datetime) -> str | Non
     )
     problems: list[str] = []
     for rec in ledger.list(line=decision.line, states=_LIVE_STATES):
+        # A line can have two endpoints (its names changed: the old one keeps serving until
+        # swept); a run recorded on another endpoint is still live. No record: an older row.
+        if rec.release.endpoint not in (None, decision.endpoint):
+            continue
         problem = _retire(ledger, rec, reason)
         if problem:
             problems.append(problem)
