@@ -19,7 +19,7 @@ from shared.errors import (
     LedgerConflictError,
     NotFoundError,
 )
-from shared.ledger import Ledger, LedgerPort, RunState
+from shared.ledger import IN_FLIGHT, Ledger, LedgerPort, RunState
 from shared.settings import Settings
 from tests.fakes.ledger import FakeLedger
 
@@ -141,3 +141,37 @@ def test_list_filters_by_line_and_state_oldest_first(ledger: LedgerPort) -> None
     assert [r.run_id for r in ledger.list(line="chat")] == ["r-b", "r-a"]
     assert [r.run_id for r in ledger.list(states=[RunState.SUBMITTED])] == ["r-b", "r-c"]
     assert {r.run_id for r in ledger.list()} == {"r-a", "r-b", "r-c"}
+
+
+def test_runs_in_flight_are_listed_through_the_index_on_every_line(ledger: LedgerPort) -> None:
+    """list(states=in flight) finds runs created or advanced into flight on any line, and no
+    longer lists a run that left flight."""
+    ledger.create("chat", "r1", RunState.SUBMITTED, created="2026-01-01T00:00:01.000+00:00")
+    accepted = ledger.create("faq", "r2", RunState.ACCEPTED,
+                             created="2026-01-01T00:00:02.000+00:00")
+    ledger.create("faq", "r3", RunState.REJECTED)
+    ledger.advance(accepted, RunState.SUBMITTED)
+    assert [r.run_id for r in ledger.list(states=IN_FLIGHT)] == ["r1", "r2"]
+    gone = ledger.advance(ledger.get("chat", "r1"), RunState.FAILED, reason="job Failed")
+    assert gone.state is RunState.FAILED
+    assert [r.run_id for r in ledger.list(states=IN_FLIGHT)] == ["r2"]
+    assert [r.run_id for r in ledger.list(states=[RunState.SUBMITTED])] == ["r2"]
+
+
+def test_find_finds_runs_in_any_state(ledger: LedgerPort) -> None:
+    """find(run_id) finds a run that never had a job (RECEIVED, REJECTED) as well."""
+    ledger.create("chat", "in-1", RunState.RECEIVED)
+    ledger.create("faq", "in-2", RunState.REJECTED)
+    assert ledger.find("in-1").line == "chat"
+    assert ledger.find("in-2").state is RunState.REJECTED
+
+
+def test_open_claims_are_listed_until_done(ledger: LedgerPort) -> None:
+    """list_claims(done=False) lists a claim inserted open until it is marked done."""
+    claim = ledger.claim("k", kind="ingest", done=False)
+    assert claim is not None
+    ledger.update_claim(claim, step="validated")  # still open
+    assert [c.key for c in ledger.list_claims(kind="ingest", done=False)] == ["k"]
+    ledger.update_claim(ledger.get_claim("k"), done=True)
+    assert ledger.list_claims(kind="ingest", done=False) == []
+    assert ledger.get_claim("k").fields["done"] is True
