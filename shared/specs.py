@@ -32,6 +32,7 @@ __all__ = [
     "RETIRED_MODEL_SPEC",
     "bundled_base_model",
     "bundled_component",
+    "bundled_model_spec",
     "component_from_dict",
     "load_component_spec",
     "load_model_spec",
@@ -229,6 +230,28 @@ def bundled_component() -> ComponentInterface:
         id=f"azureml://registries/azureml/components/{spec.name}/versions/{spec.version}",
         outputs=spec.outputs,
     )
+
+
+def bundled_model_spec(name: str) -> Path:
+    """The bundled spec of registry model ``name`` (any case) for the offline ``tuneloop plan``.
+
+    Phi-4 (the default) and Phi-3-mini-4k-instruct (kept to show the refusal); any other model
+    is a PlanError asking for ``--model-spec`` (planning another model against Phi-4's facts
+    would print a plan for the wrong model).
+    """
+    specs = {
+        DEFAULT_BASE_MODEL.lower(): BUNDLED_MODEL_SPEC,
+        "phi-3-mini-4k-instruct": RETIRED_MODEL_SPEC,
+    }
+    found = specs.get(name.strip().lower())
+    if found is None:
+        raise PlanError(
+            [f"no bundled spec for base model {name} (TUNELOOP_BASE_MODEL): tuneloop ships "
+             f"{DEFAULT_BASE_MODEL} and Phi-3-mini-4k-instruct"],
+            hint="pass --model-spec with the model's spec.yaml (azureml-assets), or unset "
+            f"TUNELOOP_BASE_MODEL to plan {DEFAULT_BASE_MODEL}",
+        )
+    return found
 
 
 @lru_cache(maxsize=1)

@@ -1,7 +1,8 @@
 """`tuneloop plan DATASET --line L` — plan a fine-tune job offline and print it as submitted.
 
 No credentials, no network: the component and the base model come from local specs (the
-bundled copies unless ``--component-spec`` / ``--model-spec``), the compute from
+bundled copies unless ``--component-spec`` / ``--model-spec``; the bundled model is the one
+``TUNELOOP_BASE_MODEL`` names, Phi-4 by default), the compute from
 ``--compute-size``/``--gpus-per-node`` or the settings. The dataset is validated first: the
 plan is only for valid data. Exit 0 with the plan and the job in the SDK's dict form; exit 1
 when the dataset is not valid; exit 2 (a PlanError, reported by ``cli.main``) with one line per
@@ -218,7 +219,14 @@ def run(args: argparse.Namespace) -> int:
     from shared.finetune import plan_finetune
     from shared.platform.azureml._jobs import job_to_dict
     from shared.settings import load_settings
-    from shared.specs import BUNDLED_COMPONENT_SPEC, bundled_base_model, bundled_component
+    from shared.specs import (
+        BUNDLED_COMPONENT_SPEC,
+        BUNDLED_MODEL_SPEC,
+        bundled_base_model,
+        bundled_component,
+        bundled_model_spec,
+        load_model_spec,
+    )
 
     quiet_sdk()
     settings = load_settings()
@@ -227,11 +235,15 @@ def run(args: argparse.Namespace) -> int:
     if not report.valid:
         return report_invalid_dataset("plan", args.dataset, report)
     component = inputs.component or bundled_component()
+    base_model = inputs.base_model
+    if base_model is None:
+        spec = bundled_model_spec(settings.base_model)
+        base_model = bundled_base_model() if spec == BUNDLED_MODEL_SPEC else load_model_spec(spec)
     plan = plan_finetune(
         settings,
         line=args.line,
         dataset_sha256=report.dataset.sha256,
-        base_model=inputs.base_model or bundled_base_model(),
+        base_model=base_model,
         component=component,
         data_container=settings.prepared_container,
         compute=inputs.compute,

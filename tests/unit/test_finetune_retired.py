@@ -151,6 +151,31 @@ def test_plan_command_refuses_the_phi3_example(
     assert "use Phi-4" in err
 
 
+@pytest.mark.parametrize(
+    ("model", "says"),
+    [
+        ("Phi-3-mini-4k-instruct", "fine-tuning was retired on 2025-08-30"),
+        ("Llama-3-8B", "no bundled spec for base model Llama-3-8B"),
+    ],
+)
+def test_plan_command_plans_the_model_the_setting_names(
+    tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], model: str, says: str,
+) -> None:
+    """`tuneloop plan` reads the bundled spec of TUNELOOP_BASE_MODEL, never Phi-4 in its place:
+    Phi-3-mini is refused, a model tuneloop does not ship asks for --model-spec (exit 2)."""
+    from cli.main import main
+
+    monkeypatch.setenv("TUNELOOP_BASE_MODEL", model)
+    dataset = write_chats(tmp_path / "chats.jsonl", 20)
+    code = main(
+        ["plan", str(dataset), "--line", "support",
+         "--compute-size", "Standard_NC24ads_A100_v4", "--gpus-per-node", "1"]
+    )  # fmt: skip
+    assert code == 2
+    assert says in capsys.readouterr().err
+
+
 # --- retired VM sizes (defect 2) -------------------------------------------------------
 
 
