@@ -52,6 +52,7 @@ import hashlib
 import json
 import logging
 import random
+import re
 import sys
 import tempfile
 import threading
@@ -64,7 +65,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -166,12 +167,16 @@ class RequestCounter:
         self._local = threading.local()
         self._lock = threading.Lock()
         self.counts: Counter[tuple[str, str]] = Counter()
+        self.detail: dict[str, Counter[str]] = defaultdict(Counter)  # cost:* phases only
 
     def __call__(self, request: Any) -> None:
-        service = "table" if urlsplit(request.http_request.url).netloc == self._table else "blob"
+        url = urlsplit(request.http_request.url)
+        service = "table" if url.netloc == self._table else "blob"
         phase = getattr(self._local, "phase", "other")
         with self._lock:
             self.counts[(phase, service)] += 1
+            if phase.startswith("cost:"):
+                self.detail[phase][describe(service, request.http_request.method, url)] += 1
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -184,6 +189,21 @@ class RequestCounter:
 
     def of(self, phase: str) -> dict[str, int]:
         return {s: self.counts[(phase, s)] for s in ("table", "blob")}
+
+
+def describe(service: str, method: str, url: Any) -> str:
+    """``table GET point _claims`` / ``blob PUT reports comp=block``: what a request is."""
+    path = unquote(url.path)
+    if service == "table":
+        partition = re.search(r"PartitionKey='([^']*)'", path + url.query)
+        kind = "point" if "RowKey=" in path else ("query" if method == "GET" else "insert")
+        where = partition.group(1) if partition else ""
+        where = re.sub(r"-[0-9a-f]+$", "", where) if where.startswith("_") else (
+            "line" if where else "")
+        return f"table {method} {kind} {where}".rstrip()
+    container = path.strip("/").split("/")[1] if path.count("/") >= 2 else ""
+    comp = parse_qs(url.query).get("comp", [""])[0]
+    return f"blob {method} {container.split('-')[0]} {comp}".rstrip()
 
 
 def table_endpoint(connection_string: str) -> str:
@@ -307,12 +327,12 @@ class Options:
 
 
 def snapshot(observer: Clients) -> dict[str, str | None]:
-    """Every ledger row and claim by key, with its ETag (what a write would change)."""
-    rows: dict[str, str | None] = {
-        f"run:{r.line}/{r.run_id}": r.etag for r in observer.ledger.list()
+    """Every entity of the ledger table (runs, claims, leases, whatever index the ledger
+    keeps) by partition and row key, with its ETag: what any write would change."""
+    return {
+        f"{e['PartitionKey']}/{e['RowKey']}": e.metadata.get("etag")
+        for e in observer.ledger_table.list_entities()
     }
-    rows.update({f"claim:{c.key}": c.etag for c in observer.ledger.list_claims()})
-    return rows
 
 
 CALIBRATION = "calibration"
@@ -486,12 +506,15 @@ def run_burst(
         "table_requests_per_run_released": round(release["table"] / max(runs, 1), 1),
         "blob_requests_per_run_released": round(release["blob"] / max(runs, 1), 1),
         "reconcile_requests_settled": counter.of("reconcile"),
+        "held_back_runs": len(platform.held_back) // 3,  # advanced by the reconciler alone
         "late_events": len(late_events),
         "late_blob_events": len(late_blobs),
         "retired_runs_hit_late": len(retired),
         "late_requests": {"events": counter.of("late_events"), "blobs": counter.of("late_blobs")},
         "cost_per_outcome": cost,
         "late_violations": len(late_violations),
+        "cost_detail": {k[len("cost:"):]: dict(sorted(v.items()))
+                        for k, v in counter.detail.items()},
         "violations": violations,
     }
 
@@ -644,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['release_rounds']} rounds; late events {result['late_events']}, "
         f"late violations {result['late_violations']}"
     )
+    for kind, detail in result.pop("cost_detail").items():
+        print(f"one {kind} delivery: " + ", ".join(f"{k} ×{n}" for k, n in detail.items()))
     summary = {**result, "violations": len(result["violations"])}
     print("burst: " + json.dumps(summary, sort_keys=True))
     return 1 if result["violations"] else 0
