@@ -11,7 +11,7 @@ Layout (every operation touches what it needs, never the history; docs/scale.md)
   run id, column ``line``: ``find(run_id)`` is two point reads;
 * **claims** (idempotency keys, leases, counters): ``_claims-<h>``, 16 partitions by the key's
   hash, so a burst of drops is spread instead of queued on one partition; a claim inserted
-  with ``done=False`` also has an **open-claims** row ``_open-<h>`` until it is done, so the
+  with ``done=False`` also has an **open-claims** row in ``_open`` until it is done, so the
   stale-claims sweep reads the open claims, not every claim ever made.
 
 Every write is conditional: ``create`` fails if the row exists, ``advance``/``update`` fail
@@ -64,7 +64,9 @@ __all__ = [
     "INDEX_PARTITION",
     "IN_FLIGHT",
     "IN_RELEASE",
+    "OPEN_PARTITION",
     "RELEASE_COLUMNS",
+    "SHARDS",
     "TERMINAL",
     "Claim",
     "InvalidTransitionError",
@@ -74,6 +76,8 @@ __all__ = [
     "RunRecord",
     "RunState",
     "can_move",
+    "claim_partition",
+    "directory_partition",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,11 @@ INDEX_GRACE = timedelta(minutes=10)
 # burst queued behind ~300 drops/s. 16 hash shards give 16 x 2,000 = 32,000 entities/s, more
 # than the account's 20,000: the account, not a partition, is the bound. Same for the directory.
 SHARDS = 16
+# Open (unfinished) claims: one partition, so the stale-claims sweep is one partition read (a
+# range over several partitions may page at each partition boundary). Written twice per drop
+# (insert, delete): ~300 entities/s at the ~160 concurrent ingests the Functions app allows
+# (4 per instance x 40 instances), well inside the partition's ~2,000/s.
+OPEN_PARTITION = "_open"
 
 
 class RunState(StrEnum):
@@ -657,8 +666,7 @@ class Ledger:
     def _open_claims(self, equals: Mapping[str, str | bool]) -> builtins.list[Claim]:
         with _mapped("reading the open claims"):
             rows = builtins.list(self._table.query_entities(
-                "PartitionKey ge @lo and PartitionKey lt @hi",
-                parameters={"lo": "_open-", "hi": "_open."},
+                "PartitionKey eq @pk", parameters={"pk": OPEN_PARTITION}
             ))
         out = []
         for row in rows:
@@ -677,7 +685,7 @@ class Ledger:
 
     def _put_open(self, key: str) -> None:
         entity = {
-            "PartitionKey": f"_open-{_shard(key)}", "RowKey": key,
+            "PartitionKey": OPEN_PARTITION, "RowKey": key,
             "since": self._clock().isoformat(),
         }
         with _mapped(f"recording open claim {key}"):
@@ -686,7 +694,7 @@ class Ledger:
     def _drop_open(self, key: str) -> None:
         try:
             with _mapped(f"closing open claim {key}"):
-                self._table.delete_entity(f"_open-{_shard(key)}", key)
+                self._table.delete_entity(OPEN_PARTITION, key)
         except TuneloopError as exc:
             log.warning("ledger: open-claim row %s left behind (%s); repaired later", key, exc)
 
@@ -772,7 +780,7 @@ class Ledger:
                     row = {"PartitionKey": claim_partition(rk), "RowKey": rk, **copy}
                     batches.setdefault(row["PartitionKey"], []).append(("create", row))
                     if e.get("done") is False:
-                        row = {"PartitionKey": f"_open-{_shard(rk)}", "RowKey": rk, "since": now}
+                        row = {"PartitionKey": OPEN_PARTITION, "RowKey": rk, "since": now}
                         batches.setdefault(row["PartitionKey"], []).append(("upsert", row))
                     continue
                 if not _is_run_partition(pk):

@@ -27,6 +27,7 @@ from shared.ledger import (
     IN_FLIGHT,
     INDEX_GRACE,
     INDEX_PARTITION,
+    OPEN_PARTITION,
     Ledger,
     RunState,
     claim_partition,
@@ -294,7 +295,7 @@ def test_an_old_table_is_readable_before_and_indexed_once_by_the_first_reconcile
     assert again.find("r0").line == "chat"
     assert next_version(again, "chat") == "7"
     assert [c.key for c in again.list_claims(kind="ingest", done=False)] == ["k1"]
-    assert ("_open-" + claim_partition("k1")[-1], "k1") in table.rows  # indexed as open
+    assert (OPEN_PARTITION, "k1") in table.rows  # indexed as open
     assert table.calls["list_entities"] == scans + 1
     queried = table.calls["query_entities"]
     with pytest.raises(NotFoundError):
@@ -349,7 +350,7 @@ def test_find_status_line_and_duplicate_check_touch_only_their_rows() -> None:
 
 # -- the stale-claims sweep reads the open claims only -------------------------------------------
 def _open_rows(ledger: FakeLedger) -> set[str]:
-    return {rk for (pk, rk) in ledger.table.rows if pk.startswith("_open-")}
+    return {rk for (pk, rk) in ledger.table.rows if pk == OPEN_PARTITION}
 
 
 def test_the_stale_claims_sweep_reads_open_claims_not_the_claim_history() -> None:
