@@ -14,7 +14,9 @@ The tree (``code`` in brackets)::
     ├── PlatformError [platform_error]             a service refused or failed an operation
     │   ├── NotFoundError [not_found]              404 (also a run, claim or blob)
     │   ├── ConflictError [conflict]               409: exists, or busy with another operation
-    │   │   └── AlreadyExistsError [already_exists]  409 on create
+    │   │   ├── AlreadyExistsError [already_exists]  409 on create
+    │   │   └── NameOwnedByAnotherLineError [owned_by_another_line]  the model or endpoint
+    │   │                                      is tagged with another line: never reused
     │   ├── PermissionDeniedError [permission_denied]  401/403; the hint names the role
     │   ├── SmokeTestError [smoke_test_failed]
     │   └── UnknownTrafficError [unknown_traffic]
@@ -46,6 +48,7 @@ __all__ = [
     "DatasetUnreadableError",
     "InvalidTransitionError",
     "LedgerConflictError",
+    "NameOwnedByAnotherLineError",
     "NotFoundError",
     "NotPromotableError",
     "PermissionDeniedError",
@@ -156,6 +159,14 @@ class AlreadyExistsError(ConflictError):
     """A create found the resource there already (HTTP 409 on create); callers usually read it."""
 
     code = "already_exists"
+
+
+class NameOwnedByAnotherLineError(ConflictError):
+    """A model or endpoint name is tagged with another line (the port's ownership rule,
+    ``shared.platform.port.check_line_owner``). Permanent: retrying cannot change the owner,
+    so the release holds the run at once."""
+
+    code = "owned_by_another_line"
 
 
 class PermissionDeniedError(PlatformError):

@@ -2,9 +2,10 @@
 
 Ownership: names are derived from lines (``shared.naming``), and what the platform holds under
 a name says which line it belongs to through the :data:`~shared.naming.LINE_TAG` tag.
-``register_model``, ``ensure_endpoint`` and ``deploy`` refuse, with ConflictError, to reuse a
-model or endpoint whose tag names another line (:func:`check_line_owner`): one line never
-serves or replaces another line's model, even if two lines' names ever collided.
+``register_model``, ``ensure_endpoint`` and ``deploy`` refuse, with NameOwnedByAnotherLineError
+(a ConflictError), to reuse a model or endpoint whose tag names another line
+(:func:`check_line_owner`): one line never serves or replaces another line's model, even if
+two lines' names ever collided. The refusal is permanent (the release holds the run at once).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
-from shared.errors import ConflictError
+from shared.errors import NameOwnedByAnotherLineError
 from shared.naming import LINE_TAG
 from shared.platform.metadata import ModelMetadata, parse_model_metadata
 
@@ -110,14 +111,15 @@ ASSET_TYPES = frozenset(
 
 
 def check_line_owner(what: str, existing: Mapping[str, str], wanted: Mapping[str, str]) -> None:
-    """Raise ConflictError when ``existing`` tags name another line than ``wanted`` does.
+    """Raise NameOwnedByAnotherLineError (a ConflictError) when ``existing`` tags name another
+    line than ``wanted`` does.
 
     ``what`` names the thing (``endpoint tl-support``). Nothing is checked when either side
     names no line: the port only refuses a name that another line has claimed.
     """
     mine, theirs = wanted.get(LINE_TAG), existing.get(LINE_TAG)
     if mine and theirs and mine != theirs:
-        raise ConflictError(
+        raise NameOwnedByAnotherLineError(
             f"{what} belongs to line {theirs!r}, not to line {mine!r}",
             hint="two lines must not share a model or endpoint; rename one of the lines "
             "or delete the other line's model or endpoint",
@@ -306,8 +308,8 @@ class Platform(Protocol):
     ) -> ModelVersionInfo:
         """Register the job's trained model as ``name:version``; idempotent on (name, version).
 
-        Raises ConflictError when a version of ``name`` is tagged with another line than
-        ``tags`` name (:func:`check_line_owner`).
+        Raises NameOwnedByAnotherLineError when a version of ``name`` is tagged with another
+        line than ``tags`` name (:func:`check_line_owner`).
         """
         ...
 
@@ -318,7 +320,8 @@ class Platform(Protocol):
     def ensure_endpoint(self, name: str, *, tags: Mapping[str, str]) -> EndpointInfo:
         """Start creating the endpoint if missing; return its current state (may be Creating).
 
-        Raises ConflictError when the endpoint exists tagged with another line than ``tags``.
+        Raises NameOwnedByAnotherLineError when the endpoint exists tagged with another line
+        than ``tags``.
         """
         ...
 
@@ -329,8 +332,8 @@ class Platform(Protocol):
     def deploy(self, spec: DeploymentSpec) -> DeploymentInfo:
         """Start the deployment if missing (at 0 % traffic); return its current state.
 
-        Raises NotFoundError without the endpoint, and ConflictError when the endpoint, or
-        the model, is tagged with another line than ``spec.tags`` name.
+        Raises NotFoundError without the endpoint, and NameOwnedByAnotherLineError when the
+        endpoint, or the model, is tagged with another line than ``spec.tags`` name.
         """
         ...
 

@@ -20,6 +20,7 @@ from dataclasses import replace
 
 from shared.errors import (
     LedgerConflictError,
+    NameOwnedByAnotherLineError,
     NotFoundError,
     PlatformError,
     TransientError,
@@ -113,6 +114,11 @@ def _drive(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
             continue
         except TransientError:
             raise
+        except NameOwnedByAnotherLineError as exc:
+            run = _hold_refused(ctx, run, exc)
+            if run.state not in IN_RELEASE:
+                return run
+            raise
         except PlatformError as exc:
             run = _record_failure(ctx, run, exc)
             if run.state not in IN_RELEASE:
@@ -136,6 +142,21 @@ def _record_failure(ctx: ReleaseContext, run: RunRecord, exc: TuneloopError) -> 
             current, release=replace(current.release, failures=failures, last_error=str(exc)),
             note=f"{run.state.value} step failed ({exc.code}); will retry",
         )
+    except LedgerConflictError:
+        return run
+
+
+def _hold_refused(
+    ctx: ReleaseContext, run: RunRecord, exc: NameOwnedByAnotherLineError
+) -> RunRecord:
+    """The step's model or endpoint name belongs to another line: no retry can change that,
+    so the run is HELD at once with the refusal as its reason. Nothing is deleted: the
+    endpoint (and a deployment of the same name on it) may be the other line's."""
+    try:
+        current = reread(ctx, run)
+        if current.state != run.state:
+            return current
+        return hold(ctx, current, f"{run.state.value} step refused: {exc}")
     except LedgerConflictError:
         return run
 

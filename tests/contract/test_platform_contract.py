@@ -18,7 +18,12 @@ from typing import Any
 
 import pytest
 
-from shared.errors import ConflictError, NotFoundError, PlatformError
+from shared.errors import (
+    ConflictError,
+    NameOwnedByAnotherLineError,
+    NotFoundError,
+    PlatformError,
+)
 from shared.naming import LINE_TAG, MANAGED_TAG, RUN_TAG
 from shared.platform.port import (
     TERMINAL_JOB_STATUSES,
@@ -487,14 +492,15 @@ def test_delete_deployment_with_traffic_is_refused(
 
 def test_register_model_refuses_a_model_of_another_line(platform_under_test: Driver) -> None:
     """Registering under a model name whose versions belong to another line is a
-    ConflictError, for a new version and for an existing one; nothing is registered."""
+    NameOwnedByAnotherLineError, for a new version and for an existing one; nothing is
+    registered."""
     d = platform_under_test
     p = d.platform
     job = d.finished_job()
     name = f"{MODEL}-owned"
     p.register_model(name, "1", job_name=job.name, tags={LINE_TAG: "contract"})
     for version in ("1", "2"):
-        with pytest.raises(ConflictError, match="belongs to line 'contract'"):
+        with pytest.raises(NameOwnedByAnotherLineError, match="belongs to line 'contract'"):
             p.register_model(name, version, job_name=job.name, tags={LINE_TAG: "Contract"})
     assert raises_not_found(lambda: p.get_model_version(name, "2"))
     assert p.get_model_version(name, "1").tags.get(LINE_TAG) == "contract"
@@ -503,12 +509,12 @@ def test_register_model_refuses_a_model_of_another_line(platform_under_test: Dri
 def test_ensure_endpoint_refuses_an_endpoint_of_another_line(
     platform_under_test: Driver,
 ) -> None:
-    """ensure_endpoint on an endpoint tagged with another line is a ConflictError, and the
-    endpoint keeps its owner."""
+    """ensure_endpoint on an endpoint tagged with another line is a
+    NameOwnedByAnotherLineError, and the endpoint keeps its owner."""
     d = platform_under_test
     p = d.platform
     p.ensure_endpoint(OWNED, tags=TAGS)
-    with pytest.raises(ConflictError, match="belongs to line 'contract'"):
+    with pytest.raises(NameOwnedByAnotherLineError, match="belongs to line 'contract'"):
         p.ensure_endpoint(OWNED, tags=INTRUDER)
     assert dict(p.get_endpoint(OWNED).tags) == TAGS
     assert [e.name for e in p.list_endpoints()].count(OWNED) == 1
@@ -520,11 +526,11 @@ def test_ensure_endpoint_refuses_an_endpoint_of_another_line(
 def test_deploy_refuses_an_endpoint_of_another_line(
     platform_under_test: Driver, served: Served
 ) -> None:
-    """Deploying onto an endpoint tagged with another line is a ConflictError; no deployment
-    is created."""
+    """Deploying onto an endpoint tagged with another line is a NameOwnedByAnotherLineError;
+    no deployment is created."""
     d = platform_under_test
     spec = dataclasses.replace(served.spec, name="intruder", tags={**INTRUDER})
-    with pytest.raises(ConflictError, match="belongs to line 'contract'"):
+    with pytest.raises(NameOwnedByAnotherLineError, match="belongs to line 'contract'"):
         d.platform.deploy(spec)
     assert raises_not_found(lambda: d.platform.get_deployment(served.endpoint, "intruder"))
     assert d.creations("deployment", served.endpoint, "intruder") in (0, (None, None))
@@ -534,10 +540,10 @@ def test_deploy_refuses_a_model_of_another_line(
     platform_under_test: Driver, served: Served
 ) -> None:
     """Deploying a model tagged with another line onto this line's endpoint is a
-    ConflictError; no deployment is created."""
+    NameOwnedByAnotherLineError; no deployment is created."""
     d = platform_under_test
     theirs = dataclasses.replace(served.model, tags={**served.model.tags, LINE_TAG: "Contract"})
     spec = dataclasses.replace(served.spec, name="stranger", model=theirs, tags={**TAGS})
-    with pytest.raises(ConflictError, match="belongs to line 'Contract'"):
+    with pytest.raises(NameOwnedByAnotherLineError, match="belongs to line 'Contract'"):
         d.platform.deploy(spec)
     assert raises_not_found(lambda: d.platform.get_deployment(served.endpoint, "stranger"))

@@ -4,7 +4,7 @@ It keeps the port's contract, and runs in the contract suite next to both adapte
 it (``tests/contract``): idempotent verbs, NotFoundError from get_*, delete_* of a missing
 thing succeeds, long operations finish only after ``polls_to_provision`` reads, a traffic
 split sums to 100 (or 0), a deployment with traffic is not deleted, and a name another
-line's tag claims is not reused (ConflictError).
+line's tag claims is not reused (NameOwnedByAnotherLineError, a ConflictError).
 
 Fault injection: ``fail_once("deploy", TransientError("boom"))`` makes the next ``deploy``
 raise; :attr:`FakePlatform.fired` lists the faults that went off, and

@@ -124,7 +124,8 @@ class ReleaseMixin(AzureMLBase):
         """Register the job's trained model as an MLflow model ``name:version`` (once).
 
         Every version of ``name`` is read first: one tagged with another line is a
-        ConflictError (the port's ownership rule), the same version is returned as is.
+        NameOwnedByAnotherLineError (the port's ownership rule), the same version is returned
+        as is.
         """
         existing = self._model_versions(name)
         for registered in existing:
@@ -164,7 +165,8 @@ class ReleaseMixin(AzureMLBase):
     def ensure_endpoint(self, name: str, *, tags: Mapping[str, str]) -> EndpointInfo:
         """Start creating the key-auth managed endpoint if missing; return its state now.
 
-        An existing endpoint tagged with another line is a ConflictError (port ownership).
+        An existing endpoint tagged with another line is a NameOwnedByAnotherLineError (port
+        ownership).
         """
         try:
             existing = self.get_endpoint(name)
@@ -234,7 +236,7 @@ class ReleaseMixin(AzureMLBase):
         """Start the deployment at 0 % traffic if missing; return its state now.
 
         The endpoint is read first: missing is NotFoundError, tagged with another line than
-        ``spec.tags`` (or the model so tagged) is ConflictError (port ownership).
+        ``spec.tags`` (or the model so tagged) is NameOwnedByAnotherLineError (port ownership).
         """
         endpoint = self.get_endpoint(spec.endpoint)
         check_line_owner(f"endpoint {spec.endpoint}", endpoint.tags, spec.tags)
