@@ -89,11 +89,11 @@ def azurite_check(settings: Settings) -> Check:
 
 def mlflow_check(home: Path) -> Check:
     """The MLflow tracking store is initialised, or can be (mlflow installed)."""
-    from shared.platform.local.registry import _store_ready  # the one "is it ready" reader
+    from shared.platform.local.registry import store_ready  # the one "is it ready" reader
 
     db = home / "mlflow.db"
     if db.exists():
-        if _store_ready(db):
+        if store_ready(db):
             return ok("mlflow", f"MLflow store {db} is initialised")
         return fail("mlflow", f"{db} is not an initialised MLflow store (no schema version)",
                     "stop `tuneloop up`, move the file away; the first job creates a new one "

@@ -37,6 +37,7 @@ __all__ = [
     "find_version",
     "log_chat_model",
     "model_local_dir",
+    "store_ready",
 ]
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,10 @@ def quiet() -> Iterator[None]:
         yield
 
 
-def _store_ready(db: Path) -> bool:
-    """Whether ``db`` holds an initialised MLflow store (alembic stamps it last)."""
+def store_ready(db: Path) -> bool:
+    """Whether ``db`` (``<home>/mlflow.db``) holds an initialised MLflow store: alembic
+    stamps ``alembic_version`` last. One read-only SQLite query, mlflow is not imported; the
+    one reader of "is the store ready" (:func:`ensure_store`, ``tuneloop doctor``)."""
     if not db.exists():
         return False
     try:
@@ -82,13 +85,13 @@ def ensure_store(home: Path) -> None:
     """
     paths = Paths(home)
     db = paths.home / "mlflow.db"
-    if _store_ready(db):
+    if store_ready(db):
         return
     paths.root.mkdir(parents=True, exist_ok=True)
     with open(paths.root / ".mlflow-init.lock", "a+") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
-            if _store_ready(db):
+            if store_ready(db):
                 return
             with quiet():
                 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
