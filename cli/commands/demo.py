@@ -229,7 +229,11 @@ class Demo:
     # -- the live endpoint -------------------------------------------------------------------
     def endpoint_url(self, rec: RunRecord) -> tuple[str, str]:
         """(scoring URI, key) of the run's endpoint as the platform knows it now."""
-        endpoint = str(rec.get("endpoint"))
+        endpoint = rec.release.endpoint
+        if not endpoint:
+            raise DemoError(f"run {rec.run_id} is {rec.state.value} but has no endpoint "
+                            "recorded in the ledger (its row was changed by hand): run "
+                            "`tuneloop demo` again (it trains a variant of the dataset)")
         info = self.platform.get_endpoint(endpoint)
         return str(info.scoring_uri), self.platform.endpoint_key(endpoint)
 
@@ -313,8 +317,8 @@ def _live_run(demo: Demo, data: bytes, stem: str) -> RunRecord:
         demo.say(f"DUPLICATE: the same dataset and plan as run {original.run_id} "
                  f"(now {original.state.value}); nothing new to train")
         if original.state == RunState.PROMOTED and _endpoint_exists(demo, original):
-            demo.say(f"talking to the endpoint it promoted: {original.get('endpoint')}/"
-                     f"{original.get('deployment')}")
+            demo.say(f"talking to the endpoint it promoted: {original.release.endpoint}/"
+                     f"{original.release.deployment}")
             return original
         if original.state not in TERMINAL and original.state != RunState.HELD:
             demo.say("that run is still in progress; following it")
@@ -327,8 +331,10 @@ def _live_run(demo: Demo, data: bytes, stem: str) -> RunRecord:
 def _endpoint_exists(demo: Demo, rec: RunRecord) -> bool:
     from shared.errors import NotFoundError
 
+    if not rec.release.endpoint:
+        return False
     try:
-        demo.platform.get_endpoint(str(rec.get("endpoint")))
+        demo.platform.get_endpoint(rec.release.endpoint)
     except NotFoundError:
         return False
     return True
@@ -382,8 +388,9 @@ def run(args: argparse.Namespace) -> int:
         demo.say(f"asking the endpoint: {args.question!r}")
         answer = demo.ask(url, key, args.question)
         print(f"\nanswer: {answer!r}\n")
-        print(f"endpoint: {rec.get('endpoint')} (deployment {rec.get('deployment')}, model "
-              f"{rec.get('model_name')}:{rec.get('model_version')})")
+        r = rec.release
+        print(f"endpoint: {r.endpoint} (deployment {r.deployment}, model "
+              f"{r.model_name}:{r.model_version})")
         print(f"scoring URL: {url}")
         print(f"try it:\n  {curl_command(url, key, args.question)}\n")
         if args.keep_running:
