@@ -18,7 +18,7 @@ from shared.naming import (
     endpoint_scope,
     model_name,
 )
-from shared.platform.port import DeploymentSpec, ModelVersionInfo
+from shared.platform.port import DeploymentSpec, JobStatus, ModelVersionInfo
 from shared.release import ReleaseContext, handle_job_event, reconcile
 from shared.release.steps import MAX_STEP_FAILURES
 from shared.storage import BlobRef
@@ -37,7 +37,7 @@ def seed(ctx: ReleaseContext, fake: FakePlatform, line: str, run_id: str) -> Job
     ctx.storage.write_bytes(BlobRef(ctx.settings.prepared_container, f"{run_id}/validation.jsonl"),
                             json.dumps(example).encode())
     return JobEvent(event_id=f"evt-{run_id}", event_type="RunCompleted", run_id=run_id,
-                    status="Completed", tags={LINE_TAG: line})
+                    status=JobStatus.COMPLETED, tags={LINE_TAG: line})
 
 
 def release(ctx: ReleaseContext, fake: FakePlatform, line: str, run_id: str) -> RunRecord:
