@@ -19,11 +19,9 @@ method) raise ``exc``; ``faults_fired`` and ``calls`` let a test assert that it 
 from __future__ import annotations
 
 import copy
-import itertools
 import operator
 import re
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -38,37 +36,22 @@ from azure.core.exceptions import (
 from azure.data.tables import TableEntity
 
 from shared.ledger import Ledger
+from tests.fakes.faults import FaultInjection
 
 __all__ = ["FakeLedger", "InMemoryTable"]
 
 _CONDITION = re.compile(r"^(\w+) (eq|ne|ge|gt|le|lt) @(\w+)$")
 
 
-class InMemoryTable:
+class InMemoryTable(FaultInjection):
     """The part of ``azure.data.tables.TableClient`` the ledger uses, in memory."""
 
     def __init__(self, name: str = "runs") -> None:
+        super().__init__()
         self.table_name = name
         self.rows: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
-        self.calls: Counter[str] = Counter()
         self._created = False
-        self._etags = itertools.count(1)
         self._lock = threading.Lock()
-        self._faults: list[tuple[str | None, Exception]] = []
-        self.faults_fired = 0
-
-    # -- fault injection --------------------------------------------------------------------
-    def fail_next(self, exc: Exception, *, method: str | None = None, times: int = 1) -> None:
-        """The next ``times`` table calls (of ``method``, if given) raise ``exc``."""
-        self._faults.extend([(method, exc)] * times)
-
-    def _enter(self, method: str) -> None:
-        self.calls[method] += 1
-        for i, (wanted, exc) in enumerate(self._faults):
-            if wanted in (None, method):
-                del self._faults[i]
-                self.faults_fired += 1
-                raise exc
 
     def _etag(self) -> str:
         return f'W/"datetime\'{next(self._etags):020d}\'"'

@@ -13,9 +13,7 @@ Fault injection: ``fail_next(exc, method=..., times=1)``; ``faults_fired`` and `
 
 from __future__ import annotations
 
-import itertools
 import threading
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -32,6 +30,7 @@ from azure.core.pipeline.transport import HttpRequest
 
 from shared.settings import Settings
 from shared.storage import Storage
+from tests.fakes.faults import FaultInjection
 from tests.fakes.transport import FakeResponse, Reply
 
 __all__ = ["FakeStorage", "InMemoryBlobService", "http_error"]
@@ -68,32 +67,16 @@ class _Downloader:
         return self._data
 
 
-class InMemoryBlobService:
+class InMemoryBlobService(FaultInjection):
     """The part of ``azure.storage.blob.BlobServiceClient`` that ``Storage`` uses."""
 
     url = "http://in-memory/devstoreaccount1"
 
     def __init__(self) -> None:
+        super().__init__()
         self.containers: dict[str, dict[str, _Blob]] = {}
         self.staged: dict[tuple[str, str], dict[str, bytes]] = {}
-        self.calls: Counter[str] = Counter()
-        self.faults_fired = 0
-        self._faults: list[tuple[str | None, Exception]] = []
-        self._etags = itertools.count(1)
         self._lock = threading.RLock()
-
-    # -- fault injection --------------------------------------------------------------------
-    def fail_next(self, exc: Exception, *, method: str | None = None, times: int = 1) -> None:
-        """The next ``times`` calls (of ``method``, if given) raise ``exc``."""
-        self._faults.extend([(method, exc)] * times)
-
-    def _enter(self, method: str) -> None:
-        self.calls[method] += 1
-        for i, (wanted, exc) in enumerate(self._faults):
-            if wanted in (None, method):
-                del self._faults[i]
-                self.faults_fired += 1
-                raise exc
 
     def _etag(self) -> str:
         return f'"0x{next(self._etags):016X}"'
