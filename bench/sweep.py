@@ -10,8 +10,10 @@ Two worlds: all endpoints in one region, and mostly one region with a few in ano
 Metrics answers are full-size: RequestsPerMinute and ConnectionsActive at PT1M, one point per
 minute of the 24 h idle window (1,440 per series; minutes without requests are bare
 timestamps, as Azure Monitor returns them). Prints the ARM and metrics call counts, the
-metrics bytes received and the wall time, against a naive sweeper that GETs each endpoint and
-queries its metrics one at a time.
+metrics bytes received, the wall time, the CPU time of the sweep split into the fake Azure's
+(building and serialising its answers: the "server") and the rest (the adapter reading them),
+and the RSS before and at its peak during the sweep, against a naive sweeper that GETs each
+endpoint and queries its metrics one at a time.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import sys
+import threading
 import time
 import uuid
 import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,7 +41,7 @@ from shared.platform.azureml import AzureMLPlatform  # noqa: E402
 from shared.platform.local.azurite import start_azurite  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.sweep import Action, run_sweep  # noqa: E402
-from tests.fakes.transport import FakeTransport  # noqa: E402
+from tests.fakes.transport import FakeTransport, Reply  # noqa: E402
 from tests.fixtures.azureml_sweep import (  # noqa: E402
     RG,
     SUB,
@@ -44,11 +49,17 @@ from tests.fixtures.azureml_sweep import (  # noqa: E402
     FakeAzure,
     FakeEndpoint,
     StaticCredential,
+    metric_entry,
 )
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 DAY = timedelta(days=1)
 MINUTES = 24 * 60  # PT1M points in the idle window
+
+
+def _iso(value: datetime) -> str:
+    """A query time as the metrics client sends it (NOW has no sub-second part)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def make_world(n: int, regions: dict[str, int], seed: int = 11) -> list[FakeEndpoint]:
@@ -81,16 +92,64 @@ def make_world(n: int, regions: dict[str, int], seed: int = 11) -> list[FakeEndp
     return endpoints
 
 
+def _rss_mib() -> float:
+    """This process's resident set now (Linux /proc)."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class PeakRss:
+    """The largest RSS seen while the block runs (sampled every 5 ms in a thread)."""
+
+    def __enter__(self) -> PeakRss:
+        self.before = self.peak = _rss_mib()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _rss_mib())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_mib())
+
+
 def run_once(
     label: str, world: list[FakeEndpoint], *, latency: float, page_size: int, azurite: str
 ) -> None:
     transport = FakeTransport(latency=latency)
     azure = FakeAzure(world, transport=transport, page_size=page_size)
     received: list[int] = []
+    server_cpu: list[float] = []
+    # Each endpoint's entry of the answer, rendered once before the clock starts: building and
+    # serialising 1,440 points × 2 metrics per endpoint costs the fake Azure more CPU than the
+    # sweeper's reading of it, and on this shared box would drown the client's cost. Requests
+    # for another window (or another shape) are answered by FakeAzure as usual.
+    start, end = _iso(NOW - DAY), _iso(NOW)
+    names = ["RequestsPerMinute", "ConnectionsActive"]
+    rendered = {
+        ep.id.lower(): json.dumps(metric_entry(ep, start, end, "PT1M", names)).encode()
+        for ep in world if ep.requests is not None
+    }
 
     def measured(req):  # type: ignore[no-untyped-def]
-        reply = azure._metrics(req)
-        received.append(len(json.dumps(reply.body)))
+        began = time.thread_time()
+        query = {k: v[0] for k, v in parse_qs(urlparse(req.url).query).items()}
+        ids = [rid.lower() for rid in req.json()["resourceids"]]
+        if (query.get("starttime"), query.get("endtime"), query.get("interval"),
+                query.get("metricnames")) == (start, end, "PT1M", ",".join(names)) and all(
+                rid in rendered for rid in ids):
+            data = b'{"values": [' + b", ".join(rendered[rid] for rid in ids) + b"]}"
+            reply = Reply(200, data, {"Content-Type": "application/json"})
+        else:
+            reply = azure._metrics(req)
+            data = json.dumps(reply.body).encode()
+        server_cpu.append(time.thread_time() - began)
+        received.append(len(data))
         return reply
 
     transport.add("POST", r"metrics:getBatch", measured)
@@ -108,12 +167,14 @@ def run_once(
         clients.ledger.create(ep.tags["tuneloop_line"], f"run-{ep.name}", RunState.PROMOTED)
     platform = AzureMLPlatform(settings, credential=StaticCredential(), transport=transport)
 
-    started = time.perf_counter()
-    report = run_sweep(
-        platform=platform, ledger=clients.ledger, storage=clients.storage, settings=settings,
-        now=NOW,
-    )
-    wall = time.perf_counter() - started
+    with PeakRss() as rss:
+        started, cpu_started = time.perf_counter(), time.process_time()
+        report = run_sweep(
+            platform=platform, ledger=clients.ledger, storage=clients.storage,
+            settings=settings, now=NOW,
+        )
+        wall = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
 
     lists = len(azure.list_calls())
     gets = len(azure.endpoint_gets())
@@ -136,6 +197,11 @@ def run_once(
     print(f"total HTTP calls in the sweep:    {ours}")
     print(f"decisions: {summary}  (idle found: {idle})")
     print(f"wall time:                        {wall:.2f} s")
+    print(f"CPU time (this process):          {cpu:.2f} s = fake Azure {sum(server_cpu):.2f} s "
+          f"+ sweeper/SDK {cpu - sum(server_cpu):.2f} s")
+    print(f"RSS during the sweep:             {rss.before:.0f} MiB before (the fake's "
+          f"pre-rendered answers included), peak {rss.peak:.0f} MiB "
+          f"(+{rss.peak - rss.before:.0f} MiB)")
     print(f"naive sweeper (GET + metrics per endpoint): {naive_calls} calls, "
           f"≈ {naive_calls * latency:.1f} s of latency alone → {naive_calls / ours:.0f}× our calls")
 

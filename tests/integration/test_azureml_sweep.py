@@ -14,8 +14,9 @@ import pytest
 
 from shared.errors import ConflictError, PermissionDeniedError, UnknownTrafficError
 from shared.platform.azureml import AzureMLPlatform
-from shared.platform.azureml._sweep import BATCH_SIZE
+from shared.platform.azureml._sweep import BATCH_SIZE, Series, _point, _read_batch
 from shared.settings import Settings
+from tests.fakes.transport import Reply
 from tests.fixtures.azureml_sweep import (
     RG,
     SUB,
@@ -436,3 +437,159 @@ def test_sweep_command_without_monitoring_reader_is_one_line_and_exit_2(
     assert err[0].startswith("tuneloop sweep: permission_denied: ")
     assert f"Monitoring Reader on subscription {SUB}" in err[0]
     assert azure.deleted == []
+
+
+# -- the raw read of getBatch answers (no SDK models) ------------------------------------------
+
+
+def _sdk_series(metric: object) -> Series:
+    """The oracle: one metric read from azure-monitor-querymetrics' own models, by the rules of
+    requests_in_window (usable Average: not None and >= 0; other values: foreign)."""
+    values: list[float] = []
+    foreign = False
+    for series in metric.timeseries:  # type: ignore[attr-defined]
+        for point in series.data:
+            aggregations = [getattr(point, a) for a in ("minimum", "maximum", "total", "count")]
+            if point.average is not None and float(point.average) >= 0:
+                values.append(float(point.average))
+            elif point.average is not None or any(v is not None for v in aggregations):
+                foreign = True
+    return Series(total=sum(values), samples=len(values),
+                  positive=any(v > 0 for v in values), foreign=foreign)
+
+
+def test_raw_read_matches_the_sdk_models_point_for_point() -> None:
+    """Reading the raw answer gives, metric by metric, what the SDK's models give (sum and number
+    of usable Averages, any > 0, values without a usable Average), over mixed points: fractions,
+    bare minutes, other aggregations only, negative, Average beside another aggregation, and a
+    key the REST reference does not list."""
+    eps = world(6)
+    eps[0].requests = [0.5, None, 2.0, 1.25, 0.0]
+    eps[1].requests = [None, {"total": 12.0, "count": 3.0}, 1.0]
+    eps[2].requests = [-1.0, 3.0]
+    eps[3].requests = [{"average": 2.0, "maximum": 4.0}, {"average": 1.0, "unlisted": 7}]
+    eps[3].connections = [{"unlisted": 1}, 0.0, 3.0]
+    eps[4].requests = []
+    eps[4].connections = [0.0, None, {"maximum": 0.0}]
+    eps[5].requests = [0.1] * 1440
+    azure = FakeAzure(eps)
+    answers: list[bytes] = []
+
+    def keep(req):  # type: ignore[no-untyped-def]
+        reply = azure._metrics(req)
+        answers.append(json.dumps(reply.body).encode())
+        return reply
+
+    azure.transport.add("POST", r"metrics:getBatch", keep)
+    platform = platform_for(azure)
+    results = platform.metrics_client("eastus").query_resources(
+        resource_ids=[e.id for e in eps], metric_namespace=NAMESPACE,
+        metric_names=["RequestsPerMinute", "ConnectionsActive"],
+        timespan=(NOW - DAY, NOW), granularity=timedelta(minutes=1), aggregations=["Average"],
+    )
+    expected = {
+        (metric.id.lower().split("/providers/microsoft.insights/")[0], metric.name.lower()):
+            _sdk_series(metric)
+        for result in results for metric in result.metrics
+    }
+    [answer] = answers
+    read = _read_batch(answer, lambda resource: True)
+
+    assert len(expected) == 12
+    assert read == expected
+
+
+def test_points_are_reduced_while_parsing() -> None:
+    """The JSON object hook turns each point into (average, has values) as it is parsed, so an
+    answer's 2 × 50 × 1,440 point objects are never held; other objects are left as they are."""
+    point = {"timeStamp": "2026-03-01T11:59:00Z", "average": 2.0}
+    assert _point(point) == (2.0, True)
+    assert _point({"timeStamp": "2026-03-01T11:59:00Z"}) == (None, False)
+    assert _point({"timeStamp": "2026-03-01T11:59:00Z", "total": 1.0}) == (None, True)
+    other = {"timeStamp": "2026-03-01T11:59:00Z", "average": 2.0, "unlisted": 1}
+    assert _point(other) is other
+    assert _point({}) == {}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},  # no "values"
+        {"values": {}},
+        {"values": [{"value": [{"id": "ID", "name": {"value": "RequestsPerMinute"},
+                                "timeseries": [{"data": [3.0]}]}]}]},  # a point not an object
+        {"values": [{"value": [{"id": "ID", "name": {"value": "RequestsPerMinute"},
+                                "timeseries": {"data": []}}]}]},  # timeseries not an array
+    ],
+    ids=["no-values", "values-not-array", "point-not-object", "timeseries-not-array"],
+)
+def test_malformed_answer_fails_the_batch_closed(body: dict[str, object]) -> None:
+    """An answer that is not the REST shape fails its batch (its endpoints unknown, here every
+    batch: UnknownTrafficError), as the SDK's models failed on it, never a count of 0."""
+    eps = world(2)
+    azure = FakeAzure(eps)
+    metric_id = f"{eps[0].id}/providers/Microsoft.Insights/metrics/RequestsPerMinute"
+    answer = json.loads(json.dumps(body).replace('"ID"', json.dumps(metric_id)))
+    azure.transport.add("POST", r"metrics:getBatch", Reply(200, answer))
+    platform = platform_for(azure)
+    with pytest.raises(UnknownTrafficError, match="every batch"):
+        platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+
+
+def test_answer_served_as_a_json_string_is_read() -> None:
+    """The service has been seen to send the answer as a JSON string of the JSON (the SDK's
+    _patch.py handles it): it is read the same."""
+    eps = world(2)
+    eps[1].requests = [2.0, 3.0]
+    azure = FakeAzure(eps)
+
+    def as_string(req):  # type: ignore[no-untyped-def]
+        reply = azure._metrics(req)
+        return Reply(200, json.dumps(json.dumps(reply.body)).encode())
+
+    azure.transport.add("POST", r"metrics:getBatch", as_string)
+    platform = platform_for(azure)
+    assert platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW) == {
+        eps[0].name: 0, eps[1].name: 5,
+    }
+
+
+def test_request_is_the_one_query_resources_sends() -> None:
+    """The getBatch request sent through the client's pipeline is the SDK's query_resources
+    request: same URL (path, query parameters, their order and quoting), body and headers."""
+    eps = world(3)
+    ours = FakeAzure(eps)
+    platform = platform_for(ours)
+    platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+    theirs = FakeAzure(eps)
+    platform_for(theirs).metrics_client("eastus").query_resources(
+        resource_ids=[e.id for e in eps], metric_namespace=NAMESPACE,
+        metric_names=["RequestsPerMinute", "ConnectionsActive"],
+        timespan=(NOW - DAY, NOW), granularity=timedelta(minutes=1), aggregations=["Average"],
+    )
+    [sent] = ours.metrics_calls()
+    [expected] = theirs.metrics_calls()
+    assert sent.url == expected.url
+    assert sent.json() == expected.json()
+
+    def comparable(headers: dict[str, str]) -> dict[str, str]:
+        return {k.lower(): v for k, v in headers.items() if k.lower() != "x-ms-client-request-id"}
+
+    assert comparable(sent.headers) == comparable(expected.headers)
+
+
+def test_getbatch_goes_through_the_clients_retry_policy() -> None:
+    """The raw getBatch request still runs in the metrics client's pipeline: two 503s, then the
+    answer, are retried by its retry policy and the counts read."""
+    eps = world(2)
+    eps[0].requests = [1.0]
+    azure = FakeAzure(eps)
+    served = azure._metrics
+    busy = Reply(503, {"error": {"code": "ServiceUnavailable", "message": "try later"}},
+                 {"Retry-After": "0"})
+    replies = iter([busy, busy])
+    azure.transport.add("POST", r"metrics:getBatch", lambda req: next(replies, None) or served(req))
+    platform = platform_for(azure)
+    counts = platform.endpoint_requests(platform.list_endpoints(), DAY, now=NOW)
+    assert counts == {eps[0].name: 1, eps[1].name: 0}
+    assert len(azure.metrics_calls()) == 3

@@ -4,9 +4,10 @@
   created/modified come from ARM ``systemData``, which the SDK keeps in ``properties``.
 - ``endpoint_requests``: metrics ``RequestsPerMinute`` and ``ConnectionsActive`` (aggregation
   Average, grain PT1M) through the regional ``metrics:getBatch`` API
-  (``MetricsClient.query_resources``): at most 50 resource ids per call, one group per
-  (subscription, region), results matched by resource id. How a count is read, and when it is
-  unknown, is explained at :func:`requests_in_window`.
+  (sent with ``MetricsClient.send_request``, read as raw JSON: see :func:`_read_batch`): at
+  most 50 resource ids per call, one group per (subscription, region), results matched by
+  resource id. How a count is read, and when it is unknown, is explained at
+  :func:`requests_in_window`.
 - ``delete_endpoint``: ``begin_delete`` without waiting on the long-running operation.
 
 Azure facts this module relies on (checked 2026-12):
@@ -30,15 +31,18 @@ Azure facts this module relies on (checked 2026-12):
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from shared.errors import (
     ConflictError,
@@ -52,17 +56,18 @@ from shared.platform.azureml._jobs import map_sdk_errors
 from shared.platform.port import EndpointInfo
 
 if TYPE_CHECKING:
-    from azure.core.pipeline import PipelineResponse
     from azure.monitor.querymetrics import MetricsClient
 
 __all__ = [
     "AGGREGATION",
+    "API_VERSION",
     "BATCH_SIZE",
     "GRAIN",
     "HEARTBEAT_METRIC",
     "METRICS_ROLE",
     "METRIC_NAME",
     "METRIC_NAMESPACE",
+    "Series",
     "SweepMixin",
     "requests_in_window",
 ]
@@ -82,6 +87,11 @@ AGGREGATION = "Average"
 # requests (see requests_in_window); at a coarser grain the Average divides by the number of
 # samples, not minutes, and no count can be derived from it.
 GRAIN = timedelta(minutes=1)
+_GRAIN_ISO = "PT1M"  # GRAIN as the REST API's interval
+# The Metrics Batch REST API version whose answer _read_batch parses: the one
+# azure-monitor-querymetrics 1.0.0 sends by default (its _configuration.py), so the request on
+# the wire is the one its query_resources sent. Pinned here: an SDK upgrade changes no shape.
+API_VERSION = "2024-02-01"
 BATCH_SIZE = 50  # metrics:getBatch takes at most 50 resource ids per call
 _PARALLEL_QUERIES = 4  # modest: Azure Monitor throttles per caller
 # The role metrics:getBatch needs, at the scope it needs it (module docstring: 401/403).
@@ -93,9 +103,41 @@ METRICS_ROLE = (
 _AGGREGATIONS = ("average", "minimum", "maximum", "total", "count")
 
 
-def requests_in_window(requests: Any, heartbeat: Any) -> tuple[int | None, str]:
-    """Requests over the window from one endpoint's two metrics (SDK ``Metric``s, None when
-    missing from the answer): ``(count, "")``, or ``(None, why)`` when it is unknown.
+def _error_map() -> dict[int, type[Any]]:
+    """The generated getBatch operation's error map (azure-monitor-querymetrics 1.0.0,
+    _operations.py): which azure-core error a non-200 status raises."""
+    from azure.core.exceptions import (
+        ClientAuthenticationError,
+        ResourceExistsError,
+        ResourceNotFoundError,
+        ResourceNotModifiedError,
+    )
+
+    return {
+        401: ClientAuthenticationError,
+        404: ResourceNotFoundError,
+        409: ResourceExistsError,
+        304: ResourceNotModifiedError,
+    }
+
+
+def _q(value: str) -> str:
+    """A query/path value quoted as the generated client quotes it (azure-core's rest
+    HttpRequest sends ``params`` as given)."""
+    return quote(value, safe="")
+
+
+def _iso(value: datetime) -> str:
+    """A query time as the REST API documents it: ``yyyy-MM-ddTHH:mm:ss.fffZ`` (UTC)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def requests_in_window(
+    requests: Series | None, heartbeat: Series | None
+) -> tuple[int | None, str]:
+    """Requests over the window from one endpoint's two metrics (each read by
+    :func:`_read_series`; None when missing from the answer): ``(count, "")``, or
+    ``(None, why)`` when it is unknown.
 
     The count: RequestsPerMinute's Average at PT1M is the mean of the samples of that minute,
     each "the number of requests ... within a minute", so the minute's requests are its
@@ -120,38 +162,130 @@ def requests_in_window(requests: Any, heartbeat: Any) -> tuple[int | None, str]:
     """
     if requests is None:
         return None, f"no {METRIC_NAME} metric in the answer"
-    values, foreign = _averages(requests)
-    if foreign:
+    if requests.foreign:
         return None, f"a {METRIC_NAME} point has values but no {AGGREGATION}"
-    if values:
-        return math.ceil(round(sum(values), 6)), ""
+    if requests.samples:
+        return math.ceil(round(requests.total, 6)), ""
     if heartbeat is None:
         return None, f"no {METRIC_NAME} sample in the window and no {HEARTBEAT_METRIC} metric"
-    beats, foreign = _averages(heartbeat)
-    if foreign:
+    if heartbeat.foreign:
         return None, f"a {HEARTBEAT_METRIC} point has values but no {AGGREGATION}"
-    if not beats:
+    if not heartbeat.samples:
         return None, f"no {METRIC_NAME} or {HEARTBEAT_METRIC} sample in the window"
-    if any(beat > 0 for beat in beats):
+    if heartbeat.positive:
         return None, f"no {METRIC_NAME} sample but {HEARTBEAT_METRIC} shows clients connected"
     return 0, ""
 
 
-def _averages(metric: Any) -> tuple[list[float], bool]:
-    """The Average of every point that has one, and whether a point had values but no usable
-    Average (other aggregations only, or a negative one)."""
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One metric of one resource, reduced to what :func:`requests_in_window` reads: the sum
+    and the number of its usable Averages, whether one was > 0, and whether a point had values
+    but no usable Average (other aggregations only, or a negative Average)."""
+
+    total: float = 0.0
+    samples: int = 0
+    positive: bool = False
+    foreign: bool = False
+
+
+# -- reading the raw getBatch answer -----------------------------------------------------------
+#
+# Why raw JSON and not the SDK's models (measured, /work/notes/sweep_perf.md): at PT1M over a
+# 24 h window a 50-endpoint answer holds 2 × 50 × 1,440 points (~7 MB). query_resources builds
+# a model object per point (model_base._deserialize, then MetricValue._from_generated, which
+# parses every timestamp): ~3.3 s of CPU per answer, against ~0.15 s for json.loads with the
+# object hook below, which also reduces each point as it is parsed (~47 MB of dicts per answer
+# become ~10 MB). The request still goes through the same MetricsClient's pipeline
+# (send_request: auth, retry, user agent, transport), and errors are raised exactly as the
+# generated operation raises them (see _query_batch). Field names are the REST API's
+# (Metrics Batch - Batch, learn.microsoft.com/rest/api/monitor/metrics-batch/batch):
+# values[].resourceid, values[].value[] (Metric: id, name.value, errorCode, timeseries[]),
+# timeseries[].data[] (MetricValue: timeStamp, average, minimum, maximum, total, count).
+_POINT_KEYS = frozenset({"timeStamp", *_AGGREGATIONS})
+
+
+def _point(obj: dict[str, Any]) -> Any:
+    """``json.loads`` object hook: a point (a MetricValue: ``timeStamp`` and aggregations, no
+    other key) becomes ``(average, other aggregations present)``, a tuple (JSON never yields
+    one, so a malformed point is still told apart); every other object is left as it is."""
+    if "timeStamp" in obj and obj.keys() <= _POINT_KEYS:
+        return _reduced(obj)
+    return obj
+
+
+def _reduced(point: dict[str, Any]) -> tuple[Any, bool]:
+    return point.get("average"), any(point.get(name) is not None for name in _AGGREGATIONS)
+
+
+def _objects(value: Any, what: str) -> list[Any]:
+    """A JSON array of the answer (absent or null: empty); anything else is a malformed
+    answer, which fails the batch (its endpoints are unknown), as it failed the SDK's models."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"metrics:getBatch answer: {what} is not an array")
+    return value
+
+
+def _read_series(metric: dict[str, Any]) -> Series:
+    """One metric's points in one pass (rules: :func:`requests_in_window`)."""
     values: list[float] = []
     foreign = False
-    for series in getattr(metric, "timeseries", None) or []:
-        for point in getattr(series, "data", None) or []:
-            average = getattr(point, "average", None)
+    for series in _objects(metric.get("timeseries"), "timeseries"):
+        if not isinstance(series, dict):
+            raise ValueError("metrics:getBatch answer: a timeseries is not an object")
+        for point in _objects(series.get("data"), "data"):
+            if isinstance(point, dict):  # a point with a key the REST API does not list
+                point = _reduced(point)
+            elif not isinstance(point, tuple):
+                raise ValueError("metrics:getBatch answer: a data point is not an object")
+            average, valued = point
             if average is not None and float(average) >= 0:
                 values.append(float(average))
-            elif average is not None or any(
-                getattr(point, name, None) is not None for name in _AGGREGATIONS
-            ):
-                foreign = True  # a negative Average is no count either
-    return values, foreign
+            elif valued:
+                foreign = True  # values but not the Average asked for; or a negative one
+    return Series(
+        total=sum(values),  # over all its series, in order: the same float sum as before
+        samples=len(values),
+        positive=any(value > 0 for value in values),
+        foreign=foreign,
+    )
+
+
+def _read_batch(
+    content: bytes, wanted: Callable[[str], bool]
+) -> dict[tuple[str, str], Series]:
+    """The ``(resource id, metric name)`` (lower case) → :class:`Series` of a getBatch answer,
+    for the resources ``wanted`` accepts; a metric whose ``errorCode`` is not Success is left
+    out (its endpoint is unknown: the SDK's models dropped errorCode, so it was read from the
+    raw answer before as well). Peak memory is this one answer, never the whole sweep."""
+    body: Any = json.loads(content, object_hook=_point)
+    if isinstance(body, str):  # seen from the service, per azure-monitor-querymetrics' _patch
+        body = json.loads(body, object_hook=_point)
+    if not isinstance(body, dict) or not isinstance(body.get("values"), list):
+        raise ValueError("metrics:getBatch answer has no 'values' array")
+    read: dict[tuple[str, str], Series] = {}
+    failed: set[tuple[str, str]] = set()
+    for value in body["values"]:
+        if not isinstance(value, dict):
+            raise ValueError("metrics:getBatch answer: a values entry is not an object")
+        for metric in _objects(value.get("value"), "value"):
+            if not isinstance(metric, dict):
+                raise ValueError("metrics:getBatch answer: a metric is not an object")
+            name = str((metric.get("name") or {}).get("value") or "").lower()
+            code = metric.get("errorCode")
+            if code and str(code).lower() != "success":
+                where = value.get("resourceid") or _resource_of_metric(metric.get("id"))
+                if where:
+                    failed.add((str(where).lower(), name))
+                continue
+            resource = _resource_of_metric(metric.get("id"))
+            if resource is not None and wanted(resource):
+                read[(resource, name)] = _read_series(metric)
+    for key in failed:
+        read.pop(key, None)
+    return read
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -319,34 +453,47 @@ class SweepMixin(AzureMLBase):
         end: datetime,
     ) -> dict[str, int]:
         """One ``metrics:getBatch`` call; endpoints whose count is unknown are omitted."""
+        from azure.core.exceptions import HttpResponseError, map_error
+        from azure.core.rest import HttpRequest
+
         by_id = {e.id.lower(): e.name for e in batch}
-        failed: set[tuple[str, str]] = set()
-
-        def note_errors(response: PipelineResponse[Any, Any]) -> None:
-            # The SDK drops each metric's errorCode; a failed metric must read as unknown.
-            failed.update(_errored_metrics(response))
-
         subscription = _subscription(batch[0].id)
+        # The request azure-monitor-querymetrics' query_resources sends (same path, query
+        # parameters in the same order and quoting, same body), through the same client's
+        # pipeline; times to the millisecond, the REST reference's format.
+        request = HttpRequest(
+            "POST",
+            f"/subscriptions/{_q(subscription or '')}/metrics:getBatch",
+            params={
+                "api-version": API_VERSION,
+                "starttime": _q(_iso(start)),
+                "endtime": _q(_iso(end)),
+                "interval": _GRAIN_ISO,
+                "metricnamespace": _q(METRIC_NAMESPACE),
+                "metricnames": ",".join(_q(name) for name in (METRIC_NAME, HEARTBEAT_METRIC)),
+                "aggregation": AGGREGATION,
+            },
+            json={"resourceids": [e.id for e in batch]},
+            headers={"Accept": "application/json"},
+        )
         with map_azure_errors(
             f"querying Azure Monitor metrics:getBatch in {region} for {len(batch)} endpoints",
             role=METRICS_ROLE.format(subscription=subscription),
         ):
-            results = self.metrics_client(region).query_resources(
-                resource_ids=[e.id for e in batch],
-                metric_namespace=METRIC_NAMESPACE,
-                metric_names=[METRIC_NAME, HEARTBEAT_METRIC],
-                timespan=(start, end),
-                granularity=GRAIN,
-                aggregations=[AGGREGATION],
-                raw_response_hook=note_errors,
-            )
-        metrics: dict[tuple[str, str], Any] = {}
-        for result in results:
-            for metric in result.metrics:
-                resource = _resource_of_metric(metric.id)
-                name = (metric.name or "").lower()
-                if resource in by_id and (resource, name) not in failed:
-                    metrics[(resource, name)] = metric
+            # stream=True: the pipeline's ContentDecodePolicy would otherwise json.loads the
+            # whole answer into dicts once more (for nothing: the body is read below, once).
+            response = self.metrics_client(region).send_request(request, stream=True)
+            try:
+                content = response.read()
+                if response.status_code != 200:
+                    # What the generated operation does with a non-200 (same error map).
+                    map_error(status_code=response.status_code, response=response,
+                              error_map=_error_map())
+                    raise HttpResponseError(response=response)
+            finally:
+                response.close()
+            metrics = _read_batch(content, by_id.__contains__)
+            del content, response  # this answer's bytes go now, not when the batch returns
         counts: dict[str, int] = {}
         unknown: list[str] = []
         for resource, endpoint in by_id.items():
@@ -378,22 +525,3 @@ class SweepMixin(AzureMLBase):
                 exc.message, hint="another operation is running on it; the next sweep tries again"
             ) from exc
 
-
-def _errored_metrics(response: PipelineResponse[Any, Any]) -> Iterator[tuple[str, str]]:
-    """(resource id, metric name), lower case, of each metric whose errorCode isn't Success."""
-    http = response.http_response
-    try:
-        http.read()
-        body = http.json()
-    except Exception:  # unreadable here means unparseable for the SDK too: the call fails
-        return
-    if not isinstance(body, dict):
-        return
-    for value in body.get("values") or []:
-        for metric in value.get("value") or []:
-            code = metric.get("errorCode")
-            if code and code.lower() != "success":
-                resource = value.get("resourceid") or _resource_of_metric(metric.get("id"))
-                name = (metric.get("name") or {}).get("value") or ""
-                if resource:
-                    yield resource.lower(), str(name).lower()
