@@ -4,15 +4,18 @@ Layout (every operation touches what it needs, never the history; docs/scale.md)
 
 * runs: ``PartitionKey`` = the line, ``RowKey`` = the run id (= the Azure ML job name), so a
   line's status reads one partition and a run is a point read;
-* the **in-flight index**: partition ``_index``, one row ``a:<line>:<run>`` per run in
+* the **in-flight index**: partition ``_index`` of the **active table** (a second table named
+  ``<ledger table>active``, :func:`active_table_name`), one row ``a:<line>:<run>`` per run in
   :data:`IN_FLIGHT` (SUBMITTED … DEPLOYED). The reconciler reads this key range and then each
-  run by its key, so a pass costs 1 + (runs in flight) requests whatever the history;
+  run by its key, so a pass costs 1 + (runs in flight) requests whatever the history; the
+  active table holds only active work, so even a store that scans a whole table per query
+  (Azurite) answers the index query in the time the active work costs;
 * the **run directory**: ``_runs-<h>`` (16 partitions by the run id's hash), ``RowKey`` = the
   run id, column ``line``: ``find(run_id)`` is two point reads;
 * **claims** (idempotency keys, leases, counters): ``_claims-<h>``, 16 partitions by the key's
   hash, so a burst of drops is spread instead of queued on one partition; a claim inserted
-  with ``done=False`` also has an **open-claims** row in ``_open`` until it is done, so the
-  stale-claims sweep reads the open claims, not every claim ever made.
+  with ``done=False`` also has an **open-claims** row in ``_open`` (active table) until it is
+  done, so the stale-claims sweep reads the open claims, not every claim ever made.
 
 Every write is conditional: ``create`` fails if the row exists, ``advance``/``update`` fail
 with :class:`LedgerConflictError` if someone else wrote since we read. Callers re-read and
@@ -26,7 +29,9 @@ not in flight is removed by the next reader of the index (at once when the run i
 after :data:`INDEX_GRACE` when it is not yet in flight or missing: its writer may be between
 the two writes). Tables written before the index existed are indexed once, by a full scan, by
 the first reader of the index (the reconciler), which then writes the marker row
-``_index/schema``; until then ``find``, claims and lists fall back to the old layout.
+``_index/schema`` (in the ledger table); until then ``find``, claims and lists fall back to
+the old layout. Tables of schema 2 (index and open claims inside the ledger table) have those
+two partitions moved to the active table by the first reader (two partition reads).
 """
 
 from __future__ import annotations
@@ -41,10 +46,12 @@ from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, TypeAlias
 
 from azure.core import MatchConditions
+from azure.core.pipeline import Pipeline
 from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables._base_client import TransportWrapper
 
 from shared.errors import (
     AlreadyExistsError,
@@ -59,6 +66,7 @@ from shared.errors import (
 )
 
 __all__ = [
+    "ACTIVE_SUFFIX",
     "CLAIMS_PARTITION",
     "INDEX_GRACE",
     "INDEX_PARTITION",
@@ -75,6 +83,7 @@ __all__ = [
     "ReleaseRecord",
     "RunRecord",
     "RunState",
+    "active_table_name",
     "can_move",
     "claim_partition",
     "directory_partition",
@@ -86,7 +95,13 @@ log = logging.getLogger(__name__)
 CLAIMS_PARTITION = "_claims"
 INDEX_PARTITION = "_index"
 _SCHEMA_ROW = "schema"  # in INDEX_PARTITION: the table has the index, directory and claim shards
-_SCHEMA_VERSION = 2
+# 2: index, directory and claim shards (index and open claims inside the ledger table);
+# 3: index and open claims in the active table. 0: no marker (the first layout).
+_SCHEMA_VERSION = 3
+# The active table: ``<ledger table>active``. Table names are 3-63 letters and digits, a letter
+# first (https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model#table-names),
+# so the ledger table's name may have at most 57.
+ACTIVE_SUFFIX = "active"
 # How long an index row whose run is not (yet) in flight is kept: its writer may be between
 # the index write and the run write (milliseconds apart; the longest invocation is 10 min).
 INDEX_GRACE = timedelta(minutes=10)
@@ -356,6 +371,28 @@ def directory_partition(run_id: str) -> str:
     return f"_runs-{_shard(run_id)}"
 
 
+def active_table_name(ledger_table: str) -> str:
+    """The table that holds the ledger's active rows (in-flight index, open claims)."""
+    return f"{ledger_table}{ACTIVE_SUFFIX}"
+
+
+def _sibling(table: TableClient, name: str) -> TableClient:
+    """A client for table ``name`` of the same account, sharing ``table``'s transport and
+    policies (credential, retries, hooks): what ``TableServiceClient.get_table_client`` builds
+    (azure-data-tables 12.x, _table_service_client.py), from a ``TableClient``."""
+    pipeline = Pipeline(
+        transport=TransportWrapper(  # type: ignore[no-untyped-call]
+            table._client._client._pipeline._transport
+        ),
+        policies=table._policies,
+    )
+    return TableClient(
+        table.url, table_name=name, credential=table.credential,
+        api_version=table.api_version, pipeline=pipeline,
+        location_mode=table._location_mode, _hosts=table._hosts,
+    )
+
+
 def _index_key(line: str, run_id: str) -> str:
     return f"a:{line}:{run_id}"  # lines never contain ':' (shared.naming)
 
@@ -422,25 +459,40 @@ def _from_entity(entity: Mapping[str, Any]) -> RunRecord:
 
 
 class Ledger:
-    """Run records on one Azure table. All methods raise TransientError on storage outages.
+    """Run records on an Azure table, with its active rows (in-flight index, open claims) in
+    a second table. All methods raise TransientError on storage outages.
 
-    ``clock`` dates index rows (tests inject one to age them past :data:`INDEX_GRACE`).
+    ``active`` is the client of the active table (default: :func:`active_table_name` of
+    ``table``'s, on the same account and pipeline). ``clock`` dates index rows (tests inject
+    one to age them past :data:`INDEX_GRACE`).
     """
 
     def __init__(
-        self, table: TableClient, *, clock: Callable[[], datetime] | None = None
+        self,
+        table: TableClient,
+        *,
+        active: TableClient | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._table = table
+        self._active = (
+            active if active is not None
+            else _sibling(table, active_table_name(table.table_name))
+        )
         self._clock = clock or (lambda: datetime.now(UTC))
-        self._indexed = False  # the schema marker was seen (it is never removed)
+        self._schema = 0  # the schema marker's version, once seen (it only ever goes up)
 
     def ensure_table(self) -> None:
-        try:
-            with _mapped(f"creating table {self._table.table_name}"):
-                self._table.create_table()
-        except AlreadyExistsError:
-            return
-        self._mark_indexed()  # a new table has no history to index
+        """Create the active table and the ledger table where missing (a new ledger table is
+        marked with the current schema: it has no history to index)."""
+        for table in (self._active, self._table):
+            try:
+                with _mapped(f"creating table {table.table_name}"):
+                    table.create_table()
+            except AlreadyExistsError:
+                continue
+            if table is self._table:
+                self._mark_indexed()
 
     # -- runs ---------------------------------------------------------------------------
     def create(
@@ -517,7 +569,7 @@ class Ledger:
         builds on first use after an upgrade, and repairs as it reads)."""
         self._build_index()
         with _mapped("reading the in-flight index"):
-            entries = builtins.list(self._table.query_entities(
+            entries = builtins.list(self._active.query_entities(
                 "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
                 parameters={"pk": INDEX_PARTITION, "lo": "a:", "hi": "a;"},
             ))
@@ -648,6 +700,7 @@ class Ledger:
         ``done=False``: through the open-claims rows (1 + open claims requests, whatever the
         history); otherwise one query over the claim shards (grows with the claims)."""
         if equals.get("done") is False and self._is_indexed():
+            self._build_index()  # schema 2: moves the open-claims rows to the active table
             return self._open_claims(equals)
         conditions = "".join(f" and {k} eq @{k}" for k in equals)
         queries = [(
@@ -665,7 +718,7 @@ class Ledger:
 
     def _open_claims(self, equals: Mapping[str, str | bool]) -> builtins.list[Claim]:
         with _mapped("reading the open claims"):
-            rows = builtins.list(self._table.query_entities(
+            rows = builtins.list(self._active.query_entities(
                 "PartitionKey eq @pk", parameters={"pk": OPEN_PARTITION}
             ))
         out = []
@@ -689,12 +742,12 @@ class Ledger:
             "since": self._clock().isoformat(),
         }
         with _mapped(f"recording open claim {key}"):
-            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+            self._active.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     def _drop_open(self, key: str) -> None:
         try:
             with _mapped(f"closing open claim {key}"):
-                self._table.delete_entity(OPEN_PARTITION, key)
+                self._active.delete_entity(OPEN_PARTITION, key)
         except TuneloopError as exc:
             log.warning("ledger: open-claim row %s left behind (%s); repaired later", key, exc)
 
@@ -705,13 +758,13 @@ class Ledger:
             "line": line, "run_id": run_id, "since": self._clock().isoformat(),
         }
         with _mapped(f"indexing run {run_id}"):
-            self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+            self._active.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
     def _drop_index(self, line: str, run_id: str) -> None:
         """Best effort: the run already moved on; a row left behind is removed by the reader."""
         try:
             with _mapped(f"unindexing run {run_id}"):
-                self._table.delete_entity(INDEX_PARTITION, _index_key(line, run_id))
+                self._active.delete_entity(INDEX_PARTITION, _index_key(line, run_id))
         except TuneloopError as exc:
             log.warning("ledger: index row of run %s left behind (%s); repaired later", run_id, exc)
 
@@ -720,7 +773,7 @@ class Ledger:
         etag = getattr(entry, "metadata", {}).get("etag")
         try:
             with _mapped(f"repairing {what} {entry['RowKey']}"):
-                self._table.delete_entity(
+                self._active.delete_entity(
                     str(entry["PartitionKey"]), str(entry["RowKey"]),
                     etag=etag, match_condition=MatchConditions.IfNotModified,
                 )
@@ -744,15 +797,21 @@ class Ledger:
         except NotFoundError:
             return None
 
-    def _is_indexed(self) -> bool:
-        if not self._indexed:
+    def _schema_version(self) -> int:
+        """The schema marker's version (0: none), read until it says 2 or later (a reader that
+        saw 2 moves the active rows once more at worst: idempotent, two empty queries)."""
+        if self._schema < 2:
             try:
                 with _mapped("reading the ledger schema"):
-                    self._table.get_entity(INDEX_PARTITION, _SCHEMA_ROW)
-                self._indexed = True
+                    marker = self._table.get_entity(INDEX_PARTITION, _SCHEMA_ROW)
+                self._schema = max(self._schema, _count(marker.get("version")))
             except NotFoundError:
                 pass
-        return self._indexed
+        return self._schema
+
+    def _is_indexed(self) -> bool:
+        """The directory and the claim shards exist (schema 2 or later)."""
+        return self._schema_version() >= 2
 
     def _mark_indexed(self) -> None:
         entity = {
@@ -760,18 +819,22 @@ class Ledger:
         }
         with _mapped("recording the ledger schema"):
             self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
-        self._indexed = True
+        self._schema = _SCHEMA_VERSION
 
     def _build_index(self) -> None:
-        """Once per table written before the index existed: one full scan that indexes the
-        runs in flight, records every run in the directory and copies the claims of the old
-        ``_claims`` partition into their shards; then the schema marker."""
-        if self._is_indexed():
+        """Bring the table to the current schema, once: schema 2 moves its ``_index`` and
+        ``_open`` partitions to the active table; an older table is indexed by one full scan."""
+        version = self._schema_version()
+        if version >= _SCHEMA_VERSION:
+            return
+        if version == 2:
+            self._move_active_rows()
             return
         log.warning("ledger: indexing table %s (one full scan after an upgrade)",
                     self._table.table_name)
         now = self._clock().isoformat()
         batches: dict[str, builtins.list[tuple[str, dict[str, Any]]]] = {}
+        active: dict[str, builtins.list[tuple[str, dict[str, Any]]]] = {}
         with _mapped("indexing the ledger"):
             for e in self._table.list_entities():
                 pk, rk = str(e["PartitionKey"]), str(e["RowKey"])
@@ -781,7 +844,7 @@ class Ledger:
                     batches.setdefault(row["PartitionKey"], []).append(("create", row))
                     if e.get("done") is False:
                         row = {"PartitionKey": OPEN_PARTITION, "RowKey": rk, "since": now}
-                        batches.setdefault(row["PartitionKey"], []).append(("upsert", row))
+                        active.setdefault(OPEN_PARTITION, []).append(("upsert", row))
                     continue
                 if not _is_run_partition(pk):
                     continue
@@ -792,15 +855,43 @@ class Ledger:
                         "PartitionKey": INDEX_PARTITION, "RowKey": _index_key(pk, rk),
                         "line": pk, "run_id": rk, "since": now,
                     }
-                    batches.setdefault(INDEX_PARTITION, []).append(("upsert", row))
-            for ops in batches.values():
-                for i in range(0, len(ops), 100):  # an entity group transaction: <= 100
-                    self._submit(ops[i : i + 100])
+                    active.setdefault(INDEX_PARTITION, []).append(("upsert", row))
+            self._submit_all(self._active, active)  # active rows first, as in every write
+            self._submit_all(self._table, batches)
         self._mark_indexed()
 
-    def _submit(self, ops: builtins.list[tuple[str, dict[str, Any]]]) -> None:
+    def _move_active_rows(self) -> None:
+        """Schema 2 to 3: copy the ``_index`` and ``_open`` rows of the ledger table to the
+        active table, mark the schema, then delete the old rows (best effort: a row left
+        behind is never read again). Two partition reads: bounded by the active work."""
+        log.warning("ledger: moving the in-flight index and open claims of %s to %s",
+                    self._table.table_name, self._active.table_name)
+        old: dict[str, builtins.list[tuple[str, dict[str, Any]]]] = {}
+        with _mapped("moving the active rows"):
+            for pk in (INDEX_PARTITION, OPEN_PARTITION):
+                for e in self._table.query_entities("PartitionKey eq @pk", parameters={"pk": pk}):
+                    if str(e["RowKey"]) != _SCHEMA_ROW:
+                        old.setdefault(pk, []).append(("upsert", dict(e)))
+            self._submit_all(self._active, old)
+        self._mark_indexed()
+        for ops in old.values():
+            for _, row in ops:
+                try:
+                    with _mapped("removing a moved row"):
+                        self._table.delete_entity(str(row["PartitionKey"]), str(row["RowKey"]))
+                except TuneloopError as exc:
+                    log.info("ledger: moved row %s left behind (%s)", row["RowKey"], exc)
+
+    def _submit_all(
+        self, table: TableClient, batches: Mapping[str, builtins.list[tuple[str, dict[str, Any]]]]
+    ) -> None:
+        for ops in batches.values():
+            for i in range(0, len(ops), 100):  # an entity group transaction: <= 100
+                self._submit(table, ops[i : i + 100])
+
+    def _submit(self, table: TableClient, ops: builtins.list[tuple[str, dict[str, Any]]]) -> None:
         try:
-            self._table.submit_transaction(ops)
+            table.submit_transaction(ops)
             return
         except Exception as exc:  # a claim copied already fails the whole batch
             if isinstance(translate_azure_error(exc, "indexing"), TransientError):
@@ -808,9 +899,9 @@ class Ledger:
         for op, row in ops:  # one by one, skipping what exists
             try:
                 if op == "create":
-                    self._table.create_entity(row)
+                    table.create_entity(row)
                 else:
-                    self._table.upsert_entity(row, mode=UpdateMode.REPLACE)
+                    table.upsert_entity(row, mode=UpdateMode.REPLACE)
             except Exception as exc:
                 if not isinstance(translate_azure_error(exc, "indexing"), AlreadyExistsError):
                     raise
@@ -860,56 +951,14 @@ def _event(state: RunState, note: str | None) -> dict[str, Any]:
     return event
 
 
-class LedgerPort(Protocol):
-    """What the ingest and the release need from the run ledger (``Ledger`` is the adapter on
-    Azure Table storage; tests/fakes/ledger.py runs it in memory; both pass
-    tests/contract/test_ledger_contract.py).
-
-    Runs: ``create`` raises AlreadyExistsError for an existing run, ``get``/``find`` raise
-    NotFoundError; ``advance`` moves forward only (InvalidTransitionError) and, like
-    ``update``, is guarded by the record's ETag (LedgerConflictError when the stored run
-    changed). Claims: ``claim`` inserts or returns None when taken; ``update_claim`` is
-    ETag-guarded. Storage outages raise TransientError.
-    """
-
-    def ensure_table(self) -> None: ...
-
-    def create(
-        self, line: str, run_id: str, state: RunState, *, note: str | None = None, **fields: Any
-    ) -> RunRecord: ...
-
-    def get(self, line: str, run_id: str) -> RunRecord: ...
-
-    def find(self, run_id: str) -> RunRecord: ...
-
-    def list(
-        self, *, line: str | None = None, states: Iterable[RunState] | None = None
-    ) -> builtins.list[RunRecord]: ...
-
-    def advance(
-        self,
-        rec: RunRecord,
-        state: RunState,
-        *,
-        note: str | None = None,
-        reason: str | None = None,
-        release: ReleaseRecord | None = None,
-        **fields: Any,
-    ) -> RunRecord: ...
-
-    def update(
-        self,
-        rec: RunRecord,
-        *,
-        note: str | None = None,
-        release: ReleaseRecord | None = None,
-        **fields: Any,
-    ) -> RunRecord: ...
-
-    def claim(self, key: str, **fields: Any) -> Claim | None: ...
-
-    def get_claim(self, key: str) -> Claim: ...
-
-    def update_claim(self, claim: Claim, **fields: Any) -> Claim: ...
-
-    def list_claims(self, **equals: str | bool) -> Sequence[Claim]: ...
+# What the ingest and the release type against. The port of the ledger is the table: the
+# ``TableClient`` surface ``Ledger`` uses, which tests/fakes/ledger.py's ``InMemoryTable``
+# answers like Table storage; ``FakeLedger`` is this class over it and both run
+# tests/contract/test_ledger_contract.py. (A Protocol here repeated every signature below.)
+#
+# Runs: ``create`` raises AlreadyExistsError for an existing run, ``get``/``find`` raise
+# NotFoundError; ``advance`` moves forward only (InvalidTransitionError) and, like ``update``,
+# is guarded by the record's ETag (LedgerConflictError when the stored run changed). Claims:
+# ``claim`` inserts or returns None when taken; ``update_claim`` is ETag-guarded. Storage
+# outages raise TransientError.
+LedgerPort: TypeAlias = Ledger

@@ -175,3 +175,14 @@ def test_open_claims_are_listed_until_done(ledger: LedgerPort) -> None:
     ledger.update_claim(ledger.get_claim("k"), done=True)
     assert ledger.list_claims(kind="ingest", done=False) == []
     assert ledger.get_claim("k").fields["done"] is True
+
+
+def test_ensure_table_again_keeps_runs_in_flight_and_open_claims(ledger: LedgerPort) -> None:
+    """ensure_table on a ledger in use (both tables exist) changes nothing: the runs in flight
+    and the open claims, kept in the active table, are still listed."""
+    ledger.create("chat", "r1", RunState.SUBMITTED)
+    assert ledger.claim("k", kind="ingest", done=False) is not None
+    ledger.ensure_table()
+    assert [r.run_id for r in ledger.list(states=IN_FLIGHT)] == ["r1"]
+    assert [c.key for c in ledger.list_claims(kind="ingest", done=False)] == ["k"]
+    assert {r.run_id for r in ledger.list()} == {"r1"}  # no index or claim row as a run

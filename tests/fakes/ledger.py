@@ -10,7 +10,8 @@ ledger on Azurite.
 
 Also ``upsert_entity``, ``delete_entity`` (ETag-guarded when asked), ``list_entities`` and
 ``submit_transaction`` (one partition, at most 100 entities, all or nothing), for the
-in-flight index, the run directory and the claim shards.
+in-flight index, the run directory and the claim shards. ``FakeLedger`` has two tables, as
+the ledger does: ``table`` and ``active`` (the in-flight index and open claims).
 
 Fault injection: ``fail_next(exc, method=..., times=1)`` makes the next table calls (of one
 method) raise ``exc``; ``faults_fired`` and ``calls`` let a test assert that it fired.
@@ -35,7 +36,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableEntity
 
-from shared.ledger import Ledger
+from shared.ledger import Ledger, active_table_name
 from tests.fakes.faults import FaultInjection
 
 __all__ = ["FakeLedger", "InMemoryTable"]
@@ -55,6 +56,13 @@ class InMemoryTable(FaultInjection):
 
     def _etag(self) -> str:
         return f'W/"datetime\'{next(self._etags):020d}\'"'
+
+    def _guard(
+        self, key: tuple[str, str], etag: str | None, condition: MatchConditions | None
+    ) -> None:
+        """412 when the write is conditional on an ETag that is not the stored row's."""
+        if condition == MatchConditions.IfNotModified and etag != self.rows[key][1]:
+            raise ResourceModifiedError(message="UpdateConditionNotSatisfied")
 
     # -- the TableClient surface ------------------------------------------------------------
     def create_table(self) -> None:
@@ -97,8 +105,7 @@ class InMemoryTable(FaultInjection):
             key = (str(entity["PartitionKey"]), str(entity["RowKey"]))
             if key not in self.rows:
                 raise ResourceNotFoundError(message="ResourceNotFound")
-            if match_condition == MatchConditions.IfNotModified and etag != self.rows[key][1]:
-                raise ResourceModifiedError(message="UpdateConditionNotSatisfied")
+            self._guard(key, etag, match_condition)
             new = self._etag()
             self.rows[key] = (copy.deepcopy(dict(entity)), new)
             return {"etag": new}
@@ -125,8 +132,7 @@ class InMemoryTable(FaultInjection):
             key = (partition_key, row_key)
             if key not in self.rows:
                 return  # Table storage's delete of a missing row: the SDK swallows the 404
-            if match_condition == MatchConditions.IfNotModified and etag != self.rows[key][1]:
-                raise ResourceModifiedError(message="UpdateConditionNotSatisfied")
+            self._guard(key, etag, match_condition)
             del self.rows[key]
 
     def submit_transaction(self, operations: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
@@ -197,15 +203,18 @@ _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
 
 
 class FakeLedger(Ledger):
-    """The real ledger logic over :class:`InMemoryTable` (``table`` for inspection/faults)."""
+    """The real ledger logic over two :class:`InMemoryTable`: ``table`` (runs, directory,
+    claims) and ``active`` (in-flight index, open claims), for inspection and faults."""
 
     def __init__(
         self,
         table: InMemoryTable | None = None,
         *,
+        active: InMemoryTable | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.table = table or InMemoryTable()
+        self.active = active or InMemoryTable(active_table_name(self.table.table_name))
         # the TableClient surface used
-        super().__init__(self.table, clock=clock)  # type: ignore[arg-type]
+        super().__init__(self.table, active=self.active, clock=clock)  # type: ignore[arg-type]
         self.ensure_table()

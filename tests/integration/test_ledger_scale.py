@@ -30,6 +30,7 @@ from shared.ledger import (
     OPEN_PARTITION,
     Ledger,
     RunState,
+    active_table_name,
     claim_partition,
 )
 from shared.platform.port import JobInfo, JobStatus
@@ -51,7 +52,7 @@ class Clock:
 
 
 def _index_rows(ledger: FakeLedger) -> set[str]:
-    return {rk for (pk, rk) in ledger.table.rows if pk == INDEX_PARTITION and rk.startswith("a:")}
+    return {rk for (pk, rk) in ledger.active.rows if pk == INDEX_PARTITION and rk.startswith("a:")}
 
 
 def _crash() -> Exception:
@@ -63,9 +64,10 @@ def test_a_crash_after_the_run_left_flight_leaves_a_row_the_next_read_removes() 
     """Run written FAILED, index delete lost: the next in-flight read drops the row at once."""
     ledger = FakeLedger()
     rec = ledger.create("chat", "r1", RunState.SUBMITTED)
-    ledger.table.fail_next(_crash(), method="delete_entity")
+    ledger.active.fail_next(_crash(), method="delete_entity")
     ledger.advance(rec, RunState.FAILED, reason="job Failed")
-    assert ledger.table.faults_fired == 1
+    assert ledger.active.faults_fired == 1
+    assert ledger.get("chat", "r1").state is RunState.FAILED
     assert _index_rows(ledger) == {"a:chat:r1"}  # the crash left the row behind
     assert ledger.in_flight() == []
     assert _index_rows(ledger) == set()  # repaired
@@ -137,28 +139,43 @@ class _CrashingTable:
 
 @pytest.fixture
 def table(azurite: str) -> Iterator[TableClient]:
+    """A new ledger table and its active table (``Ledger.ensure_table``)."""
     service = TableServiceClient.from_connection_string(azurite)
     name = f"scale{uuid.uuid4().hex[:8]}"
-    service.create_table(name)
+    Ledger(service.get_table_client(name)).ensure_table()
     yield service.get_table_client(name)
     service.delete_table(name)
+    service.delete_table(active_table_name(name))
+
+
+@pytest.fixture
+def active(azurite: str, table: TableClient) -> TableClient:
+    """The active table of ``table`` (in-flight index, open claims)."""
+    return TableClient.from_connection_string(
+        azurite, table_name=active_table_name(table.table_name)
+    )
+
+
+def _index_keys(active: TableClient) -> set[str]:
+    return {e["RowKey"] for e in active.query_entities(f"PartitionKey eq '{INDEX_PARTITION}'")}
 
 
 def test_on_azurite_a_crash_after_leaving_flight_is_repaired_by_the_next_reconcile(
-    table: TableClient,
+    table: TableClient, active: TableClient
 ) -> None:
-    """Azurite: the run moved to FAILED, the index delete crashed; reconcile removes the row."""
-    Ledger(table)._mark_indexed()
+    """Azurite: the run moved to FAILED, the index delete (active table) crashed; reconcile
+    removes the row."""
     rec = Ledger(table).create("chat", "r1", RunState.TRAINING)
-    crashing = _CrashingTable(table, "delete_entity")
-    Ledger(crashing).advance(rec, RunState.FAILED, reason="job Failed")  # type: ignore[arg-type]
+    crashing = _CrashingTable(active, "delete_entity")
+    Ledger(table, active=crashing).advance(  # type: ignore[arg-type]
+        rec, RunState.FAILED, reason="job Failed"
+    )
     assert crashing.fired == 1
-    keys = {e["RowKey"] for e in table.query_entities(f"PartitionKey eq '{INDEX_PARTITION}'")}
-    assert "a:chat:r1" in keys
+    assert Ledger(table).get("chat", "r1").state is RunState.FAILED
+    assert "a:chat:r1" in _index_keys(active)
     summary = reconcile(_context(Ledger(table), {}))
     assert summary.polled == 0
-    keys = {e["RowKey"] for e in table.query_entities(f"PartitionKey eq '{INDEX_PARTITION}'")}
-    assert "a:chat:r1" not in keys
+    assert "a:chat:r1" not in _index_keys(active)
 
 
 def test_on_azurite_a_crash_before_entering_flight_keeps_every_run_in_flight_listed(
@@ -166,7 +183,6 @@ def test_on_azurite_a_crash_before_entering_flight_keeps_every_run_in_flight_lis
 ) -> None:
     """Azurite: the run write after the index row crashed; every run in flight is listed."""
     ledger = Ledger(table)
-    ledger._mark_indexed()
     ledger.create("chat", "r0", RunState.SUBMITTED)
     rec = ledger.create("chat", "r1", RunState.ACCEPTED)
     crashing = _CrashingTable(table, "update_entity")
@@ -237,7 +253,6 @@ def test_reconcile_requests_do_not_grow_with_history(
 ) -> None:
     """Azurite: one reconcile pass over 4 runs in flight costs the same requests at 100 and
     1,000 historical runs: the index query, one read per run in flight."""
-    Ledger(table)._mark_indexed()
     _seed(table, history, 20, 4)
     client, counter = _counting(table, azurite)
     ledger = Ledger(client)
@@ -281,8 +296,8 @@ def _legacy_table() -> InMemoryTable:
 def test_an_old_table_is_readable_before_and_indexed_once_by_the_first_reconcile() -> None:
     """Old rows: find, claims and the version counter work before the index exists; the first
     in-flight read scans once, then no more scans and the old layout is no longer read."""
-    table = _legacy_table()
-    ledger = Ledger(table)  # type: ignore[arg-type]
+    table, active = _legacy_table(), InMemoryTable("runsactive")
+    ledger = Ledger(table, active=active)  # type: ignore[arg-type]
     assert ledger.find("r0").line == "chat"  # fallback scan
     assert ledger.claim("k1", kind="ingest") is None  # the old claim still counts
     assert [c.key for c in ledger.list_claims(kind="ingest", done=False)] == ["k1"]
@@ -290,12 +305,16 @@ def test_an_old_table_is_readable_before_and_indexed_once_by_the_first_reconcile
     scans = table.calls["list_entities"]
     assert sorted(r.run_id for r in ledger.list(states=IN_FLIGHT)) == ["r1", "r2"]
     assert table.calls["list_entities"] == scans + 1
-    again = Ledger(table)  # type: ignore[arg-type]  # another instance, after the upgrade
+    again = Ledger(table, active=active)  # type: ignore[arg-type]  # after the upgrade
     assert sorted(r.run_id for r in again.in_flight()) == ["r1", "r2"]
     assert again.find("r0").line == "chat"
     assert next_version(again, "chat") == "7"
     assert [c.key for c in again.list_claims(kind="ingest", done=False)] == ["k1"]
-    assert (OPEN_PARTITION, "k1") in table.rows  # indexed as open
+    assert (OPEN_PARTITION, "k1") in active.rows  # indexed as open, in the active table
+    assert {pk for (pk, _) in active.rows} == {INDEX_PARTITION, OPEN_PARTITION}
+    assert [rk for (pk, rk) in table.rows if pk in (INDEX_PARTITION, OPEN_PARTITION)] == [
+        "schema"
+    ]
     assert table.calls["list_entities"] == scans + 1
     queried = table.calls["query_entities"]
     with pytest.raises(NotFoundError):
@@ -320,6 +339,17 @@ def _calls(table: InMemoryTable, action: Callable[[], object]) -> dict[str, int]
     before = dict(table.calls)
     action()
     return {k: v - before.get(k, 0) for k, v in table.calls.items() if v != before.get(k, 0)}
+
+
+def _both(ledger: FakeLedger, action: Callable[[], object]) -> dict[str, dict[str, int]]:
+    """The calls ``action`` makes on the ledger table and on the active table."""
+    out: dict[str, dict[str, int]] = {}
+    before = {"table": dict(ledger.table.calls), "active": dict(ledger.active.calls)}
+    action()
+    for name, table in (("table", ledger.table), ("active", ledger.active)):
+        was = before[name]
+        out[name] = {k: v - was.get(k, 0) for k, v in table.calls.items() if v != was.get(k, 0)}
+    return out
 
 
 def test_find_status_line_and_duplicate_check_touch_only_their_rows() -> None:
@@ -350,11 +380,12 @@ def test_find_status_line_and_duplicate_check_touch_only_their_rows() -> None:
 
 # -- the stale-claims sweep reads the open claims only -------------------------------------------
 def _open_rows(ledger: FakeLedger) -> set[str]:
-    return {rk for (pk, rk) in ledger.table.rows if pk == OPEN_PARTITION}
+    return {rk for (pk, rk) in ledger.active.rows if pk == OPEN_PARTITION}
 
 
 def test_the_stale_claims_sweep_reads_open_claims_not_the_claim_history() -> None:
-    """200 finished claims and 2 open ones: the sweep is one query and two point reads."""
+    """200 finished claims and 2 open ones: the sweep is one query of the active table and two
+    point reads of the ledger table."""
     ledger = FakeLedger()
     for i in range(200):
         claim = ledger.claim(f"old-{i}", kind="ingest", done=False)
@@ -363,8 +394,8 @@ def test_the_stale_claims_sweep_reads_open_claims_not_the_claim_history() -> Non
     ledger.claim("open-a", kind="ingest", done=False)
     ledger.claim("open-b", kind="other", done=False)
     assert _open_rows(ledger) == {"open-a", "open-b"}
-    calls = _calls(ledger.table, lambda: ledger.list_claims(kind="ingest", done=False))
-    assert calls == {"query_entities": 1, "get_entity": 2}
+    calls = _both(ledger, lambda: ledger.list_claims(kind="ingest", done=False))
+    assert calls == {"table": {"get_entity": 2}, "active": {"query_entities": 1}}
     assert [c.key for c in ledger.list_claims(kind="ingest", done=False)] == ["open-a"]
 
 
@@ -373,9 +404,10 @@ def test_a_crash_between_a_claims_done_and_its_open_row_is_repaired_by_the_sweep
     ledger = FakeLedger()
     claim = ledger.claim("k", kind="ingest", done=False)
     assert claim is not None
-    ledger.table.fail_next(_crash(), method="delete_entity")
+    ledger.active.fail_next(_crash(), method="delete_entity")
     ledger.update_claim(claim, done=True)
-    assert ledger.table.faults_fired == 1
+    assert ledger.active.faults_fired == 1
+    assert ledger.get_claim("k").fields["done"] is True
     assert _open_rows(ledger) == {"k"}
     assert ledger.list_claims(kind="ingest", done=False) == []
     assert _open_rows(ledger) == set()
@@ -394,3 +426,79 @@ def test_a_crash_between_the_open_row_and_the_claim_ages_out() -> None:
     clock.now += INDEX_GRACE + timedelta(seconds=1)
     ledger.list_claims(kind="ingest", done=False)
     assert _open_rows(ledger) == set()
+
+
+# -- the active table: index and open claims apart from the history ------------------------------
+def test_the_index_and_open_claims_live_in_the_active_table_not_the_ledger_table() -> None:
+    """Runs in flight and open claims write their rows to the active table; the ledger table
+    holds runs, directory, claims and the schema marker only (its queries never scan them)."""
+    ledger = FakeLedger()
+    ledger.create("chat", "r1", RunState.SUBMITTED)
+    ledger.claim("k", kind="ingest", done=False)
+    assert set(ledger.active.rows) == {(INDEX_PARTITION, "a:chat:r1"), (OPEN_PARTITION, "k")}
+    assert {pk for (pk, _) in ledger.table.rows} >= {"chat", INDEX_PARTITION}
+    assert [rk for (pk, rk) in ledger.table.rows if pk == INDEX_PARTITION] == ["schema"]
+    assert ledger.table.calls["query_entities"] == 0
+    ledger.in_flight()
+    ledger.list_claims(kind="ingest", done=False)
+    assert ledger.table.calls["query_entities"] == 0  # both reads query the active table
+
+
+def _schema2_table() -> InMemoryTable:
+    """Rows as schema 2 wrote them: index and open-claim rows inside the ledger table."""
+    table = InMemoryTable()
+    table.create_table()
+    table.create_entity({"PartitionKey": INDEX_PARTITION, "RowKey": "schema", "version": 2})
+    for rk, state in [("r1", "TRAINING"), ("r0", "RETIRED")]:
+        table.create_entity({"PartitionKey": "chat", "RowKey": rk, "state": state,
+                             "timeline": "[]", "created": rk})
+    table.create_entity({"PartitionKey": INDEX_PARTITION, "RowKey": "a:chat:r1",
+                         "line": "chat", "run_id": "r1", "since": T0.isoformat()})
+    table.create_entity({"PartitionKey": claim_partition("k1"), "RowKey": "k1",
+                         "kind": "ingest", "done": False})
+    table.create_entity({"PartitionKey": OPEN_PARTITION, "RowKey": "k1",
+                         "since": T0.isoformat()})
+    return table
+
+
+@pytest.mark.parametrize("first", ["reconcile", "sweep"])
+def test_a_schema_2_table_moves_its_active_rows_once_at_the_first_read(first: str) -> None:
+    """Upgrade from schema 2: the first reader of the index or of the open claims moves the
+    ``_index`` and ``_open`` rows to the active table (no full scan), marks schema 3 and removes
+    them from the ledger table; nothing in flight or open is lost."""
+    table = _schema2_table()
+    ledger = FakeLedger(table)
+    if first == "reconcile":
+        assert [r.run_id for r in ledger.in_flight()] == ["r1"]
+    else:
+        assert [c.key for c in ledger.list_claims(kind="ingest", done=False)] == ["k1"]
+    assert table.calls["list_entities"] == 0
+    assert set(ledger.active.rows) == {(INDEX_PARTITION, "a:chat:r1"), (OPEN_PARTITION, "k1")}
+    assert [rk for (pk, rk) in table.rows if pk in (INDEX_PARTITION, OPEN_PARTITION)] == [
+        "schema"
+    ]
+    assert table.rows[(INDEX_PARTITION, "schema")][0]["version"] == 3
+    again = FakeLedger(table, active=ledger.active)
+    assert [r.run_id for r in again.in_flight()] == ["r1"]
+    assert [c.key for c in again.list_claims(kind="ingest", done=False)] == ["k1"]
+    assert table.calls["query_entities"] == 2  # the two partitions moved, once
+
+
+def test_on_azurite_ensure_table_creates_both_tables_and_marks_the_new_schema(
+    azurite: str,
+) -> None:
+    """Azurite: ensure_table creates the ledger table and ``<name>active``; a pass reads the
+    index from the active table."""
+    service = TableServiceClient.from_connection_string(azurite)
+    name = f"scale{uuid.uuid4().hex[:8]}"
+    ledger = Ledger(service.get_table_client(name))
+    ledger.ensure_table()
+    ledger.ensure_table()  # again: both exist, nothing changes
+    names = {t.name for t in service.list_tables()}
+    assert {name, active_table_name(name)} <= names
+    ledger.create("chat", "r1", RunState.TRAINING)
+    active = service.get_table_client(active_table_name(name))
+    assert _index_keys(active) == {"a:chat:r1"}
+    assert [r.run_id for r in Ledger(service.get_table_client(name)).in_flight()] == ["r1"]
+    service.delete_table(name)
+    service.delete_table(active_table_name(name))
