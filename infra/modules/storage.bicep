@@ -26,9 +26,9 @@ param hostAccountName string
 @minLength(1)
 param dataContainers array
 
-@description('Name of the ledger table (TUNELOOP_LEDGER_TABLE): 3-63 letters and digits, a letter first.')
+@description('Name of the ledger table (TUNELOOP_LEDGER_TABLE): 3-57 letters and digits, a letter first (its active table adds the suffix active, and a table name has at most 63).')
 @minLength(3)
-@maxLength(63)
+@maxLength(57)
 param ledgerTable string
 
 @description('Container of the host account that holds the Flex Consumption deployment package.')
@@ -97,6 +97,13 @@ resource dataTables 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01'
 resource ledger 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
   parent: dataTables
   name: ledgerTable
+}
+
+// The ledger's active table (shared.ledger.active_table_name): the in-flight index and the open
+// claims, kept apart from the run history so that the reconciler's queries touch active rows only.
+resource ledgerActive 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: dataTables
+  name: '${ledgerTable}active'
 }
 
 resource host 'Microsoft.Storage/storageAccounts@2023-05-01' = {

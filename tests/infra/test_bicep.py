@@ -62,6 +62,21 @@ def test_no_shared_keys_on_the_data_and_host_accounts() -> None:
         assert storage["resources"][name]["config"]["properties"] == "commonProperties"
 
 
+def test_the_ledger_table_and_its_active_table_are_declared() -> None:
+    """storage.bicep creates the ledger table and the active table the ledger derives from its
+    name (shared.ledger.active_table_name), on the data account."""
+    from shared.ledger import active_table_name
+
+    storage = parse(INFRA / "modules" / "storage.bicep")
+    tables = {
+        r["config"]["name"] for r in storage["resources"].values()
+        if r["type"] == "Microsoft.Storage/storageAccounts/tableServices/tables"
+    }
+    assert tables == {"ledgerTable", active_table_name("${ledgerTable}")}
+    longest = storage["parameters"]["ledgerTable"]["decorators"]
+    assert {"type": "max_length", "argument": 63 - len(active_table_name(""))} in longest
+
+
 def test_the_gpu_cluster_scales_to_zero() -> None:
     """Min 0 nodes: an idle cluster costs nothing."""
     ml = parse(INFRA / "modules" / "ml.bicep")
