@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 
 from shared.platform.azureml._metrics import final_metrics, last_values, mlflow_rest_base
-from shared.settings import Settings
 from tests.fakes.credential import FakeCredential
 from tests.fakes.transport import FakeTransport, Recorded, Reply
 from tests.fixtures.azureml.mlflow import (
@@ -33,7 +32,7 @@ from tests.fixtures.azureml.mlflow import (
     run_id,
     search_filter,
 )
-from tests.fixtures.azureml.rest import SUB, WORKSPACE, azureml_transport, job_body
+from tests.fixtures.azureml.rest import WORKSPACE, azureml_transport, job_body, workspace_settings
 
 JOB = "tl-support-0123456789ab"
 
@@ -41,11 +40,7 @@ JOB = "tl-support-0123456789ab"
 def make_platform(transport: FakeTransport) -> Any:
     from shared.platform.azureml import AzureMLPlatform
 
-    settings = Settings(
-        subscription_id=SUB, resource_group="rg-tuneloop", workspace_name="ws-tuneloop",
-        platform="azureml", compute="gpu-a100", datastore="tuneloopprepared",
-        prepared_container="prepared",
-    )
+    settings = workspace_settings(datastore="tuneloopprepared", prepared_container="prepared")
     return AzureMLPlatform(settings, credential=FakeCredential(), transport=transport)
 
 

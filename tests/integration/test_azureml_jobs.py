@@ -23,7 +23,6 @@ from tests.fakes.transport import FakeTransport, Reply
 from tests.fixtures.azureml.rest import (
     HISTORY,
     SHA,
-    SUB,
     VM_SIZES,
     WORKSPACE,
     azureml_transport,
@@ -31,6 +30,7 @@ from tests.fixtures.azureml.rest import (
     fixture,
     job_body,
     run_details,
+    workspace_settings,
 )
 
 
@@ -40,17 +40,9 @@ def transport() -> FakeTransport:
 
 
 def make_settings(**changes: Any) -> Settings:
-    values: dict[str, Any] = {
-        "subscription_id": SUB,
-        "resource_group": "rg-tuneloop",
-        "workspace_name": "ws-tuneloop",
-        "platform": "azureml",
-        "compute": "gpu-a100",
-        "datastore": "tuneloopprepared",
-        "prepared_container": "prepared",
-    }
-    values.update(changes)
-    return Settings(**values)
+    return workspace_settings(
+        **{"datastore": "tuneloopprepared", "prepared_container": "prepared", **changes}
+    )
 
 
 def make_platform(settings: Settings, transport: FakeTransport) -> Any:
