@@ -191,14 +191,17 @@ class Series:
 
 # -- reading the raw getBatch answer -----------------------------------------------------------
 #
-# Why raw JSON and not the SDK's models (measured, /work/notes/sweep_perf.md): at PT1M over a
-# 24 h window a 50-endpoint answer holds 2 × 50 × 1,440 points (~7 MB). query_resources builds
-# a model object per point (model_base._deserialize, then MetricValue._from_generated, which
-# parses every timestamp): ~3.3 s of CPU per answer, against ~0.15 s for json.loads with the
-# object hook below, which also reduces each point as it is parsed (~47 MB of dicts per answer
-# become ~10 MB). The request still goes through the same MetricsClient's pipeline
-# (send_request: auth, retry, user agent, transport), and errors are raised exactly as the
-# generated operation raises them (see _query_batch). Field names are the REST API's
+# Why raw JSON and not the SDK's models (measured with bench/sweep.py and on one answer): at
+# PT1M over a 24 h window a 50-endpoint answer holds 2 × 50 × 1,440 points (~7 MB).
+# query_resources parses it twice (ContentDecodePolicy, response.json()), then builds a model
+# object per point (model_base._deserialize, then MetricValue._from_generated, which parses
+# every timestamp): ~3 s of CPU per answer, against ~0.15 s for one json.loads with the object
+# hook below, which also reduces each point as it is parsed (~47 MB of dicts per answer become
+# ~10 MB). 1,000 endpoints: ~100 s of CPU per sweep became ~5 s. The operation's cls= hook
+# cannot skip the models cleanly (query_resources indexes its return value), so the request
+# is sent with the same MetricsClient's send_request (its pipeline: auth, retry, user agent,
+# transport), and errors are raised exactly as the generated operation raises them
+# (_query_batch). Field names are the REST API's
 # (Metrics Batch - Batch, learn.microsoft.com/rest/api/monitor/metrics-batch/batch):
 # values[].resourceid, values[].value[] (Metric: id, name.value, errorCode, timeseries[]),
 # timeseries[].data[] (MetricValue: timeStamp, average, minimum, maximum, total, count).
