@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypedDict, Unpack
 
 __all__ = [
     "AlreadyExistsError",
@@ -273,27 +274,28 @@ def translate_azure_error(
     return other(f"{what}: {message}")
 
 
+class _Meanings(TypedDict, total=False):
+    """:func:`translate_azure_error`'s keyword arguments, which :func:`map_azure_errors`
+    passes on as given (the defaults stand in one place)."""
+
+    role: str | None
+    exists: type[TuneloopError]
+    modified: type[TuneloopError]
+    not_found: type[TuneloopError]
+    other: type[TuneloopError]
+
+
 @contextmanager
-def map_azure_errors(
-    what: str,
-    *,
-    role: str | None = None,
-    exists: type[TuneloopError] = AlreadyExistsError,
-    modified: type[TuneloopError] = ConflictError,
-    not_found: type[TuneloopError] = NotFoundError,
-    other: type[TuneloopError] = PlatformError,
-) -> Iterator[None]:
+def map_azure_errors(what: str, **meanings: Unpack[_Meanings]) -> Iterator[None]:
     """Run the block; re-raise any azure-core error as its tuneloop error (``from`` it).
 
-    Errors that are not Azure SDK errors (and tuneloop errors) pass through unchanged.
+    ``meanings`` are :func:`translate_azure_error`'s keywords. Errors that are not Azure SDK
+    errors (and tuneloop errors) pass through unchanged.
     """
     try:
         yield
     except Exception as exc:
-        mapped = translate_azure_error(
-            exc, what, role=role, exists=exists, modified=modified, not_found=not_found,
-            other=other,
-        )
+        mapped = translate_azure_error(exc, what, **meanings)
         if mapped is None or mapped is exc:
             raise
         raise mapped from exc
