@@ -426,16 +426,26 @@ def container_check(az: _Azure) -> Check:
 
 
 def ledger_check(az: _Azure) -> Check:
-    """The ledger table exists (a read of one entity also proves the table role)."""
+    """The ledger table and its active table (in-flight index, open claims) exist (a read of
+    one entity of each also proves the table role)."""
+    from shared.ledger import active_table_name
+
     table = az.settings.ledger_table
-    client = az.table_service.get_table_client(table)
-    try:
-        with map_azure_errors(f"ledger table {table} of account {az.account}"):
-            next(iter(client.list_entities(results_per_page=1)), None)
-    except NotFoundError:
-        return warn("ledger", f"ledger table {table} does not exist yet in account {az.account}",
-                    "the app creates it on first use; infra/modules/storage.bicep creates it")
-    return ok("ledger", f"ledger table {table} exists in account {az.account} (and can be read)")
+    tables = [table, active_table_name(table)]
+    missing = []
+    for name in tables:
+        client = az.table_service.get_table_client(name)
+        try:
+            with map_azure_errors(f"ledger table {name} of account {az.account}"):
+                next(iter(client.list_entities(results_per_page=1)), None)
+        except NotFoundError:
+            missing.append(name)
+    if missing:
+        return warn("ledger", f"ledger table(s) {', '.join(missing)} do not exist yet in "
+                    f"account {az.account}",
+                    "the app creates them on first use; infra/modules/storage.bicep creates them")
+    return ok("ledger", f"ledger tables {', '.join(tables)} exist in account {az.account} "
+              "(and can be read)")
 
 
 # -- roles -----------------------------------------------------------------------------------

@@ -333,6 +333,17 @@ def test_a_missing_ledger_table_is_a_warning(transport: FakeTransport) -> None:
     assert report.passed
 
 
+def test_a_missing_active_table_is_a_warning_naming_it(transport: FakeTransport) -> None:
+    """The ledger table exists but its active table (in-flight index, open claims) does not:
+    a warning that names the active table."""
+    transport.add("GET", TABLE.replace("(?:active)?", "active"),
+                  table_error(404, "table_not_found.json"))
+    row = check(doctor(transport), "ledger")
+    assert row.outcome == Outcome.WARN
+    assert "tunelooprunsactive" in row.what
+    assert "tuneloopruns," not in row.what
+
+
 def test_a_forbidden_table_names_the_table_role(transport: FakeTransport) -> None:
     """403 AuthorizationPermissionMismatch on the table: missing Storage Table Data
     Contributor on the account."""
