@@ -57,7 +57,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +81,7 @@ from shared.platform.port import FinetunePlan, JobInfo  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.storage import BlobRef  # noqa: E402
 from tests.fakes.platform import FakePlatform  # noqa: E402
+from tests.isolation import isolated_settings  # noqa: E402
 
 log = logging.getLogger("bench.burst")
 
@@ -365,18 +365,8 @@ def run_burst(
 ) -> dict[str, Any]:
     """The whole burst on the Azurite at ``connection_string``; ``functions`` replaces
     registered functions by name (the tests break one to see the checks catch it)."""
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        storage_connection_string=connection_string,
-        incoming_container=f"incoming-{tag}",
-        reports_container=f"reports-{tag}",
-        rejected_container=f"rejected-{tag}",
-        prepared_container=f"prepared-{tag}",
-        ledger_table=f"burst{tag}",
-        platform="local",
-        home=home,
-        min_examples=10,
-        promotion="auto",
+    settings = isolated_settings(
+        connection_string, home, table="burst", min_examples=10, promotion="auto"
     )
     counter = RequestCounter(table_endpoint(connection_string))
     platform = BurstPlatform(hold_back=opts.hold_back, seed=opts.seed)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from shared.clients import Clients
 from shared.settings import Settings
+from tests.isolation import isolated_settings
 
 
 @pytest.fixture(scope="session")
@@ -32,18 +32,7 @@ def azurite() -> Iterator[str]:
 @pytest.fixture
 def settings(azurite: str, tmp_path: Path) -> Settings:
     """Settings on the session's Azurite with per-test container and table names."""
-    tag = uuid.uuid4().hex[:8]
-    return Settings(
-        storage_connection_string=azurite,
-        incoming_container=f"incoming-{tag}",
-        reports_container=f"reports-{tag}",
-        rejected_container=f"rejected-{tag}",
-        prepared_container=f"prepared-{tag}",
-        ledger_table=f"runs{tag}",
-        platform="local",
-        home=tmp_path / "home",
-        min_examples=10,
-    )
+    return isolated_settings(azurite, tmp_path / "home", min_examples=10)
 
 
 @pytest.fixture

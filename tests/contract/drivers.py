@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,6 +27,7 @@ from tests.contract.fake_azureml import RG, WS, FakeAzureML
 from tests.fakes.credential import FakeCredential
 from tests.fakes.platform import FakePlatform
 from tests.fixtures.azureml.rest import SUB
+from tests.isolation import isolated_settings
 from tests.polling import wait_until
 
 T = TypeVar("T")
@@ -180,12 +180,8 @@ class LocalDriver(Driver):
     def __init__(self, azurite: str, root: Path) -> None:
         from shared.platform.local import LocalPlatform
 
-        tag = uuid.uuid4().hex[:8]
         self.root = root
-        self.settings = Settings(
-            storage_connection_string=azurite, prepared_container=f"prepared-{tag}",
-            ledger_table=f"runs{tag}", platform="local", home=root / "home",
-        )
+        self.settings = isolated_settings(azurite, root / "home")
         clients = Clients(self.settings)
         clients.storage.ensure_containers(self.settings.prepared_container)
         self.platform = self.local = LocalPlatform.from_settings(

@@ -7,7 +7,6 @@ so no module depends on another, and a module that ends a line (the sweeper) has
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,6 +21,7 @@ from shared.ledger import RunRecord, RunState
 from shared.platform.local import LocalPlatform
 from shared.settings import Settings
 from shared.storage import BlobRef
+from tests.isolation import isolated_settings
 from tests.polling import wait_until
 
 __all__ = ["Loop", "running_loop"]
@@ -74,16 +74,9 @@ class Loop:
 def running_loop(azurite: str, home: Path, line: str) -> Iterator[Loop]:
     """A devhost on fresh containers and ``home``; the demo dataset dropped on ``line`` and
     promoted. On exit the devhost stops and no child process of the home may be left."""
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        storage_connection_string=azurite,
-        incoming_container=f"incoming-{tag}",
-        reports_container=f"reports-{tag}",
-        rejected_container=f"rejected-{tag}",
-        prepared_container=f"prepared-{tag}",
-        ledger_table=f"runs{tag}",
-        platform="local",
-        home=home,
+    settings = isolated_settings(
+        azurite,
+        home,
         # Two epochs keep CI short; the loss still falls well (see test_loop).
         line_overrides={line: {"num_train_epochs": 2}},
         idle_after=timedelta(seconds=3),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -18,8 +17,8 @@ from shared.clients import Clients
 from shared.finetune import Planner
 from shared.platform.local import LocalPlatform
 from shared.platform.port import FinetunePlan, JobInfo
-from shared.settings import Settings
 from shared.storage import BlobRef
+from tests.isolation import isolated_settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,13 +45,9 @@ def _wait_terminal(platform: LocalPlatform, name: str, timeout: float = 600) -> 
 def test_two_first_jobs_on_a_fresh_home_both_complete(azurite: str, tmp_path: Path) -> None:
     """Two jobs submitted at once on a home with no MLflow store yet both complete (the
     tracking store is created once, not by both trainers at the same moment)."""
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        storage_connection_string=azurite,
-        prepared_container=f"prepared-{tag}",
-        ledger_table=f"runs{tag}",
-        platform="local",
-        home=tmp_path / "home",
+    settings = isolated_settings(
+        azurite,
+        tmp_path / "home",
         line_overrides={"a": {"num_train_epochs": 1}, "b": {"num_train_epochs": 1}},
     )
     clients = Clients(settings)

@@ -13,7 +13,6 @@ import random
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -36,6 +35,7 @@ from shared.platform.port import (
 )
 from shared.settings import LOCAL_WORKSPACE_ID, Settings
 from shared.storage import BlobRef
+from tests.isolation import isolated_settings
 from tests.polling import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -108,14 +108,7 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(azurite: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
     """A job planned by the real planner and trained to completion on a generated dataset."""
-    tag = uuid.uuid4().hex[:8]
-    settings = Settings(
-        storage_connection_string=azurite,
-        prepared_container=f"prepared-{tag}",
-        ledger_table=f"runs{tag}",
-        platform="local",
-        home=tmp_path_factory.mktemp("local") / "home",
-    )
+    settings = isolated_settings(azurite, tmp_path_factory.mktemp("local") / "home")
     clients = Clients(settings)
     clients.storage.ensure_containers(settings.prepared_container)
     platform = LocalPlatform.from_settings(settings, storage=clients.storage)
