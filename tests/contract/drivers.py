@@ -96,12 +96,29 @@ class Driver:
             self.platform.delete_endpoint(endpoint.name)
 
 
-class AzureMLDriver(Driver):
+class _InProcessDriver(Driver):
+    """A driver over an in-process fake (workspace or platform) that records what it creates
+    in ``created`` and completes a job when told."""
+
+    fake: FakeAzureML | FakePlatform
+    instance_type = "Standard_NC6s_v3"
+    compute = "gpu-a100"
+
+    def finish(self, job_name: str) -> JobInfo:
+        self.fake.complete(job_name)
+        return self.platform.get_job(job_name)
+
+    def creations(self, what: str, *names: str) -> Any:
+        return self.fake.created.count((what, *names))
+
+    def missing_base_model(self) -> tuple[Platform, str]:
+        return self.platform, "No-Such-Model-In-The-Registry"
+
+
+class AzureMLDriver(_InProcessDriver):
     """``AzureMLPlatform`` through the real SDK and a stateful fake workspace."""
 
     kind = "azureml"
-    instance_type = "Standard_NC6s_v3"
-    compute = "gpu-a100"
     timeout = 15.0
     every = 0.01
 
@@ -118,28 +135,16 @@ class AzureMLDriver(Driver):
         )
         self.plan = Planner(self.settings, self.platform).plan(line=LINE, dataset_sha256=SHA)
 
-    def finish(self, job_name: str) -> JobInfo:
-        self.fake.complete(job_name)
-        return self.platform.get_job(job_name)
-
-    def creations(self, what: str, *names: str) -> Any:
-        return self.fake.created.count((what, *names))
-
-    def missing_base_model(self) -> tuple[Platform, str]:
-        return self.platform, "No-Such-Model-In-The-Registry"
-
     def check_targeted(self, endpoint: str, deployment: str) -> None:
         last = [s for s in self.fake.scores if s.endpoint == endpoint][-1]
         assert last.headers.get("azureml-model-deployment") == deployment
         assert last.deployment == deployment
 
 
-class FakeDriver(Driver):
+class FakeDriver(_InProcessDriver):
     """The tests' ``FakePlatform`` with the bundled Phi-3 model and fine-tune component."""
 
     kind = "fake"
-    instance_type = "Standard_NC6s_v3"
-    compute = "gpu-a100"
     timeout = 5.0
     every = 0.0
 
@@ -152,16 +157,6 @@ class FakeDriver(Driver):
         self.platform = self.fake
         self.settings = Settings(platform="local", compute=self.compute)
         self.plan = Planner(self.settings, self.platform).plan(line=LINE, dataset_sha256=SHA)
-
-    def finish(self, job_name: str) -> JobInfo:
-        self.fake.complete(job_name)
-        return self.platform.get_job(job_name)
-
-    def creations(self, what: str, *names: str) -> Any:
-        return self.fake.created.count((what, *names))
-
-    def missing_base_model(self) -> tuple[Platform, str]:
-        return self.platform, "No-Such-Model-In-The-Registry"
 
     def check_targeted(self, endpoint: str, deployment: str) -> None:
         last = [i for i in self.fake.invocations if i[0] == endpoint][-1]
