@@ -33,7 +33,14 @@ if TYPE_CHECKING:
     from shared.platform import Platform
     from shared.storage import Storage
 
-__all__ = ["CLI_SDK_OPTIONS", "Clients", "utcnow"]
+__all__ = [
+    "CLI_SDK_OPTIONS",
+    "Clients",
+    "blob_service_client",
+    "sdk_kwargs",
+    "table_service_client",
+    "utcnow",
+]
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +67,56 @@ _NO_STORAGE_HINT = (
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def sdk_kwargs(options: Mapping[str, Any], transport: Any) -> dict[str, Any]:
+    """The storage SDK clients' keyword arguments: ``options``, plus ``transport`` if given."""
+    kwargs = dict(options)
+    if transport is not None:
+        kwargs["transport"] = transport
+    return kwargs
+
+
+def blob_service_client(
+    settings: Settings,
+    credential: Callable[[], TokenCredential],
+    kwargs: Mapping[str, Any],
+    *,
+    hint: str = _NO_STORAGE_HINT,
+) -> BlobServiceClient:
+    """The data account's blob service: from the connection string (Azurite, keys) if set,
+    else the account URL with ``credential()`` (called only then); ``ConfigError`` with
+    ``hint`` when neither is set."""
+    from azure.storage.blob import BlobServiceClient
+
+    if settings.storage_connection_string:
+        return BlobServiceClient.from_connection_string(
+            settings.storage_connection_string, **kwargs
+        )
+    if settings.storage_account_url:
+        return BlobServiceClient(settings.storage_account_url, credential(), **kwargs)
+    raise ConfigError("no storage configured", hint=hint)
+
+
+def table_service_client(
+    settings: Settings,
+    credential: Callable[[], TokenCredential],
+    kwargs: Mapping[str, Any],
+    *,
+    hint: str = _NO_STORAGE_HINT,
+) -> TableServiceClient:
+    """The data account's table service, chosen as :func:`blob_service_client` chooses (the
+    account URL's ``.blob.`` read as ``.table.``)."""
+    from azure.data.tables import TableServiceClient
+
+    if settings.storage_connection_string:
+        return TableServiceClient.from_connection_string(
+            settings.storage_connection_string, **kwargs
+        )
+    if settings.storage_account_url:
+        table_url = settings.storage_account_url.replace(".blob.", ".table.")
+        return TableServiceClient(table_url, credential=credential(), **kwargs)
+    raise ConfigError("no storage configured", hint=hint)
 
 
 class Clients:
@@ -100,37 +157,15 @@ class Clients:
         return DefaultAzureCredential()
 
     def _kwargs(self) -> dict[str, Any]:
-        kwargs = dict(self.sdk_options)
-        if self.transport is not None:
-            kwargs["transport"] = self.transport
-        return kwargs
+        return sdk_kwargs(self.sdk_options, self.transport)
 
     @cached_property
     def blob_service(self) -> BlobServiceClient:
-        from azure.storage.blob import BlobServiceClient
-
-        s = self.settings
-        if s.storage_connection_string:
-            return BlobServiceClient.from_connection_string(
-                s.storage_connection_string, **self._kwargs()
-            )
-        if s.storage_account_url:
-            return BlobServiceClient(s.storage_account_url, self.credential, **self._kwargs())
-        raise ConfigError("no storage configured", hint=_NO_STORAGE_HINT)
+        return blob_service_client(self.settings, lambda: self.credential, self._kwargs())
 
     @cached_property
     def table_service(self) -> TableServiceClient:
-        from azure.data.tables import TableServiceClient
-
-        s = self.settings
-        if s.storage_connection_string:
-            return TableServiceClient.from_connection_string(
-                s.storage_connection_string, **self._kwargs()
-            )
-        if s.storage_account_url:
-            table_url = s.storage_account_url.replace(".blob.", ".table.")
-            return TableServiceClient(table_url, credential=self.credential, **self._kwargs())
-        raise ConfigError("no storage configured", hint=_NO_STORAGE_HINT)
+        return table_service_client(self.settings, lambda: self.credential, self._kwargs())
 
     @cached_property
     def ledger_table(self) -> TableClient:

@@ -26,10 +26,16 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from shared.clients import (
+    CLI_SDK_OPTIONS,
+    blob_service_client,
+    sdk_kwargs,
+    table_service_client,
+)
 from shared.doctor.checks import Check, Outcome, Role, attempt, fail, ok, skip, warn
 from shared.doctor.eventgrid import blob_subscription_check, job_subscription_check, reader_role
 from shared.doctor.rest import ARM_SCOPE, RestReader
-from shared.errors import ConfigError, NotFoundError, PlanError, TuneloopError, map_azure_errors
+from shared.errors import NotFoundError, PlanError, TuneloopError, map_azure_errors
 from shared.platform.port import SERVERLESS, BaseModelInfo, ComponentInterface, ComputeInfo
 from shared.settings import Settings
 
@@ -71,6 +77,7 @@ _ENDPOINT_METRIC = ("Microsoft.MachineLearningServices/workspaces/onlineEndpoint
                     "RequestsPerMinute")
 _SIGN_IN = ("sign in: `az login` (or `azd auth login`) on your machine; in Azure give the app "
             "a managed identity and set AZURE_CLIENT_ID to its client id")
+_NO_STORAGE_HINT = "set TUNELOOP_STORAGE_ACCOUNT_URL (https://<account>.blob.core.windows.net)"
 _DOCTOR_LINE = "doctor"  # the plan's line when no line has overrides
 _MLFLOW_PROBE = "tuneloop-doctor"  # an experiment name to look up (its absence is fine)
 _SHA = "0" * 64
@@ -87,12 +94,7 @@ class _Azure:
     now: datetime
 
     def kwargs(self) -> dict[str, Any]:
-        from shared.clients import CLI_SDK_OPTIONS  # a person waits: one retry, 5 s connect
-
-        out: dict[str, Any] = dict(CLI_SDK_OPTIONS)
-        if self.transport is not None:
-            out["transport"] = self.transport
-        return out
+        return sdk_kwargs(CLI_SDK_OPTIONS, self.transport)  # a person waits: short retries
 
     @cached_property
     def platform(self) -> AzureMLPlatform:
@@ -140,30 +142,15 @@ class _Azure:
 
     @cached_property
     def blob_service(self) -> BlobServiceClient:
-        from azure.storage.blob import BlobServiceClient
-
-        s = self.settings
-        if s.storage_connection_string:
-            return BlobServiceClient.from_connection_string(
-                s.storage_connection_string, **self.kwargs()
-            )
-        if s.storage_account_url:
-            return BlobServiceClient(s.storage_account_url, self.credential, **self.kwargs())
-        raise ConfigError("no storage configured",
-                          hint="set TUNELOOP_STORAGE_ACCOUNT_URL (https://<account>.blob.core."
-                          "windows.net)")
+        return blob_service_client(
+            self.settings, lambda: self.credential, self.kwargs(), hint=_NO_STORAGE_HINT
+        )
 
     @cached_property
     def table_service(self) -> TableServiceClient:
-        from azure.data.tables import TableServiceClient
-
-        s = self.settings
-        if s.storage_connection_string:
-            return TableServiceClient.from_connection_string(
-                s.storage_connection_string, **self.kwargs()
-            )
-        url = self.blob_service.url.replace(".blob.", ".table.")
-        return TableServiceClient(url, credential=self.credential, **self.kwargs())
+        return table_service_client(
+            self.settings, lambda: self.credential, self.kwargs(), hint=_NO_STORAGE_HINT
+        )
 
     @cached_property
     def facts(self) -> dict[str, Any]:
