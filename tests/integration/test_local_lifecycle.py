@@ -17,8 +17,8 @@ import pytest
 
 from shared.platform.local import LocalPlatform
 from shared.platform.local.procs import REPO_ROOT, get_json, pid_alive
-from shared.platform.port import BaseModelInfo, FinetunePlan
 from shared.settings import Settings
+from tests.plans import placeholder_plan
 from tests.polling import wait_until
 
 pytestmark = pytest.mark.integration
@@ -101,17 +101,8 @@ def test_untied_children_outlive_their_parent(tmp_path: Path) -> None:
 
 def test_close_fails_the_jobs_it_stops_and_says_so(tmp_path: Path) -> None:
     """A job still training at close() ends Failed with a reason and a Failed event."""
-    from shared.platform.port import BaseModelInfo, FinetunePlan
-
     platform = LocalPlatform.from_settings(Settings(platform="local", home=tmp_path / "home"))
-    plan = FinetunePlan(
-        run_id="tl-chat-000000000000-00000000", line="chat", dataset_sha256="0" * 64,
-        fingerprint="0" * 64, base_model=BaseModelInfo("local://tiny", "tiny", "1"),
-        component_name="chat_completion_pipeline", component_version="0.0.82",
-        parameters={}, data_container="prepared", train_blob="x/train.jsonl",
-        validation_blob="x/validation.jsonl", experiment_name="tuneloop-chat",
-        display_name="chat", tags={"tuneloop_run": "tl-chat-000000000000-00000000"},
-    )
+    plan = placeholder_plan("tl-chat-000000000000-00000000")
     assert platform.submit_finetune(plan).status == "NotStarted"
     platform.close()
     job = platform.get_job(plan.run_id)
@@ -128,7 +119,7 @@ def test_a_job_stopped_with_its_host_is_listed_as_lost_until_settled(tmp_path: P
     the devhost to retry, until settled; a job whose trainer failed by itself is not."""
     home = tmp_path / "home"
     platform = LocalPlatform.from_settings(Settings(platform="local", home=home))
-    plan = _plan("tl-chat-000000000000-00000001")
+    plan = placeholder_plan("tl-chat-000000000000-00000001")
     platform.submit_finetune(plan)
     platform.close()
     again = LocalPlatform.from_settings(Settings(platform="local", home=home))
@@ -143,7 +134,7 @@ def test_a_job_stopped_with_its_host_is_listed_as_lost_until_settled(tmp_path: P
 def test_a_trainer_that_dies_while_its_host_lives_is_failed_not_lost(tmp_path: Path) -> None:
     """A trainer killed under a live host failed by itself: Failed, and not retried."""
     platform = LocalPlatform.from_settings(Settings(platform="local", home=tmp_path / "home"))
-    plan = _plan("tl-chat-000000000000-00000002")
+    plan = placeholder_plan("tl-chat-000000000000-00000002")
     platform.submit_finetune(plan)
     pid = json.loads((platform.paths.job(plan.run_id) / "job.json").read_text())["pid"]
     os.kill(pid, signal.SIGKILL)
@@ -153,13 +144,3 @@ def test_a_trainer_that_dies_while_its_host_lives_is_failed_not_lost(tmp_path: P
     platform.close()
     assert platform.lost_jobs() == []
 
-
-def _plan(run_id: str) -> FinetunePlan:
-    return FinetunePlan(
-        run_id=run_id, line="chat", dataset_sha256="0" * 64,
-        fingerprint="0" * 64, base_model=BaseModelInfo("local://tiny", "tiny", "1"),
-        component_name="chat_completion_pipeline", component_version="0.0.82",
-        parameters={}, data_container="prepared", train_blob="x/train.jsonl",
-        validation_blob="x/validation.jsonl", experiment_name="tuneloop-chat",
-        display_name="chat", tags={"tuneloop_run": run_id},
-    )

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared.finetune import retry_plan
-from shared.platform.port import BaseModelInfo, FinetunePlan
 from shared.recovery import attempt_of
+from tests.plans import placeholder_plan
 
 
 @pytest.mark.parametrize(
@@ -27,13 +27,6 @@ def test_attempt_of_reads_the_suffix_retry_plan_writes(
 
 def test_attempt_of_inverts_retry_plan() -> None:
     """For every attempt, retry_plan's run id reads back as (the first run id, the attempt)."""
-    plan = FinetunePlan(
-        run_id="tl-chat-000000000000-00000003", line="chat", dataset_sha256="0" * 64,
-        fingerprint="0" * 64, base_model=BaseModelInfo("local://tiny", "tiny", "1"),
-        component_name="chat_completion_pipeline", component_version="0.0.82",
-        parameters={}, data_container="prepared", train_blob="x/train.jsonl",
-        validation_blob="x/validation.jsonl", experiment_name="tuneloop-chat",
-        display_name="chat",
-    )
+    plan = placeholder_plan("tl-chat-000000000000-00000003")
     for n in range(1, 6):
         assert attempt_of(retry_plan(plan, n).run_id) == (plan.run_id, n)
