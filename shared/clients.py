@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
@@ -36,9 +37,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CLI_SDK_OPTIONS",
     "Clients",
-    "blob_service_client",
+    "StorageAccess",
     "sdk_kwargs",
-    "table_service_client",
     "utcnow",
 ]
 
@@ -77,46 +77,40 @@ def sdk_kwargs(options: Mapping[str, Any], transport: Any) -> dict[str, Any]:
     return kwargs
 
 
-def blob_service_client(
-    settings: Settings,
-    credential: Callable[[], TokenCredential],
-    kwargs: Mapping[str, Any],
-    *,
-    hint: str = _NO_STORAGE_HINT,
-) -> BlobServiceClient:
-    """The data account's blob service: from the connection string (Azurite, keys) if set,
-    else the account URL with ``credential()`` (called only then); ``ConfigError`` with
-    ``hint`` when neither is set."""
-    from azure.storage.blob import BlobServiceClient
+@dataclass(frozen=True)
+class StorageAccess:
+    """How the storage SDK clients reach the data account: the settings' connection string
+    (Azurite, keys) if set, else the account URL with ``credential()`` (called only then);
+    ``kwargs`` go to every client; ``hint`` ends the ``ConfigError`` when neither is set."""
 
-    if settings.storage_connection_string:
-        return BlobServiceClient.from_connection_string(
-            settings.storage_connection_string, **kwargs
-        )
-    if settings.storage_account_url:
-        return BlobServiceClient(settings.storage_account_url, credential(), **kwargs)
-    raise ConfigError("no storage configured", hint=hint)
+    settings: Settings
+    credential: Callable[[], TokenCredential]
+    kwargs: Mapping[str, Any]
+    hint: str = _NO_STORAGE_HINT
 
+    def _account_url(self, service: str) -> str:
+        """The account URL for ``service`` (its ``.blob.`` read as ``.table.`` for tables)."""
+        url = self.settings.storage_account_url
+        if not url:
+            raise ConfigError("no storage configured", hint=self.hint)
+        return url.replace(".blob.", f".{service}.")
 
-def table_service_client(
-    settings: Settings,
-    credential: Callable[[], TokenCredential],
-    kwargs: Mapping[str, Any],
-    *,
-    hint: str = _NO_STORAGE_HINT,
-) -> TableServiceClient:
-    """The data account's table service, chosen as :func:`blob_service_client` chooses (the
-    account URL's ``.blob.`` read as ``.table.``)."""
-    from azure.data.tables import TableServiceClient
+    def blob_service(self) -> BlobServiceClient:
+        from azure.storage.blob import BlobServiceClient
 
-    if settings.storage_connection_string:
-        return TableServiceClient.from_connection_string(
-            settings.storage_connection_string, **kwargs
-        )
-    if settings.storage_account_url:
-        table_url = settings.storage_account_url.replace(".blob.", ".table.")
-        return TableServiceClient(table_url, credential=credential(), **kwargs)
-    raise ConfigError("no storage configured", hint=hint)
+        conn = self.settings.storage_connection_string
+        if conn:
+            return BlobServiceClient.from_connection_string(conn, **self.kwargs)
+        return BlobServiceClient(self._account_url("blob"), self.credential(), **self.kwargs)
+
+    def table_service(self) -> TableServiceClient:
+        from azure.data.tables import TableServiceClient
+
+        conn = self.settings.storage_connection_string
+        if conn:
+            return TableServiceClient.from_connection_string(conn, **self.kwargs)
+        url = self._account_url("table")
+        return TableServiceClient(url, credential=self.credential(), **self.kwargs)
 
 
 class Clients:
@@ -161,11 +155,11 @@ class Clients:
 
     @cached_property
     def blob_service(self) -> BlobServiceClient:
-        return blob_service_client(self.settings, lambda: self.credential, self._kwargs())
+        return StorageAccess(self.settings, lambda: self.credential, self._kwargs()).blob_service()
 
     @cached_property
     def table_service(self) -> TableServiceClient:
-        return table_service_client(self.settings, lambda: self.credential, self._kwargs())
+        return StorageAccess(self.settings, lambda: self.credential, self._kwargs()).table_service()
 
     @cached_property
     def ledger_table(self) -> TableClient:

@@ -26,12 +26,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from shared.clients import (
-    CLI_SDK_OPTIONS,
-    blob_service_client,
-    sdk_kwargs,
-    table_service_client,
-)
+from shared.clients import CLI_SDK_OPTIONS, StorageAccess, sdk_kwargs
 from shared.doctor.checks import Check, Outcome, Role, attempt, fail, ok, skip, warn
 from shared.doctor.eventgrid import blob_subscription_check, job_subscription_check, reader_role
 from shared.doctor.rest import ARM_SCOPE, RestReader
@@ -141,16 +136,17 @@ class _Azure:
         return None
 
     @cached_property
+    def storage_access(self) -> StorageAccess:
+        return StorageAccess(self.settings, lambda: self.credential, self.kwargs(),
+                             hint=_NO_STORAGE_HINT)
+
+    @cached_property
     def blob_service(self) -> BlobServiceClient:
-        return blob_service_client(
-            self.settings, lambda: self.credential, self.kwargs(), hint=_NO_STORAGE_HINT
-        )
+        return self.storage_access.blob_service()
 
     @cached_property
     def table_service(self) -> TableServiceClient:
-        return table_service_client(
-            self.settings, lambda: self.credential, self.kwargs(), hint=_NO_STORAGE_HINT
-        )
+        return self.storage_access.table_service()
 
     @cached_property
     def facts(self) -> dict[str, Any]:
