@@ -39,7 +39,15 @@ if TYPE_CHECKING:
     from shared.platform.local import LocalPlatform
     from shared.settings import Settings
 
-__all__ = ["DEMO_DATASET", "DemoError", "add_arguments", "demo_settings", "run", "variant"]
+__all__ = [
+    "DEMO_DATASET",
+    "DemoError",
+    "OnDevHost",
+    "add_arguments",
+    "demo_settings",
+    "run",
+    "variant",
+]
 
 # Package data of ``shared`` (shipped in wheels; see pyproject's package-data).
 DEMO_DATASET = Path(shared.__file__).resolve().parent / "data" / "demo" / "support.jsonl"
@@ -89,12 +97,10 @@ class _Follow:
     steps_every: int = 1
 
 
-@dataclass
-class Demo:
+class OnDevHost:
+    """Something that drives a started devhost (``host``): the demo and the e2e tests' loop."""
+
     host: DevHost
-    line: str
-    timeout: float
-    started: float = field(default_factory=time.monotonic)
 
     @property
     def clients(self) -> Clients:
@@ -103,6 +109,14 @@ class Demo:
     @property
     def platform(self) -> LocalPlatform:
         return self.host.local_platform
+
+
+@dataclass
+class Demo(OnDevHost):
+    host: DevHost
+    line: str
+    timeout: float
+    started: float = field(default_factory=time.monotonic)
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.commands.demo import DEMO_DATASET
+from cli.commands.demo import DEMO_DATASET, OnDevHost
 from functions.devhost import DevHost
-from shared.clients import Clients
 from shared.ledger import RunRecord, RunState
-from shared.platform.local import LocalPlatform
 from shared.settings import Settings
 from shared.storage import BlobRef
 from tests.isolation import isolated_settings
@@ -28,20 +26,12 @@ __all__ = ["Loop", "running_loop"]
 
 
 @dataclass
-class Loop:
+class Loop(OnDevHost):
     settings: Settings
     host: DevHost
     line: str
     first: RunRecord | None = None
     runs: dict[str, RunRecord] = field(default_factory=dict)
-
-    @property
-    def clients(self) -> Clients:
-        return self.host.started_clients
-
-    @property
-    def platform(self) -> LocalPlatform:
-        return self.host.local_platform
 
     def drop(self, name: str, data: bytes) -> None:
         ref = BlobRef(self.settings.incoming_container, f"{self.line}/{name}.jsonl")
