@@ -25,27 +25,24 @@ CONN = (
 )
 
 
-class ClosingTransport(FakeTransport):
-    """A fake transport that counts how often something closed it."""
+class CountsClose:
+    """Counts how often something closed it (mixed in before the fake it counts for)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.closed = 0
+    closed = 0
 
     def close(self) -> None:
         self.closed += 1
+
+
+class ClosingTransport(CountsClose, FakeTransport):
+    """A fake transport that counts how often something closed it."""
 
     def __exit__(self, *args: Any) -> None:
         self.close()
 
 
-class ClosingPlatform(FakePlatform):
-    def __init__(self) -> None:
-        super().__init__()
-        self.closed = 0
-
-    def close(self) -> None:
-        self.closed += 1
+class ClosingPlatform(CountsClose, FakePlatform):
+    """The fake platform, counting how often something closed it."""
 
 
 def _settings(tmp_path: Path, **changes: Any) -> Settings:
