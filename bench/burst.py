@@ -71,7 +71,7 @@ sys.path.insert(0, str(ROOT))
 
 from functions.devhost import DevHost, blob_created_event  # noqa: E402
 from shared.clients import Clients  # noqa: E402
-from shared.ledger import RunRecord, RunState  # noqa: E402
+from shared.ledger import RunRecord, RunState, active_table_name  # noqa: E402
 from shared.platform.local.events import (  # noqa: E402
     RUN_COMPLETED,
     RUN_STATUS_CHANGED,
@@ -327,11 +327,15 @@ class Options:
 
 
 def snapshot(observer: Clients) -> dict[str, str | None]:
-    """Every entity of the ledger table (runs, claims, leases, whatever index the ledger
-    keeps) by partition and row key, with its ETag: what any write would change."""
+    """Every entity of the ledger table (runs, claims, leases) and of its active table (the
+    in-flight index, open claims) by table, partition and row key, with its ETag: what any
+    write would change."""
+    ledger = observer.ledger_table
+    tables = (ledger, observer.table_service.get_table_client(active_table_name(ledger.table_name)))
     return {
-        f"{e['PartitionKey']}/{e['RowKey']}": e.metadata.get("etag")
-        for e in observer.ledger_table.list_entities()
+        f"{t.table_name}/{e['PartitionKey']}/{e['RowKey']}": e.metadata.get("etag")
+        for t in tables
+        for e in t.list_entities()
     }
 
 
