@@ -2,7 +2,8 @@
 // subscription-scope ones are in subscription-roles.bicep). docs/roles.md is the same table in
 // words; tests/infra/test_roles.py checks that the two agree.
 // Role definition ids: Azure built-in roles (learn.microsoft.com/azure/role-based-access-control/
-// built-in-roles; the storage ones also in ../shared/reference/azd/.../infra/app/rbac.bicep).
+// built-in-roles; the storage ones as in Azure-Samples/functions-quickstart-python-azd-eventgrid-blob,
+// infra/app/rbac.bicep).
 // API version: Microsoft.Authorization/roleAssignments@2022-04-01.
 // Blob trigger (Event Grid source) with an identity: Storage Blob Data Owner and Storage Queue
 // Data Contributor on the trigger's account ("the blob trigger handles failure across multiple
