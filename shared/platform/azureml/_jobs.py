@@ -23,6 +23,7 @@ from shared.errors import (
     PlatformError,
     TransientError,
     TuneloopError,
+    _service_message,  # the one mapper's reader of the service's words
     map_azure_errors,
 )
 from shared.platform.azureml._base import AzureMLBase
@@ -82,12 +83,6 @@ def map_sdk_errors(what: str) -> Iterator[None]:
             if getattr(exc, "error_type", None) == ValidationErrorType.RESOURCE_NOT_FOUND:
                 raise NotFoundError(f"{what}: not found ({_service_message(exc)})") from exc
             raise PlatformError(f"{what}: {exc}") from exc
-
-
-def _service_message(exc: Any) -> str:
-    error = getattr(exc, "error", None)
-    message = getattr(error, "message", None) or getattr(exc, "message", None) or str(exc)
-    return " ".join(str(message).split())[:500]
 
 
 def datastore_uri(datastore: str, blob: str) -> str:
