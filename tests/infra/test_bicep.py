@@ -129,11 +129,11 @@ def test_the_azd_parameters_file_names_only_parameters_of_main() -> None:
 
 
 def test_the_deployment_package_leaves_out_what_the_host_does_not_need() -> None:
-    """.funcignore keeps venvs, node_modules and tests out of the package, and the app in."""
+    """.funcignore keeps venvs, node_modules, tests and cli/ out of the package, the app in."""
     ignored = {
         line.strip() for line in (ROOT / ".funcignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    assert {".venv/", ".venv-iac/", "node_modules/", "tests/", "infra/"} <= ignored
+    assert {".venv/", ".venv-iac/", "node_modules/", "tests/", "infra/", "cli/"} <= ignored
     kept = {"function_app.py", "host.json", "requirements.txt", "functions/", "shared/"}
     assert not kept & ignored
