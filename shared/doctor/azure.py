@@ -155,7 +155,7 @@ class _Azure:
 
     def close(self) -> None:
         """Close the SDK clients the checks built (the credential is the caller's)."""
-        for name in ("blob_service", "table_service", "platform"):
+        for name in ("blob_service", "table_service", "platform", "arm", "storage_rest"):
             client = self.__dict__.pop(name, None)
             close = getattr(client, "close", None)
             if callable(close):

@@ -10,6 +10,7 @@ No heavy management SDK is added for three GETs.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -25,13 +26,18 @@ _MAX_PAGES = 20  # a list longer than this is not what we look for
 
 
 class RestReader:
-    """GETs (and tiny POSTs) with a token for ``scope``; ``transport`` for tests."""
+    """GETs (and tiny POSTs) with a token for ``scope``; ``transport`` for tests.
+
+    One pipeline serves every request (its bearer policy keeps the token until it nears
+    expiry, its transport the connection); ``close()`` ends it.
+    """
 
     def __init__(self, credential: TokenCredential, scope: str, *, transport: Any = None) -> None:
         self.credential = credential
         self.scope = scope
         self.transport = transport
 
+    @cached_property
     def _client(self) -> PipelineClient[Any, Any]:
         from azure.core import PipelineClient
         from azure.core.pipeline.policies import (
@@ -64,14 +70,19 @@ class RestReader:
         from azure.core.rest import HttpRequest
 
         request = HttpRequest(method, url, headers=headers, json=json)
-        with self._client() as client:
-            response: HttpResponse = client.send_request(request)
-            response.read()
+        response: HttpResponse = self._client.send_request(request)
+        response.read()
         if not 200 <= response.status_code < 300:
             error_map = {404: ResourceNotFoundError, 401: ClientAuthenticationError}
             map_error(response.status_code, response, error_map)
             raise HttpResponseError(response=response)
         return response
+
+    def close(self) -> None:
+        """Close the pipeline (and its transport) if one was built; idempotent."""
+        client = self.__dict__.pop("_client", None)
+        if client is not None:
+            client.close()
 
     def get_json(self, url: str) -> Any:
         return self.send("GET", url).json()

@@ -627,3 +627,19 @@ def test_the_command_prints_json(
     ledger = next(c for c in data["checks"] if c["check"] == "ledger")
     assert ledger["outcome"] == "warn"
     assert ledger["fix"]
+
+
+def test_a_rest_reader_asks_for_its_token_once_for_many_reads(transport: FakeTransport) -> None:
+    """The REST reader keeps one pipeline: one ARM token serves every read, not one per GET."""
+    from shared.doctor.rest import ARM, ARM_SCOPE, RestReader
+
+    credential = FakeCredential()
+    reader = RestReader(credential, ARM_SCOPE, transport=transport)
+    url = (f"{ARM}/subscriptions/{doctor_settings().subscription_id}/resourceGroups/rg-tuneloop"
+           "/providers/Microsoft.EventGrid/systemTopics?api-version=2022-06-15")
+    first, second = list(reader.list_values(url)), list(reader.list_values(url))
+    reader.close()
+    assert first
+    assert first == second
+    assert len(transport.calls("GET", RG_TOPICS)) == 2
+    assert credential.scopes.count(ARM_SCOPE) == 1
