@@ -14,7 +14,6 @@ One release at a time per line: the line lease and the version counter live in
 :mod:`shared.leases`.
 """
 
-from shared.leases import LINE_LEASE_TTL as LEASE_TTL
 from shared.release.context import ReleaseContext, write_run_report
 from shared.release.gate import GateDecision, decide_promotion
 from shared.release.jobs import ReconcileSummary, handle_delivery, handle_job_event, reconcile
@@ -23,7 +22,6 @@ from shared.release.smoke import answer_text
 from shared.release.steps import advance_release, inference_allow_list
 
 __all__ = [
-    "LEASE_TTL",
     "GateDecision",
     "ReconcileSummary",
     "ReleaseContext",
