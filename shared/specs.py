@@ -20,8 +20,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from shared.errors import PlanError
 from shared.platform.port import BaseModelInfo, ComponentInput, ComponentInterface
 
@@ -57,6 +55,10 @@ _SPEC_HINT = (
 
 
 def _read_yaml(path: str | Path, what: str) -> dict[str, Any]:
+    # Lazy: shared.finetune imports this module and the ingest trigger imports shared.finetune,
+    # so a top-level import would load PyYAML at every cold start of the Functions app.
+    import yaml
+
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -501,3 +503,14 @@ def test_max_seq_length_within_the_models_context_window(plain_settings: Setting
     ] == 16384
     with pytest.raises(PlanError, match="context window of 16384 tokens"):
         make_plan(plain_settings, cli={"max_seq_length": 16385})
+
+
+def test_importing_the_planner_does_not_load_yaml() -> None:
+    """Importing shared.finetune (reached from the Functions triggers) leaves PyYAML unloaded
+    until a spec is read."""
+    code = "import sys, shared.finetune; print('yaml' in sys.modules)"
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False"
