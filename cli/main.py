@@ -160,21 +160,12 @@ def _drop_stdout() -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-    from pydantic_settings import SettingsError
+    from shared.settings import load_settings
 
-    from shared.settings import Settings, load_settings, settings_error
-
-    try:
-        # Read once, before any command: an invalid TUNELOOP_* stops every command alike.
-        load_settings()
-        code: int = args._module.run(args)
-    except SettingsError as exc:
-        raise settings_error(exc) from exc
-    except ValidationError as exc:
-        if exc.title != Settings.__name__:
-            raise
-        raise settings_error(exc) from exc
+    # Read once, before any command: an invalid TUNELOOP_* stops every command alike
+    # (load_settings raises it as one ConfigError; the commands reuse the cached settings).
+    load_settings()
+    code: int = args._module.run(args)
     return code
 
 
