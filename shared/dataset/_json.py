@@ -169,17 +169,20 @@ _KEY_COLONS = re.compile(rb":(?:(?<=[0-9A-Za-z]\":)|(?<=[ \t\r\n]:))")
 KEY_COLONS_FINDALL = _KEY_COLONS.findall
 
 
-def keys_unique(line: bytes, messages: Sequence[Any], others: int | None = None) -> bool:
+def keys_unique(
+    line: bytes, messages: Sequence[Any], others: int | None = None, colons: int | None = None
+) -> bool:
     """Whether no key that matters is repeated on a fast-decoded line (False: not sure).
 
     ``others``: how many other top-level keys the line has, when the decoder saw them all
     (``decode_whole``); then every key is counted by its colon (:data:`_KEY_COLONS`, about
     half the cost of the search for the keys that matter, which decides the other lines).
+    ``colons``: that count, when the caller already made it (the line is not scanned again).
     """
     expected = 1 + 2 * len(messages)
     extra: int | None = None
     if others is not None:
-        found = len(KEY_COLONS_FINDALL(line))
+        found = len(KEY_COLONS_FINDALL(line)) if colons is None else colons
         if found == expected + others:
             return True
         extra = 0

@@ -223,14 +223,17 @@ class _Run:
                             size += n
                             previous = role
                         else:
-                            # and no key that matters repeated (the common case inlined)
-                            clean = previous == "assistant" and (
-                                (
-                                    others is not None
-                                    and len(key_colons(line)) == 1 + 2 * len(messages) + others
+                            # and no key that matters repeated (the common case inlined;
+                            # the colon count is handed on, not made twice)
+                            if previous != "assistant":
+                                clean = False
+                            elif others is None:
+                                clean = keys_unique(line, messages)
+                            else:
+                                colons = len(key_colons(line))
+                                clean = colons == 1 + 2 * len(messages) + others or keys_unique(
+                                    line, messages, others, colons
                                 )
-                                or keys_unique(line, messages, others)
-                            )
                 if clean:
                     identity = hash(messages)  # a tuple of frozen structs
                     n_messages = len(messages)

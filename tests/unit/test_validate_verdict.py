@@ -127,6 +127,27 @@ def test_repeated_keys_that_do_not_matter_are_allowed() -> None:
         assert fast_example(line_of([USER, ASSISTANT], '"id": 1', '"id": 2').encode())
 
 
+
+def test_the_key_count_scans_a_named_line_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A clean line with a name and a prompt_id has its key colons counted once, not twice."""
+    if _json.decode_whole is None:
+        pytest.skip("the key count belongs to the msgspec fast path")
+    scans: list[bytes] = []
+    count_colons = _json.KEY_COLONS_FINDALL
+
+    def counting(line: bytes) -> list[bytes]:
+        scans.append(line)
+        return count_colons(line)
+
+    monkeypatch.setattr(_json, "KEY_COLONS_FINDALL", counting)
+    named = '{"role": "user", "content": "q%d", "name": "bob"}'
+    lines = [line_of([named % i, ASSISTANT], f'"prompt_id": {i}') for i in range(10)]
+    result = validate_stream([("\n".join(lines) + "\n").encode()], name="d.jsonl",
+                             config=ValidationConfig())
+    assert result.valid
+    assert result.error_total == 0
+    assert len(scans) == len(lines)
+
 # --- the property: a verdict never depends on an added warning --------------------------
 
 _hostile = st.sampled_from([
