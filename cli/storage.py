@@ -14,7 +14,7 @@ and 1 when the operation itself failed.
 
 from __future__ import annotations
 
-import sys
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -24,10 +24,7 @@ if TYPE_CHECKING:
     from shared.clients import Clients
     from shared.settings import Settings
 
-__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "cli_clients", "exit_code", "fail", "storage_settings"]
-
-EXIT_FAILED = 1
-EXIT_CONFIG = 2
+__all__ = ["cli_clients", "fail", "storage_settings"]
 
 _START = "start `tuneloop up` for this TUNELOOP_HOME in another shell, or set " \
     "TUNELOOP_STORAGE_CONNECTION_STRING"
@@ -61,19 +58,13 @@ def cli_clients(settings: Settings | None = None, *, transport: Any = None) -> C
     return Clients(found, sdk_options=CLI_SDK_OPTIONS, transport=transport)
 
 
-def exit_code(exc: TuneloopError) -> int:
-    """2 for what the user configures or gives (settings, storage, permissions, paths,
-    plans), else 1: ``cli.main``'s table (one table for every command)."""
-    from cli.main import exit_code as table_code
-
-    return table_code(exc)
-
-
 def fail(command: str, exc: TuneloopError, *, stream: TextIO | None = None) -> int:
-    """Print ``exc`` as one line for ``tuneloop <command>``; return its exit code."""
-    hint = exc.hint
+    """Report ``exc`` for ``tuneloop <command>`` as every command does
+    (:func:`cli.main.report_error`: one line, exit code by type), a storage or ledger that
+    does not answer with what to start or set; returns the exit code."""
+    from cli.main import report_error
+
     if isinstance(exc, UnreachableError) and exc.message.startswith(("storage:", "ledger:")):
-        hint = f"is the storage running? {_START}"
-    text = " ".join(f"{exc.message} ({hint})".split()) if hint else " ".join(exc.message.split())
-    print(f"tuneloop {command}: {exc.code}: {text}", file=stream or sys.stderr)
-    return exit_code(exc)
+        exc = copy.copy(exc)  # same type and code, the hint says what to start
+        exc.hint = f"is the storage running? {_START}"
+    return report_error(exc, command, stream=stream)
