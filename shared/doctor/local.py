@@ -103,24 +103,18 @@ def mlflow_check(home: Path) -> Check:
     return ok("mlflow", f"MLflow store {db} does not exist yet; the first job creates it")
 
 
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 def ports_check(home: Path) -> Iterator[Check]:
     """Azurite's ports (recorded, else 10000-10002) are free or the home's own Azurite."""
+    # The local platform's own probe (the one `tuneloop up` uses to pick its ports).
     from shared.platform.local.azurite import AZURITE_PORTS, read_host_state
+    from shared.platform.local.azurite import _port_open as port_open
 
     state = read_host_state(home)
     ports = state.azurite_ports if state and state.azurite_ports else AZURITE_PORTS
     ours = bool(state and state.azurite_ports and state.azurite_running(home))
     for service, port in zip(("blob", "queue", "table"), ports, strict=True):
         name = f"port.{service}"
-        if not _port_open(port):
+        if not port_open(port):
             yield ok(name, f"{service} port {port} is free for the home's Azurite")
         elif ours:
             yield ok(name, f"{service} port {port} is the home's Azurite")
