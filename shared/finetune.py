@@ -42,6 +42,7 @@ from shared.platform.port import (
     ComponentInterface,
     ComputeInfo,
     FinetunePlan,
+    ModelVersionInfo,
     Platform,
 )
 from shared.settings import Settings
@@ -517,13 +518,18 @@ def _fingerprint(
     component: ComponentInterface,
     base_model: BaseModelInfo,
     parameters: Mapping[str, Any],
+    start_model: ModelVersionInfo | None = None,
 ) -> str:
-    """What makes two plans the same job: component, base model and every parameter."""
-    doc = {
+    """What makes two plans the same job: component, base model, every parameter and the
+    start model (absent when training starts from the base model, so such plans keep the
+    fingerprint, and the run id, they had before start models existed)."""
+    doc: dict[str, Any] = {
         "component": [component.name, component.version],
         "base_model": base_model.id,
         "parameters": dict(sorted(parameters.items())),
     }
+    if start_model is not None:
+        doc["start_model"] = start_model.id
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -562,6 +568,7 @@ def plan_finetune(
     cli_overrides: Mapping[str, Any] | None = None,
     gpus_per_node: int | None = None,
     today: date | None = None,
+    start_model: ModelVersionInfo | None = None,
 ) -> FinetunePlan:
     """The plan for fine-tuning ``base_model`` on one prepared dataset of ``line``.
 
@@ -569,7 +576,9 @@ def plan_finetune(
     model, unknown or owned input, value outside an enum or of the wrong type, compute not
     allowed, retired or not usable). ``today`` is the clock (default: :func:`utc_today`);
     ``gpus_per_node`` (``--gpus-per-node``, else ``TUNELOOP_GPUS_PER_NODE``) stands in when the
-    compute's GPU count is unknown (the VM size list was not readable).
+    compute's GPU count is unknown (the VM size list was not readable). ``start_model`` (a
+    registered version of the line, e.g. the live one) is where training starts instead of
+    ``base_model``; the fingerprint covers it.
     """
     today = today if today is not None else utc_today()
     problems: list[str] = []
@@ -615,7 +624,7 @@ def plan_finetune(
     if problems:
         raise PlanError(problems, hint="fix the overrides, the compute or the specs and plan again")
     warnings += _deprecation_warnings(base_model)
-    fingerprint = _fingerprint(component, base_model, parameters)
+    fingerprint = _fingerprint(component, base_model, parameters, start_model)
     rid = make_run_id(line, dataset_sha256, fingerprint)
     plan = FinetunePlan(
         run_id=rid,
@@ -643,6 +652,7 @@ def plan_finetune(
             }
         ),
         warnings=tuple(warnings),
+        start_model=start_model,
     )
     log.info(
         "planned run=%s line=%s model=%s compute=%s",
@@ -724,8 +734,10 @@ class Planner:
         component: ComponentInterface | None = None,
         compute: ComputeInfo | None = None,
         gpus_per_node: int | None = None,
+        start_model: ModelVersionInfo | None = None,
     ) -> FinetunePlan:
-        """Look up the facts not given (a missing compute becomes PlanError) and plan."""
+        """Look up the facts not given (a missing compute becomes PlanError) and plan;
+        ``start_model`` (None = the base model) is where training starts."""
         s = self.settings
         if base_model is None:
             base_model = self.platform.get_base_model(
@@ -748,6 +760,7 @@ class Planner:
             cli_overrides=cli_overrides,
             gpus_per_node=gpus_per_node,
             today=self.today(),
+            start_model=start_model,
         )
 
     def _compute(self) -> ComputeInfo:

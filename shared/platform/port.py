@@ -211,6 +211,9 @@ class FinetunePlan:
     instance_type: str | None = None  # serverless instance type or the cluster's size
     tags: Mapping[str, str] = field(default_factory=dict)
     warnings: Sequence[str] = ()
+    # The model training starts from: None = ``base_model``; else a registered version of the
+    # line (``TUNELOOP_LINE_START=live``: the live version), trained on further (issue 11).
+    start_model: ModelVersionInfo | None = None
 
 
 @dataclass(frozen=True)

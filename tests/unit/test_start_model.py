@@ -1,0 +1,63 @@
+"""Start from live (issue 11 §2): the plan names the model training starts from, and the
+fingerprint (so the run id) covers it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.finetune import Planner, bundled_base_model, bundled_component, plan_finetune
+from shared.platform.port import ComputeInfo, FinetunePlan, ModelVersionInfo
+from shared.settings import Settings
+from tests.fakes.platform import FakePlatform
+
+SHA = "0123456789abcdef" * 4
+A100 = ComputeInfo("gpu-a100", "Standard_NC24ads_A100_v4", "Succeeded", gpus_per_node=1)
+LIVE = ModelVersionInfo("tl-support", "3", "azureml:tl-support:3")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(platform="local", home=tmp_path)
+
+
+def _plan(settings: Settings, start: ModelVersionInfo | None) -> FinetunePlan:
+    return plan_finetune(
+        settings,
+        line="support",
+        dataset_sha256=SHA,
+        base_model=bundled_base_model(),
+        component=bundled_component(),
+        data_container="prepared",
+        compute=A100,
+        start_model=start,
+    )
+
+
+def test_a_plan_from_the_base_model_has_no_start_model(settings: Settings) -> None:
+    """Without a start model the plan starts from the base model (start_model None)."""
+    assert _plan(settings, None).start_model is None
+
+
+def test_the_plan_carries_its_start_model(settings: Settings) -> None:
+    """A start model given to the planner is the plan's start_model."""
+    assert _plan(settings, LIVE).start_model == LIVE
+
+
+def test_the_fingerprint_and_run_id_cover_the_start_model(settings: Settings) -> None:
+    """The same data and parameters from another start model is another job."""
+    base, live = _plan(settings, None), _plan(settings, LIVE)
+    other = _plan(settings, ModelVersionInfo("tl-support", "4", "azureml:tl-support:4"))
+    assert len({base.fingerprint, live.fingerprint, other.fingerprint}) == 3
+    assert len({base.run_id, live.run_id, other.run_id}) == 3
+    assert _plan(settings, LIVE).run_id == live.run_id  # still deterministic
+
+
+def test_the_planner_passes_the_start_model_through(settings: Settings) -> None:
+    """Planner.plan(start_model=...) plans from it."""
+    platform = FakePlatform()
+    plan = Planner(settings, platform).plan(
+        line="support", dataset_sha256=SHA, compute=A100, start_model=LIVE
+    )
+    assert plan.start_model == LIVE
