@@ -621,6 +621,12 @@ def plan_finetune(
         missing = spec.name not in parameters and spec.name not in OWNED_INPUTS
         if missing and not spec.optional and spec.default is None:
             problems.append(f"input {spec.name} is required by {component.name} and has no value")
+    if start_model is not None and parameters.get("merge_lora_weights") == "false":
+        problems.append(
+            f"input merge_lora_weights = 'false' ({sources.get('merge_lora_weights')}) cannot "
+            f"be used when training starts from {start_model.name}:{start_model.version}: each "
+            "version must be saved as a whole model for the next one to start from"
+        )
     if problems:
         raise PlanError(problems, hint="fix the overrides, the compute or the specs and plan again")
     warnings += _deprecation_warnings(base_model)

@@ -116,6 +116,8 @@ def plan_document(plan: Any, job: Mapping[str, Any] | None) -> dict[str, Any]:
         "dataset_sha256": plan.dataset_sha256,
         "fingerprint": plan.fingerprint,
         "base_model": plan.base_model.id,
+        # where training starts: the base model, or the line's version it continues from
+        "start_model": plan.start_model.id if plan.start_model else plan.base_model.id,
         "component": f"{plan.component_name}:{plan.component_version}",
         "compute": plan.compute,
         "instance_type": plan.instance_type,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from shared.errors import PlanError
 from shared.finetune import Planner, bundled_base_model, bundled_component, plan_finetune
 from shared.platform.port import ComputeInfo, FinetunePlan, ModelVersionInfo
 from shared.settings import Settings
@@ -61,3 +62,58 @@ def test_the_planner_passes_the_start_model_through(settings: Settings) -> None:
         line="support", dataset_sha256=SHA, compute=A100, start_model=LIVE
     )
     assert plan.start_model == LIVE
+
+
+def test_unmerged_lora_is_refused_with_a_start_model(settings: Settings) -> None:
+    """merge_lora_weights=false with a start model is a PlanError: the output would be an
+    adapter, not a model the next version can start from."""
+    with pytest.raises(PlanError, match="merge_lora_weights"):
+        plan_finetune(
+            settings,
+            line="support",
+            dataset_sha256=SHA,
+            base_model=bundled_base_model(),
+            component=bundled_component(),
+            data_container="prepared",
+            compute=A100,
+            cli_overrides={"merge_lora_weights": "false"},
+            start_model=LIVE,
+        )
+
+
+def test_the_plan_document_names_the_start_model(settings: Settings) -> None:
+    """`tuneloop plan` names where training starts: the base model's id, or the version's."""
+    from cli.commands.plan import plan_document
+
+    assert plan_document(_plan(settings, None), None)["start_model"] == (
+        bundled_base_model().id
+    )
+    assert plan_document(_plan(settings, LIVE), None)["start_model"] == LIVE.id
+
+
+def test_the_offline_job_continues_from_the_start_model(settings: Settings) -> None:
+    """The job `tuneloop plan` prints takes the start model as mlflow_model_path (the SDK's
+    azureml:<name>:<version> form) with merge_lora_weights "true"."""
+    from shared.finetune import BUNDLED_COMPONENT_SPEC
+    from shared.platform.azureml._jobs import job_to_dict
+
+    job = job_to_dict(_plan(settings, LIVE), BUNDLED_COMPONENT_SPEC, datastore="ds")
+    inputs = job["jobs"]["chat_completion_pipeline"]["inputs"]
+    assert inputs["mlflow_model_path"]["path"] == "azureml:tl-support:3"
+    assert inputs["merge_lora_weights"] == "true"
+
+
+def test_the_text_plan_has_a_start_model_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The text plan prints a start_model line (the base model when starting from it)."""
+    from cli.main import main
+    from tests.fixtures.chats import write_chats
+
+    monkeypatch.setenv("TUNELOOP_HOME", str(tmp_path))
+    data = write_chats(tmp_path / "d.jsonl", 40)
+    argv = ["plan", str(data), "--line", "support", "--compute-size",
+            "Standard_NC24ads_A100_v4", "--gpus-per-node", "1"]  # fmt: skip
+    assert main(argv) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("start_model "))
+    assert line.split(None, 1)[1] == bundled_base_model().id

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from shared.platform.azureml._metrics import MlflowRuns
 
 __all__ = [
+    "MERGE_LORA_INPUT",
     "PIPELINE_OUTPUT",
     "JobsMixin",
     "build_pipeline_job",
@@ -52,12 +53,15 @@ __all__ = [
     "datastore_uri",
     "job_to_dict",
     "map_sdk_errors",
+    "start_model_path",
 ]
 
 log = logging.getLogger(__name__)
 
 # The pipeline job's output holding the fine-tuned MLflow model (the notebook's name).
 PIPELINE_OUTPUT = "trained_model"
+# The component input that merges LoRA weights into the saved model (chat_completion_pipeline).
+MERGE_LORA_INPUT = "merge_lora_weights"
 
 
 # The roles the app's identity needs: AzureML Data Scientist on the workspace (jobs, models,
@@ -123,6 +127,22 @@ def _float_or_none(value: Any) -> float | None:
         return None
 
 
+def start_model_path(plan: FinetunePlan) -> str:
+    """What the job's ``mlflow_model_path`` input names: the base model's registry id, or,
+    with a start model, the workspace model version as ``azureml:<name>:<version>``.
+
+    ``azureml:<name>:<version>`` is the SDK's short form of a workspace asset (azure-ai-ml
+    ``Input(type="mlflow_model", path="azureml:<name>:<version>")``, resolved to the asset's
+    ARM id when the job is created); the model import step takes any ``mlflow_model`` there
+    ("The pytorch_model_path or mlflow_model_path takes precedence over huggingface_id",
+    chat_completion_model_import spec.yaml), so training continues from that version.
+    """
+    start = plan.start_model
+    if start is None:
+        return plan.base_model.id
+    return f"azureml:{start.name}:{start.version}"
+
+
 def build_pipeline_job(plan: FinetunePlan, component: Any, *, datastore: str) -> PipelineJob:
     """The pipeline job for ``plan`` from the SDK component, built with the ``@pipeline`` DSL."""
     from azure.ai.ml import Input
@@ -136,10 +156,21 @@ def build_pipeline_job(plan: FinetunePlan, component: Any, *, datastore: str) ->
     inputs["train_file_path"] = Input(
         type="uri_file", path=datastore_uri(datastore, plan.train_blob)
     )
-    inputs["validation_file_path"] = Input(
-        type="uri_file", path=datastore_uri(datastore, plan.validation_blob)
-    )
-    inputs["mlflow_model_path"] = Input(type="mlflow_model", path=plan.base_model.id)
+    if plan.validation_blob:
+        inputs["validation_file_path"] = Input(
+            type="uri_file", path=datastore_uri(datastore, plan.validation_blob)
+        )
+    # else: the run has no evaluation side (issue 11, "empty validation"); the input is left
+    # out: chat_completion_pipeline 0.0.82 declares validation_file_path ``optional: true``
+    # (azureml-assets training/finetune_acft_hf_nlp/components/pipeline_components/
+    # chat_completion/spec.yaml), and its preprocess step then has no validation split.
+    inputs["mlflow_model_path"] = Input(type="mlflow_model", path=start_model_path(plan))
+    if plan.start_model is not None and MERGE_LORA_INPUT in declared:
+        # Continuing from a version of the line: the same spec's ``merge_lora_weights`` ("If
+        # 'true', the lora weights are merged with the base Hugging Face model weights before
+        # saving"; default "true") is set explicitly, so each output is a whole MLflow model
+        # the next version can start from, never an adapter over a model the job did not save.
+        inputs[MERGE_LORA_INPUT] = "true"
 
     def tuneloop_finetune() -> dict[str, Any]:
         chat_completion_pipeline = component(**inputs)
