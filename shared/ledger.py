@@ -222,6 +222,10 @@ class ReleaseRecord:
     previous_deployment: str | None = None
     promoted_at: datetime | None = None
     held_reason: str | None = None
+    # the exam (DEPLOYED, promotion=exam): its outcome as shared.release.exam records it
+    # (metric, both scores, decision, digest, calls, report; JSON), and its transient tries
+    exam: dict[str, Any] | None = None
+    exam_attempts: int = 0
 
     def to_columns(self) -> dict[str, Any]:
         """The entity columns of the set values (``promoted_at`` as ISO 8601 text)."""
@@ -279,6 +283,15 @@ def _numbers(value: Any) -> dict[str, float] | None:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _document(value: Any) -> dict[str, Any] | None:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return dict(value) if isinstance(value, Mapping) and value else None
+
+
 def _time(value: Any) -> datetime | None:
     when: datetime | None = value if isinstance(value, datetime) else None
     if when is None and value:
@@ -291,7 +304,7 @@ def _time(value: Any) -> datetime | None:
     return when
 
 
-_COUNTS = frozenset({"failures", "smoke_attempts"})
+_COUNTS = frozenset({"failures", "smoke_attempts", "exam_attempts"})
 _READ_COLUMN: dict[str, Callable[[Any], Any]] = {
     **{f.name: _text for f in dataclass_fields(ReleaseRecord)},
     "metrics": _numbers,
@@ -301,6 +314,8 @@ _READ_COLUMN: dict[str, Callable[[Any], Any]] = {
     "smoke_attempts": _count,
     "promoting": _flag,
     "promoted_at": _time,
+    "exam": _document,
+    "exam_attempts": _count,
 }
 RELEASE_COLUMNS = frozenset(_READ_COLUMN)
 
