@@ -17,8 +17,10 @@ Public API:
 * ``split_stream(chunks, *, validation_fraction, max_line_bytes)`` yields
   ``(side, b'{"messages":[...]}\\n')`` once per distinct example; ``split_to(chunks,
   write_train, write_validation, ...) -> SplitCounts`` (train, validation, duplicates,
-  blank_lines, bytes, sha256) drives two writers; ``bucket_of``/``example_digest`` expose the
-  rule. Both raise ``SplitInputError`` on a line the validator rejects.
+  blank_lines, bytes, sha256) drives two writers; ``bucket_of``/``prompt_digest``/``prompt_of``
+  expose the rule (the side follows the prompt: the messages before the final assistant turn)
+  and ``example_digest`` the duplicate identity. Both raise ``SplitInputError`` on a line
+  the validator rejects.
 
 A file in a common wrong format (UTF-16/32, compressed, binary, one JSON array or
 pretty-printed JSON, CR-only line endings) is one dataset-level error naming the fix
@@ -37,6 +39,8 @@ from shared.dataset.split import (
     SplitInputError,
     bucket_of,
     example_digest,
+    prompt_digest,
+    prompt_of,
     split_stream,
     split_to,
 )
@@ -55,6 +59,8 @@ __all__ = [
     "ValidationReport",
     "bucket_of",
     "example_digest",
+    "prompt_digest",
+    "prompt_of",
     "split_stream",
     "split_to",
     "validate_path",

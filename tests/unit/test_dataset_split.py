@@ -1,5 +1,5 @@
-"""The deterministic train/validation split: stable buckets, duplicates dropped, both sides
-filled."""
+"""The deterministic train/validation split: the side is a function of the prompt (messages
+before the final assistant turn), duplicates (whole examples) dropped."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from shared.dataset import (
     SplitInputError,
     ValidationConfig,
     bucket_of,
-    example_digest,
+    prompt_digest,
+    prompt_of,
     split_stream,
     split_to,
     validate_stream,
@@ -72,12 +73,48 @@ def test_same_example_same_side_whatever_the_order_or_file() -> None:
     assert 20 <= len(first["validation"]) <= 60  # about 20 % of 200
 
 
-def test_bucket_follows_the_digest_of_the_canonical_messages() -> None:
-    """Every example but the one held back lands where bucket_of(example_digest(...)) says."""
+def test_bucket_follows_the_digest_of_the_prompt() -> None:
+    """Every example lands where bucket_of(prompt_digest(prompt)) says (no exception)."""
     out = split(jsonl([example(i) for i in range(100)]), fraction=0.3)
-    for side, line in out[:-1]:
-        canonical = line[len(b'{"messages":') : -len(b"}\n")]
-        assert side == bucket_of(example_digest(canonical), 0.3)
+    assert len(out) == 100
+    for side, line in out:
+        prompt, _ = prompt_of(json.loads(line)["messages"])
+        assert side == bucket_of(prompt_digest(prompt), 0.3)
+
+
+def test_the_same_prompt_answered_differently_stays_on_its_side() -> None:
+    """Two answers to one question are two examples (dedup is by the whole example), both on
+    the side of the question."""
+    rows = []
+    for i in range(60):
+        for answer in ("first answer", "second answer"):
+            rows.append({"messages": [{"role": "user", "content": f"question {i}"},
+                                      {"role": "assistant", "content": f"{answer} {i}"}]})
+    out = split(jsonl(rows), fraction=0.4)
+    assert len(out) == 120
+    by_prompt: dict[str, set[str]] = {}
+    for side, line in out:
+        by_prompt.setdefault(json.loads(line)["messages"][0]["content"], set()).add(side)
+    assert all(len(found) == 1 for found in by_prompt.values())
+    assert {side for found in by_prompt.values() for side in found} == {"train", "validation"}
+
+
+def test_the_prompt_is_everything_before_the_last_assistant_turn() -> None:
+    """A trailing user message and earlier turns: the prompt ends before the last assistant
+    message; the reference is that message's content; key order does not change the digest."""
+    messages: list[dict[str, Any]] = [
+                {"content": "be brief", "role": "system"}, {"role": "user", "content": "q1"},
+                {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"},
+                {"role": "assistant", "content": "a2", "weight": 1},
+                {"role": "user", "content": "thanks"}]
+    prompt, reference = prompt_of(messages)
+    assert reference == "a2"
+    assert [m["content"] for m in prompt] == ["be brief", "q1", "a1", "q2"]
+    assert list(prompt[0]) == ["role", "content"]
+    assert prompt_digest(prompt) == prompt_digest(messages[:4])
+    assert prompt_digest(prompt) != prompt_digest(messages[:2])
+    with pytest.raises(ValueError, match="assistant"):
+        prompt_of([{"role": "user", "content": "q"}])
 
 
 def test_duplicates_blank_lines_bom_and_crlf() -> None:
@@ -91,7 +128,7 @@ def test_duplicates_blank_lines_bom_and_crlf() -> None:
     train, validation = io.BytesIO(), io.BytesIO()
     counts = split_to([data], train.write, validation.write, validation_fraction=0.5,
                       max_line_bytes=1 << 20)
-    assert (counts.train, counts.validation) == (1, 1)
+    assert counts.train + counts.validation == 2
     assert counts.duplicates == 2
     assert counts.blank_lines == 1
     assert counts.bytes == len(data)
@@ -122,18 +159,19 @@ def test_split_output_validates_clean() -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(min_value=2, max_value=25), st.floats(min_value=0.01, max_value=0.99),
+@given(st.integers(min_value=1, max_value=25), st.floats(min_value=0.01, max_value=0.99),
        st.integers(min_value=0, max_value=10**6))
-def test_both_sides_get_an_example_from_two_distinct_examples(
+def test_every_distinct_example_once_and_a_side_may_be_empty(
     n: int, fraction: float, seed: int
 ) -> None:
-    """With two or more distinct examples and a fraction above 0, neither side is empty."""
+    """Each distinct example is written once, on its prompt's side, even when that leaves one
+    side empty (no example is moved to fill a side)."""
     rows = [example(seed + i) for i in range(n)]
     out = split(jsonl(rows), fraction)
-    counted = {side: sum(1 for s, _ in out if s == side) for side in ("train", "validation")}
-    assert counted["train"] >= 1
-    assert counted["validation"] >= 1
-    assert sum(counted.values()) == n
+    assert len(out) == n
+    for side, line in out:
+        prompt, _ = prompt_of(json.loads(line)["messages"])
+        assert side == bucket_of(prompt_digest(prompt), fraction)
 
 
 def test_fraction_zero_puts_everything_in_train() -> None:
@@ -141,9 +179,13 @@ def test_fraction_zero_puts_everything_in_train() -> None:
     assert {side for side, _ in split(jsonl([example(i) for i in range(20)]), 0.0)} == {"train"}
 
 
-def test_a_single_example_goes_to_train() -> None:
-    """One distinct example (however often repeated) trains."""
-    assert [side for side, _ in split(jsonl([example(1)] * 3), 0.9)] == ["train"]
+def test_a_single_example_goes_to_its_prompts_side() -> None:
+    """One distinct example (however often repeated) is written once, on its prompt's side,
+    even when that is validation (the old rule forced it to train)."""
+    rows = [example(i) for i in range(40)]
+    lone = next(r for r in rows if bucket_of(prompt_digest(r["messages"][:1]), 0.5)
+                == "validation")
+    assert [side for side, _ in split(jsonl([lone] * 3), 0.5)] == ["validation"]
 
 
 def test_output_is_identical_on_a_second_run() -> None:
@@ -166,3 +208,28 @@ def test_invalid_fraction_is_refused() -> None:
     """A fraction outside [0, 1) is a programming error."""
     with pytest.raises(ValueError, match="validation_fraction"):
         split(jsonl([example(1)]), 1.0)
+
+
+_prompts = st.lists(st.integers(min_value=0, max_value=40), min_size=1, max_size=30)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(_prompts, st.integers(min_value=0, max_value=3)), min_size=1,
+                max_size=5),
+       st.floats(min_value=0.0, max_value=0.9))
+def test_no_prompt_on_any_drops_validation_side_is_trained_on_in_any_drop(
+    drops: list[tuple[list[int], int]], fraction: float
+) -> None:
+    """Leakage property over a line's drops that ask the same questions with other answers:
+    the prompts on the validation side of any drop never appear on the train side of any."""
+    train_prompts: set[str] = set()
+    validation_prompts: set[str] = set()
+    for questions, style in drops:
+        rows = [{"messages": [{"role": "system", "content": "be brief"},
+                              {"role": "user", "content": f"question {q}"},
+                              {"role": "assistant", "content": f"answer {q} in style {style}"}]}
+                for q in questions]
+        for side, line in split(jsonl(rows), fraction):
+            prompt = json.dumps(prompt_of(json.loads(line)["messages"])[0])
+            (train_prompts if side == "train" else validation_prompts).add(prompt)
+    assert not train_prompts & validation_prompts
