@@ -66,6 +66,7 @@ COMMANDS: dict[str, str] = {
     "submit": "plan and submit a fine-tune job",
     "status": "show each run's state, timeline and reason",
     "promote": "promote a HELD run: its deployment takes all of the line's endpoint traffic",
+    "retract": "take a dataset drop out of a line: delete its copies, tag its models, retrain",
     "sweep": "decide (and by default delete) idle endpoints",
     "up": "run the app locally (Azurite, local platform, triggers) until Ctrl-C",
     "demo": "run the whole loop once on the embedded local platform",

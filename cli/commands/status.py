@@ -1,18 +1,29 @@
-"""`tuneloop status [--line L] [--json]` — each run's state, timeline and reason (ledger)."""
+"""`tuneloop status [--line L] [--json]` — each run's state, timeline and reason (ledger).
+
+``--json`` is a contract (issue 11): a list of runs, each the ledger record (``run_id``,
+``line``, ``state``, ``reason``, ``timeline``, ...) with two keys always present:
+
+* ``exam``: ``{metric, candidate, champion, examples, decision, ...}`` once the run was
+  examined at the gate (the release's exam record), else null;
+* ``data``: what the run trains on, ``{drops: [{name, sha256, train_examples, ...}],
+  train_examples, eval_examples, start_model, ...}``; a run recorded before lines had a corpus
+  shows its own dataset as the one drop; null for a run that never trained (rejected,
+  duplicate, or not split yet).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from shared.clients import Clients
     from shared.ledger import RunRecord
 
-__all__ = ["add_arguments", "format_runs", "run"]
+__all__ = ["add_arguments", "format_runs", "run", "run_json"]
 
 _COLUMNS = ("run", "line", "state", "version", "updated", "reason")
 
@@ -31,6 +42,50 @@ def _row(rec: RunRecord) -> tuple[str, ...]:
         str(rec.get("updated") or "-"),
         rec.reason or "",
     )
+
+
+_EXAM_KEYS = ("metric", "candidate", "champion", "examples", "decision")
+
+
+def _exam(rec: RunRecord) -> dict[str, Any] | None:
+    """The run's exam record (``release.exam``), its contract keys always present."""
+    exam = getattr(rec.release, "exam", None) or rec.get("exam")
+    if isinstance(exam, str):  # a column read back as text
+        try:
+            exam = json.loads(exam)
+        except ValueError:
+            return None
+    if not isinstance(exam, Mapping) or not exam:
+        return None
+    return {**{k: exam.get(k) for k in _EXAM_KEYS}, **exam}
+
+
+def _data(rec: RunRecord) -> dict[str, Any] | None:
+    """What the run trains on (see the module), the contract keys always present."""
+    from shared.retract import corpus_drops
+
+    raw = rec.get("data")
+    data: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+    if not data and not rec.get("split"):
+        return None
+    drops = [
+        {"name": d.get("name"), "sha256": d.get("sha256"),
+         "train_examples": d.get("train_examples"), **d}
+        for d in corpus_drops(rec)
+    ]
+    split = rec.get("split") if isinstance(rec.get("split"), Mapping) else {}
+    return {
+        **data,
+        "drops": drops,
+        "train_examples": data.get("train_examples", split.get("train_examples")),
+        "eval_examples": data.get("eval_examples", split.get("validation_examples")),
+        "start_model": data.get("start_model", rec.get("base_model")),
+    }
+
+
+def run_json(rec: RunRecord) -> dict[str, Any]:
+    """One run as ``status --json`` prints it (the contract in the module docstring)."""
+    return {**rec.to_dict(), "exam": _exam(rec), "data": _data(rec)}
 
 
 def format_runs(runs: Sequence[RunRecord]) -> str:
@@ -72,7 +127,7 @@ def run(
     except TuneloopError as exc:
         return fail("status", exc)
     if args.json:
-        json.dump([r.to_dict() for r in runs], stream, indent=2, default=str)
+        json.dump([run_json(r) for r in runs], stream, indent=2, default=str)
         stream.write("\n")
     else:
         stream.write(format_runs(runs) + "\n")

@@ -23,7 +23,9 @@ def tuneloop(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("command", ["up", "demo", "upload", "status", "promote", "sweep"])
+@pytest.mark.parametrize(
+    "command", ["up", "demo", "upload", "status", "promote", "retract", "sweep"]
+)
 @pytest.mark.parametrize(
     ("content", "what"),
     [("{not json", "not JSON"), ('{"azurite_ports": "10000"}', "azurite_ports must be")],
@@ -40,6 +42,7 @@ def test_a_corrupt_devhost_json_is_one_line_and_exit_2(
     args = {
         "upload": ["upload", str(data), "--line", "support"],
         "promote": ["promote", "tl-support-0123456789ab-89abcdef"],
+        "retract": ["retract", "support-1", "--line", "support"],
     }.get(command, [command])
     out = tuneloop(home, *args)
     errors = [line for line in out.stderr.splitlines() if line.strip()]

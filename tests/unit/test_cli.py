@@ -31,6 +31,7 @@ def argv_for(command: str, data: Path) -> list[str]:
         "submit": ["submit", str(data), "--line", "support"],
         "status": ["status"],
         "promote": ["promote", "tl-support-0123456789ab-0123456789"],
+        "retract": ["retract", "support-1", "--line", "support"],
         "sweep": ["sweep"],
         "up": ["up"],
         "demo": ["demo"],
