@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from cli.commands.status import run_json
@@ -67,7 +68,8 @@ def test_a_name_dropped_twice_with_other_content_is_ambiguous() -> None:
                          data={"drops": [drop("support-1", A), drop("support-1", C)]})]
     with pytest.raises(AmbiguousDatasetError) as info:
         resolve_drop(recs, "support-1", line="support")
-    assert A[:12] in info.value.message and C[:12] in info.value.message
+    assert A[:12] in info.value.message
+    assert C[:12] in info.value.message
     assert isinstance(info.value, ConfigError)
     assert "full sha256" in str(info.value.hint)
 
@@ -99,7 +101,7 @@ def test_an_unknown_dataset_lists_the_lines_datasets() -> None:
 def test_corpus_is_the_data_drops_or_the_runs_own_dataset() -> None:
     """Runs with `data` train on its drops; older runs on their own dataset; a rejected or
     duplicate run on nothing."""
-    r1, r2, r3 = runs()
+    _r1, r2, r3 = runs()
     assert corpus_shas(r2) == {A, B}
     legacy = run("old", RunState.RETIRED, name="old", dataset_sha256=C,
                  split={"train_examples": 9, "validation_examples": 2})
@@ -153,7 +155,8 @@ def test_status_json_reads_runs_recorded_before_the_contract() -> None:
     assert (out["data"]["train_examples"], out["data"]["eval_examples"]) == (9, 2)
     assert out["data"]["start_model"] == "azureml:m:2"
     rejected = run_json(run("rej", RunState.REJECTED, name="bad", dataset_sha256=A))
-    assert rejected["data"] is None and rejected["exam"] is None
+    assert rejected["data"] is None
+    assert rejected["exam"] is None
 
 
 # --- the command line -----------------------------------------------------------------------
@@ -186,7 +189,8 @@ def test_no_storage_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> No
     """Valid arguments without a storage: one line naming what to start (exit 2)."""
     assert main(["retract", "support-1", "--line", "support"]) == EXIT_USAGE
     lines = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
-    assert len(lines) == 1 and "tuneloop up" in lines[0]
+    assert len(lines) == 1
+    assert "tuneloop up" in lines[0]
 
 
 def test_help_names_name_or_sha256(capsys: pytest.CaptureFixture[str]) -> None:
@@ -194,4 +198,6 @@ def test_help_names_name_or_sha256(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["retract", "--help"])
     out = capsys.readouterr().out
-    assert "DATASET" in out and "sha256" in out and "--line" in out
+    assert "DATASET" in out
+    assert "sha256" in out
+    assert "--line" in out
