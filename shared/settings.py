@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +23,7 @@ __all__ = [
     "AZURITE_ACCOUNT",
     "AZURITE_KEY",
     "LOCAL_WORKSPACE_ID",
+    "LinePolicy",
     "Settings",
     "load_settings",
     "parse_iso_duration",
@@ -54,6 +56,40 @@ def parse_iso_duration(text: str) -> timedelta:
         raise ValueError(f"{text!r} is not an ISO-8601 duration such as PT24H or P1DT6H")
     parts = {k: float(v) for k, v in match.groupdict().items() if v}
     return timedelta(**parts)
+
+
+@dataclass(frozen=True)
+class LinePolicy:
+    """How a line builds a run (issue 11, :meth:`Settings.policy_for`): ``data`` (cumulative:
+    the live corpus + the new drop; latest: the new drop only), ``start`` (base | live) and
+    ``max_train_examples`` (None = no cap)."""
+
+    data: Literal["cumulative", "latest"]
+    start: Literal["base", "live"]
+    max_train_examples: int | None = None
+
+
+_POLICY_KEYS = {"data": ("cumulative", "latest"), "start": ("base", "live")}
+
+
+def _policy_entry(line: str, entry: Any) -> dict[str, Any]:
+    """One TUNELOOP_LINE_POLICY entry, checked; ValueError naming the line, key and values."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"entry {line!r} must be an object like "
+                         '{"data": "latest", "start": "live", "max_train_examples": 500}')
+    unknown = sorted(set(entry) - {*_POLICY_KEYS, "max_train_examples"})
+    if unknown:
+        raise ValueError(f"entry {line!r} has unknown key(s) {', '.join(unknown)}; allowed: "
+                         "data, start, max_train_examples")
+    for key, allowed in _POLICY_KEYS.items():
+        if key in entry and entry[key] not in allowed:
+            raise ValueError(f"entry {line!r} has {key}={entry[key]!r}; allowed: "
+                             f"{' or '.join(allowed)}")
+    cap = entry.get("max_train_examples")
+    if cap is not None and (type(cap) is not int or cap < 1):
+        raise ValueError(f"entry {line!r} has max_train_examples={cap!r}; it must be a whole "
+                         "number of at least 1, or null for no cap")
+    return dict(entry)
 
 
 class Settings(BaseSettings):
@@ -96,6 +132,28 @@ class Settings(BaseSettings):
     validation_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     tokenizer_path: str | None = Field(
         default=None, description="Local Hugging Face tokenizer dir for exact token counts."
+    )
+
+    # --- lines: what a run trains on and where it starts (issue 11; shared.corpus) ----------
+    line_data: Literal["cumulative", "latest"] = Field(
+        default="cumulative",
+        description="cumulative: a run trains on the live run's drops (minus retracted) + the "
+        "new drop; latest: on the new drop only.",
+    )
+    line_start: Literal["base", "live"] = Field(
+        default="base", description="base: train from the base model; live: from the line's "
+        "live model version."
+    )
+    line_max_train_examples: int | None = Field(
+        default=None, ge=1,
+        description="Cap on a run's training examples (newest drops whole, older ones sampled "
+        "deterministically); None = no cap.",
+    )
+    # NoDecode: read by _line_policy, which names what is wrong (as line_overrides).
+    line_policy: Annotated[dict[str, dict[str, Any]], NoDecode] = Field(
+        default_factory=dict,
+        description='Per-line data/start/cap, JSON: {"line": {"data": "latest", "start": '
+        '"live", "max_train_examples": 500}}.',
     )
 
     # --- platform selection --------------------------------------------------------------
@@ -190,6 +248,25 @@ class Settings(BaseSettings):
         if self.platform == "auto":
             return "azureml" if self.workspace_configured else "local"
         return self.platform
+
+    @field_validator("line_policy", mode="before")
+    @classmethod
+    def _line_policy(cls, value: Any) -> Any:
+        value = cls._json_mapping(value)
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object {"<line>": {"data": ..., "start": ..., '
+                             '"max_train_examples": ...}}')
+        return {str(line): _policy_entry(str(line), entry) for line, entry in value.items()}
+
+    def policy_for(self, line: str) -> LinePolicy:
+        """The line's data/start/cap: its TUNELOOP_LINE_POLICY entry (each key it sets) over
+        TUNELOOP_LINE_DATA, TUNELOOP_LINE_START and TUNELOOP_LINE_MAX_TRAIN_EXAMPLES."""
+        own = self.line_policy.get(line, {})
+        return LinePolicy(
+            data=own.get("data", self.line_data),
+            start=own.get("start", self.line_start),
+            max_train_examples=own.get("max_train_examples", self.line_max_train_examples),
+        )
 
     @property
     def workspace_arm_id(self) -> str:

@@ -27,6 +27,10 @@ NOT_SET_IN_AZURE = {
     "home": "local platform only",
     "local_base_model": "local platform only",
     "local_device": "local platform only",
+    "line_data": "unset = cumulative (the default); set it as an app setting to change it",
+    "line_start": "unset = base (the default); set it as an app setting to change it",
+    "line_max_train_examples": "unset = no cap on a run's training examples",
+    "line_policy": "unset = no per-line override of the line data/start/cap settings",
 }
 # Set for the Azure platform whatever their defaults: the workspace, our storage and the
 # datastore/compute infra/ creates.
