@@ -519,10 +519,13 @@ def _fingerprint(
     base_model: BaseModelInfo,
     parameters: Mapping[str, Any],
     start_model: ModelVersionInfo | None = None,
+    corpus: Iterable[str] = (),
 ) -> str:
-    """What makes two plans the same job: component, base model, every parameter and the
+    """What makes two plans the same job: component, base model, every parameter, the
     start model (absent when training starts from the base model, so such plans keep the
-    fingerprint, and the run id, they had before start models existed)."""
+    fingerprint, and the run id, they had before start models existed) and the corpus: the
+    sorted sha256s of the drops the run trains on (issue 11), absent when it is the one drop
+    the run id already names (``dataset_sha256``), so a line's first run keeps its id too."""
     doc: dict[str, Any] = {
         "component": [component.name, component.version],
         "base_model": base_model.id,
@@ -530,6 +533,8 @@ def _fingerprint(
     }
     if start_model is not None:
         doc["start_model"] = start_model.id
+    if corpus:
+        doc["corpus"] = sorted(set(corpus))
     blob = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -569,6 +574,7 @@ def plan_finetune(
     gpus_per_node: int | None = None,
     today: date | None = None,
     start_model: ModelVersionInfo | None = None,
+    corpus: Iterable[str] = (),
 ) -> FinetunePlan:
     """The plan for fine-tuning ``base_model`` on one prepared dataset of ``line``.
 
@@ -578,7 +584,8 @@ def plan_finetune(
     ``gpus_per_node`` (``--gpus-per-node``, else ``TUNELOOP_GPUS_PER_NODE``) stands in when the
     compute's GPU count is unknown (the VM size list was not readable). ``start_model`` (a
     registered version of the line, e.g. the live one) is where training starts instead of
-    ``base_model``; the fingerprint covers it.
+    ``base_model``; the fingerprint covers it. ``corpus``: the sha256s of the drops the run
+    trains on (shared.corpus; empty = the one dataset); the fingerprint covers it.
     """
     today = today if today is not None else utc_today()
     problems: list[str] = []
@@ -630,7 +637,11 @@ def plan_finetune(
     if problems:
         raise PlanError(problems, hint="fix the overrides, the compute or the specs and plan again")
     warnings += _deprecation_warnings(base_model)
-    fingerprint = _fingerprint(component, base_model, parameters, start_model)
+    drops = sorted(set(corpus))
+    fingerprint = _fingerprint(
+        component, base_model, parameters, start_model,
+        corpus=() if drops == [dataset_sha256] else drops,
+    )
     rid = make_run_id(line, dataset_sha256, fingerprint)
     plan = FinetunePlan(
         run_id=rid,
@@ -741,9 +752,11 @@ class Planner:
         compute: ComputeInfo | None = None,
         gpus_per_node: int | None = None,
         start_model: ModelVersionInfo | None = None,
+        corpus: Iterable[str] = (),
     ) -> FinetunePlan:
         """Look up the facts not given (a missing compute becomes PlanError) and plan;
-        ``start_model`` (None = the base model) is where training starts."""
+        ``start_model`` (None = the base model) is where training starts, ``corpus`` the
+        sha256s of the drops it trains on (ingest passes both; the fingerprint covers them)."""
         s = self.settings
         if base_model is None:
             base_model = self.platform.get_base_model(
@@ -767,6 +780,7 @@ class Planner:
             gpus_per_node=gpus_per_node,
             today=self.today(),
             start_model=start_model,
+            corpus=corpus,
         )
 
     def _compute(self) -> ComputeInfo:
