@@ -83,6 +83,27 @@ def _data(rec: RunRecord) -> dict[str, Any] | None:
     }
 
 
+def _summary(rec: RunRecord) -> list[str]:
+    """The run's data and exam in a line each (the table's view of the --json contract)."""
+    out = []
+    data = _data(rec)
+    if data is not None and data["drops"]:
+        names = ", ".join(str(d.get("name") or str(d.get("sha256"))[:12]) for d in data["drops"])
+        out.append(
+            f"data: {names} ({data['train_examples']} train / {data['eval_examples']} eval), "
+            f"start {data['start_model'] or 'base'}"
+        )
+    exam = _exam(rec)
+    if exam is not None:
+        champion = exam["champion"]
+        versus = f" vs champion {champion}" if champion is not None else " (no champion)"
+        out.append(
+            f"exam: {exam['metric']} {exam['candidate']}{versus} on {exam['examples']} "
+            f"examples -> {exam['decision']}"
+        )
+    return out
+
+
 def run_json(rec: RunRecord) -> dict[str, Any]:
     """One run as ``status --json`` prints it (the contract in the module docstring)."""
     return {**rec.to_dict(), "exam": _exam(rec), "data": _data(rec)}
@@ -105,6 +126,7 @@ def format_runs(runs: Sequence[RunRecord]) -> str:
         for event in rec.timeline:
             note = f"  {event['note']}" if event.get("note") else ""
             out.append(f"    {event.get('at', '?')}  {event['state']}{note}")
+        out.extend(f"    {text}" for text in _summary(rec))
         r = rec.release
         if r.scoring_uri and rec.state.value == "PROMOTED":
             out.append(f"    serving: {r.endpoint}/{r.deployment} {r.scoring_uri}")

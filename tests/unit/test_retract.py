@@ -201,3 +201,16 @@ def test_help_names_name_or_sha256(capsys: pytest.CaptureFixture[str]) -> None:
     assert "DATASET" in out
     assert "sha256" in out
     assert "--line" in out
+
+
+def test_status_table_shows_each_runs_data_and_exam() -> None:
+    """The table prints what a run trains on and its exam under its timeline."""
+    from cli.commands.status import format_runs
+
+    rec = run("r2", data={"drops": [drop("support-1", A), drop("support-2", B)],
+                          "train_examples": 10, "eval_examples": 2, "start_model": None})
+    rec.release = ReleaseRecord(exam={"metric": "chrf", "candidate": 48.0, "champion": 55.0,
+                                      "examples": 50, "decision": "hold"})
+    text = format_runs([rec])
+    assert "    data: support-1, support-2 (10 train / 2 eval), start base" in text
+    assert "    exam: chrf 48.0 vs champion 55.0 on 50 examples -> hold" in text
