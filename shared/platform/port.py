@@ -2,8 +2,9 @@
 
 Ownership: names are derived from lines (``shared.naming``), and what the platform holds under
 a name says which line it belongs to through the :data:`~shared.naming.LINE_TAG` tag.
-``register_model``, ``ensure_endpoint`` and ``deploy`` refuse, with NameOwnedByAnotherLineError
-(a ConflictError), to reuse a model or endpoint whose tag names another line
+``register_model``, ``update_model_tags``, ``ensure_endpoint`` and ``deploy`` refuse, with
+NameOwnedByAnotherLineError (a ConflictError), to reuse a model or endpoint whose tag names
+another line
 (:func:`check_line_owner`): one line never serves or replaces another line's model, even if
 two lines' names ever collided. The refusal is permanent (the release holds the run at once).
 """
@@ -318,6 +319,17 @@ class Platform(Protocol):
 
     def get_model_version(self, name: str, version: str) -> ModelVersionInfo:
         """Raises NotFoundError."""
+        ...
+
+    def update_model_tags(
+        self, name: str, version: str, tags: Mapping[str, str]
+    ) -> ModelVersionInfo:
+        """Merge ``tags`` into the tags of the registered ``name:version`` and return it.
+
+        A merge: tags not named in ``tags`` keep their values, named ones take the new value.
+        Raises NotFoundError for a missing version, and NameOwnedByAnotherLineError when the
+        version is tagged with another line than ``tags`` name (:func:`check_line_owner`).
+        """
         ...
 
     def ensure_endpoint(self, name: str, *, tags: Mapping[str, str]) -> EndpointInfo:

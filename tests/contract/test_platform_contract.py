@@ -547,3 +547,58 @@ def test_deploy_refuses_a_model_of_another_line(
     with pytest.raises(NameOwnedByAnotherLineError, match="belongs to line 'Contract'"):
         d.platform.deploy(spec)
     assert raises_not_found(lambda: d.platform.get_deployment(served.endpoint, "stranger"))
+
+
+# -- model tags: the exam's scores and retractions are tags on a registered version ---------
+
+
+def test_update_model_tags_merges_into_the_version_tags(platform_under_test: Driver) -> None:
+    """update_model_tags adds and overwrites only the tags it names; the others keep their
+    values, and get_model_version reads the merged tags."""
+    d = platform_under_test
+    p = d.platform
+    job = d.finished_job()
+    name = f"{MODEL}-tags"
+    p.register_model(name, "1", job_name=job.name,
+                     tags={RUN_TAG: job.name, LINE_TAG: "contract", "tuneloop_exam": "old"})
+    first = p.update_model_tags(
+        name, "1", {"tuneloop_exam": "61.2", "tuneloop_exam_metric": "chrf"}
+    )
+    second = p.update_model_tags(name, "1", {LINE_TAG: "contract", "tuneloop_retracted": "ab"})
+    assert first.tags["tuneloop_exam"] == "61.2"
+    assert first.tags.get("tuneloop_retracted") is None
+    read = p.get_model_version(name, "1")
+    for tags in (second.tags, read.tags):
+        assert tags[RUN_TAG] == job.name
+        assert tags[LINE_TAG] == "contract"
+        assert tags["tuneloop_exam"] == "61.2"
+        assert tags["tuneloop_exam_metric"] == "chrf"
+        assert tags["tuneloop_retracted"] == "ab"
+    assert (read.name, read.version, read.id) == (second.name, "1", second.id)
+
+
+def test_update_model_tags_of_a_missing_version_raises_not_found(
+    platform_under_test: Driver,
+) -> None:
+    """Tagging an unregistered version, or model, raises NotFoundError and creates nothing."""
+    p = platform_under_test.platform
+    with pytest.raises(NotFoundError):
+        p.update_model_tags(f"{MODEL}-tags", "99", {"tuneloop_exam": "1"})
+    with pytest.raises(NotFoundError):
+        p.update_model_tags("tuneloop-never-registered", "1", {"tuneloop_exam": "1"})
+    assert raises_not_found(lambda: p.get_model_version("tuneloop-never-registered", "1"))
+
+
+def test_update_model_tags_refuses_a_model_of_another_line(platform_under_test: Driver) -> None:
+    """Tags naming another line than the version's are a NameOwnedByAnotherLineError; the
+    version keeps its tags."""
+    d = platform_under_test
+    p = d.platform
+    job = d.finished_job()
+    name = f"{MODEL}-tags-owned"
+    p.register_model(name, "1", job_name=job.name, tags={LINE_TAG: "contract"})
+    with pytest.raises(NameOwnedByAnotherLineError, match="belongs to line 'contract'"):
+        p.update_model_tags(name, "1", {LINE_TAG: "Contract", "tuneloop_exam": "99"})
+    tags = p.get_model_version(name, "1").tags
+    assert tags.get(LINE_TAG) == "contract"
+    assert "tuneloop_exam" not in tags

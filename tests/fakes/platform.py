@@ -198,6 +198,19 @@ class FakePlatform:
         except KeyError:
             raise NotFoundError(f"model {name}:{version} not found") from None
 
+    def update_model_tags(
+        self, name: str, version: str, tags: Mapping[str, str]
+    ) -> ModelVersionInfo:
+        with self._lock:
+            self._enter("update_model_tags")
+            model = self.models.get((name, version))
+            if model is None:
+                raise NotFoundError(f"model {name}:{version} not found")
+            check_line_owner(f"model {name}:{version}", model.tags, tags)
+            updated = replace(model, tags={**model.tags, **tags})
+            self.models[(name, version)] = updated
+            return updated
+
     def _poll_endpoint(self, ep: _Endpoint) -> EndpointInfo:
         if ep.info.provisioning_state == ProvisioningState.CREATING:
             ep.polls += 1

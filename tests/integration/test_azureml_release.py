@@ -190,6 +190,39 @@ def test_register_model_is_idempotent(ws: FakeWorkspace, platform: Any) -> None:
     assert len(ws.t.calls("PUT", r"/models/")) == 1
 
 
+def test_update_model_tags_puts_the_version_back_whole_with_merged_tags(
+    ws: FakeWorkspace, platform: Any
+) -> None:
+    """Tagging GETs the version and PUTs it back under the same name:version with the same
+    modelUri, type, description and flavors and the merged tags; a merge that changes nothing sends
+    no PUT."""
+    platform.register_model(
+        "tuneloop-chat", "3", job_name=JOB, tags={"tuneloop_line": "chat", "tuneloop_run": JOB}
+    )
+    info = platform.update_model_tags("tuneloop-chat", "3", {"tuneloop_exam_chrf": "61.20"})
+    register, update = puts(ws, r"/models/tuneloop-chat/versions/3\?")
+    sent = update["properties"]
+    assert sent["tags"] == {
+        "tuneloop_line": "chat", "tuneloop_run": JOB, "tuneloop_exam_chrf": "61.20"
+    }
+    assert sent["modelUri"] == register["properties"]["modelUri"]
+    assert sent["modelType"] == "mlflow_model"
+    assert sent["description"] == register["properties"]["description"]
+    assert sent["flavors"]["transformers"]["data"]["task"] == "chat-completion"
+    assert info.tags["tuneloop_exam_chrf"] == "61.20"
+    platform.update_model_tags("tuneloop-chat", "3", {"tuneloop_exam_chrf": "61.20"})
+    assert len(ws.t.calls("PUT", r"/models/")) == 2
+
+
+def test_update_model_tags_of_a_missing_version_sends_no_put(
+    ws: FakeWorkspace, platform: Any
+) -> None:
+    """A missing version is NotFoundError (the GET's 404) and nothing is PUT."""
+    with pytest.raises(NotFoundError):
+        platform.update_model_tags("tuneloop-chat", "9", {"tuneloop_exam_chrf": "1"})
+    assert ws.t.calls("PUT", r"/models/") == []
+
+
 def test_get_model_version_missing_raises_not_found(platform: Any) -> None:
     """get_* raises NotFoundError on a 404."""
     with pytest.raises(NotFoundError):

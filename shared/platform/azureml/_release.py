@@ -161,6 +161,31 @@ class ReleaseMixin(AzureMLBase):
         with map_sdk_errors(f"model {name}:{version}"):
             return _model_info(self.ml_client.models.get(name=name, version=version))
 
+    def update_model_tags(
+        self, name: str, version: str, tags: Mapping[str, str]
+    ) -> ModelVersionInfo:
+        """Merge ``tags`` into the version's tags: GET the version, PUT it back whole.
+
+        The REST API updates a model version by the same PUT that creates it
+        (ModelVersions_CreateOrUpdate, "Create or update version"); the SDK's
+        ``models.create_or_update`` sends it, and the service keeps the version as long as its
+        ``modelUri`` is unchanged (it refuses a changed path: the SDK's AssetPathException).
+        The Azure ML CLI's ``az ml model update`` does the same: show, then create the same
+        ``name:version``. A version tagged with another line is NameOwnedByAnotherLineError.
+        """
+        with map_sdk_errors(f"model {name}:{version}"):
+            model = self.ml_client.models.get(name=name, version=version)
+        current = {str(k): str(v) for k, v in (model.tags or {}).items()}
+        check_line_owner(f"model {name}:{version}", current, tags)
+        merged = {**current, **{str(k): str(v) for k, v in tags.items()}}
+        if merged == current:
+            return _model_info(model)
+        model.tags = merged
+        with map_sdk_errors(f"tagging model {name}:{version}"):
+            updated = self.ml_client.models.create_or_update(model)
+        log.info("model %s:%s tagged %s", name, version, sorted(tags))
+        return _model_info(updated)
+
     # -- endpoints ----------------------------------------------------------------------
     def ensure_endpoint(self, name: str, *, tags: Mapping[str, str]) -> EndpointInfo:
         """Start creating the key-auth managed endpoint if missing; return its state now.

@@ -407,6 +407,20 @@ class LocalPlatform:
             raise NotFoundError(f"model {name} version {version} is not registered locally")
         return self._model_version_info(name, version, mv)
 
+    def update_model_tags(
+        self, name: str, version: str, tags: Mapping[str, str]
+    ) -> ModelVersionInfo:
+        """Merge ``tags`` into our ``name:version``'s MLflow model version tags."""
+        from shared.platform.local import registry
+
+        with locked(self.paths):
+            mv = registry.find_version(self.home, name, version)
+            if mv is None:
+                raise NotFoundError(f"model {name} version {version} is not registered locally")
+            check_line_owner(f"model {name}:{version}", dict(mv.tags or {}), tags)
+            mv = registry.set_tags(self.home, name, str(mv.version), tags)
+        return self._model_version_info(name, version, mv)
+
     def ensure_endpoint(self, name: str, *, tags: Mapping[str, str]) -> EndpointInfo:
         """Create the endpoint (key, port, router process) if missing; return its state."""
         if not _ENDPOINT_NAME.match(name):

@@ -244,6 +244,18 @@ def register(
     return created
 
 
+def set_tags(home: Path, name: str, mlflow_version: str, tags: Mapping[str, str]) -> Any:
+    """Set ``tags`` on the MLflow model version (others keep theirs: MLflow sets tags one by
+    one, a merge); ``tuneloop_version`` is the registry's own key and is never changed here.
+    Returns the version as read back."""
+    mlc = client(home)
+    with quiet():
+        for key, value in tags.items():
+            if key != VERSION_TAG:
+                mlc.set_model_version_tag(name, mlflow_version, key, str(value))
+        return mlc.get_model_version(name, mlflow_version)
+
+
 def model_local_dir(home: Path, name: str, mlflow_version: str) -> Path:
     """The local directory of a registered model version's artifacts (file store)."""
     from urllib.parse import urlparse
