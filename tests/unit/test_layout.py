@@ -47,8 +47,9 @@ def test_core_never_imports_an_entry_point(path: Path) -> None:
 
 
 def test_importing_the_app_stays_light() -> None:
-    """`import function_app` loads no ML SDK, torch, transformers or MLflow (cold starts)."""
-    heavy = ["azure.ai.ml", "torch", "transformers", "mlflow", "peft"]
+    """`import function_app` loads no ML SDK, torch, transformers, MLflow or matplotlib (cold
+    starts)."""
+    heavy = ["azure.ai.ml", "torch", "transformers", "mlflow", "peft", "matplotlib"]
     code = (
         "import json, sys; import function_app; "
         f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
