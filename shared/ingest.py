@@ -18,6 +18,16 @@ Exactly-once effect under at-least-once delivery:
   RECEIVED → split → ACCEPTED → submit (idempotent on the job name) → SUBMITTED.
 * The same content under another name plans the same run id; the ledger already holds that
   run for another delivery, so this delivery is recorded as DUPLICATE and nothing is submitted.
+
+The line's corpus (issue 11, :mod:`shared.corpus`): a valid drop's run trains on the corpus
+resolved for it (by default the live run's drops, minus retracted ones, plus this drop), from
+the start model the line's policy names; the plan's fingerprint covers both, so the same
+corpus + plan is still one run. A drop already in the live corpus is a DUPLICATE of the run
+that brought it. At the split step the drop is split once into its per-drop sides
+(``prepared/_drops/<line>/<sha256>/``) and the run's files are assembled from the corpus's
+sides; the run records ``data`` (what it trained on) at ACCEPTED, and a resumed handler keeps
+the corpus it recorded. ``<line>/_exam/*.jsonl`` is the line's golden exam: validated and
+reported like a drop (an invalid one is quarantined), then left in place; never a run.
 """
 
 from __future__ import annotations
@@ -25,12 +35,21 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shared.corpus import (
+    Corpus,
+    RunData,
+    assemble,
+    drop_refs,
+    is_exam_name,
+    read_golden_exam,
+    resolve_corpus,
+)
 from shared.dataset import ValidationConfig, split_to, validate_stream
 from shared.dataset.report import markdown_code, markdown_text
 from shared.errors import (
@@ -53,7 +72,7 @@ from shared.storage import BlobRef, Storage
 if TYPE_CHECKING:
     from shared.clients import Clients
     from shared.dataset.report import ValidationReport
-    from shared.platform.port import FinetunePlan, Platform
+    from shared.platform.port import FinetunePlan, ModelVersionInfo, Platform
     from shared.settings import Settings
 
 __all__ = [
@@ -82,9 +101,17 @@ _CLAIM_KIND = "ingest"  # other stages keep claims in the same ledger partition
 
 
 class PlanDataset(Protocol):
-    """Plans the fine-tune of a validated dataset; raises PlanError when it cannot."""
+    """Plans the fine-tune of a validated dataset on its corpus (the sha256s of the drops the
+    run trains on) from ``start_model`` (None = the base model); raises PlanError."""
 
-    def __call__(self, *, line: str, dataset_sha256: str) -> FinetunePlan: ...
+    def __call__(
+        self,
+        *,
+        line: str,
+        dataset_sha256: str,
+        corpus: Sequence[str] = (),
+        start_model: ModelVersionInfo | None = None,
+    ) -> FinetunePlan: ...
 
 
 class Outcome(StrEnum):
@@ -95,6 +122,7 @@ class Outcome(StrEnum):
     IN_PROGRESS = "in_progress"  # another handler holds a fresh claim on this version
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
+    EXAM = "exam"  # a valid golden exam file: reported, left in place, never a run
     SUBMITTED = "submitted"
     FAILED = "failed"
 
@@ -172,6 +200,7 @@ class _Delivery:
     record: RunRecord | None = None
     report: ValidationReport | None = None
     ingest: dict[str, Any] = field(default_factory=dict)
+    corpus: Corpus | None = None
 
     @property
     def prefix(self) -> str:
@@ -200,6 +229,8 @@ class Ingest:
         self.clock = clock
         self.lease = lease
         self.config = ValidationConfig.from_settings(settings)
+        # An exam may be small: any number of examples from 1 (the rest of the rules hold).
+        self.exam_config = replace(self.config, min_examples=1)
 
     @classmethod
     def from_clients(
@@ -326,19 +357,65 @@ class Ingest:
                 d.record = rec
                 write_run_report(self.storage, self.settings, rec)
                 return self._close(d, self._outcome_of(rec))
+        exam = is_exam_name(d.path.name)
         report = validate_stream(
-            self.storage.read_chunks(d.ref, etag=d.etag), name=d.path.blob, config=self.config
+            self.storage.read_chunks(d.ref, etag=d.etag), name=d.path.blob,
+            config=self.exam_config if exam else self.config,
         )
         d.report = report
         self._step(d, "validated", valid=report.valid, dataset_sha256=report.dataset.sha256)
         self._write_validation(d)
         if not report.valid:
             return self._reject(d)
+        if exam:
+            return self._exam(d)
+        corpus = self._corpus(d, run_id)
+        if corpus.new_drop_retracted:
+            return self._fail(d, RetractedDropError(
+                f"dataset {report.dataset.sha256} was retracted from line {d.path.line}",
+                hint="a retracted drop does not train again; drop different data",
+            ))
+        if corpus.duplicate_of:
+            try:
+                original = self.ledger.get(d.path.line, corpus.duplicate_of)
+            except NotFoundError:
+                original = None
+            if original is not None:
+                return self._duplicate(d, original)
+        d.corpus = corpus
         try:
-            plan = self.planner(line=d.path.line, dataset_sha256=report.dataset.sha256)
+            plan = self.planner(
+                line=d.path.line, dataset_sha256=report.dataset.sha256,
+                corpus=corpus.sha256s, start_model=corpus.start_model,
+            )
         except PlanError as exc:
             return self._fail(d, exc)
         return self._accept(d, plan)
+
+    def _corpus(self, d: _Delivery, run_id: Any) -> Corpus:
+        """The corpus this delivery's run trains on: the one its run recorded at ACCEPTED (a
+        resumed handler), else resolved now from the line's live run and retractions."""
+        assert d.report is not None
+        if run_id:
+            try:
+                rec = self.ledger.get(d.path.line, str(run_id))
+            except NotFoundError:
+                rec = None
+            data = RunData.from_record(rec) if rec is not None else None
+            if rec is not None and data is not None and rec.get("delivery") == d.key:
+                policy = self.settings.policy_for(d.path.line)
+                start = None
+                if data.start_model and rec.get("start_model"):
+                    start = _model_info(rec.get("start_model"))
+                return Corpus.from_run_data(d.path.line, data, start, policy.max_train_examples)
+        return resolve_corpus(self.ledger, self.settings, d.path.line,
+                              sha256=d.report.dataset.sha256, name=d.path.name)
+
+    def _exam(self, d: _Delivery) -> IngestResult:
+        """A valid golden exam file: reported, left where it is (the exam reads it there)."""
+        d.ingest = {"outcome": "exam"}
+        self._write_validation(d)
+        return self._close(d, Outcome.EXAM)
 
     # -- invalid: quarantine -------------------------------------------------------------
     def _reject(self, d: _Delivery) -> IngestResult:
@@ -383,17 +460,19 @@ class Ingest:
         self._step(d, "planned", run_id=plan.run_id)
         if rec.get("split"):  # resumed after the split: keep the rewritten report whole
             d.ingest = {"outcome": "accepted", "run_id": plan.run_id}
-            self._write_validation(d, split=rec.get("split"))
+            self._write_validation(d, split=rec.get("split"), data=RunData.from_record(rec))
         while rec.state not in TERMINAL and rec.state != RunState.SUBMITTED:
             try:
                 if rec.state == RunState.RECEIVED:
-                    split = self._split(d, plan)
+                    split, data = self._split(d, plan)
                     d.ingest = {"outcome": "accepted", "run_id": plan.run_id}
-                    self._write_validation(d, split=split)
-                    rec = self._advance(d, rec, RunState.ACCEPTED, split=split)
+                    self._write_validation(d, split=split, data=data)
+                    rec = self._advance(
+                        d, rec, RunState.ACCEPTED, split=split, data=data.to_dict()
+                    )
                     self._step(d, "split")
                 elif rec.state == RunState.ACCEPTED:
-                    job = self.platform.submit_finetune(plan)
+                    job = self.platform.submit_finetune(_without_empty_validation(plan, rec))
                     rec = self._advance(
                         d, rec, RunState.SUBMITTED, job_name=job.name, studio_url=job.studio_url,
                         note=f"job {job.name} submitted",
@@ -423,12 +502,15 @@ class Ingest:
     def _outcome_of(rec: RunRecord) -> Outcome:
         return Outcome.FAILED if rec.state == RunState.FAILED else Outcome.SUBMITTED
 
-    def _split(self, d: _Delivery, plan: FinetunePlan) -> dict[str, Any]:
-        """One pass over the pinned blob into two staged-block writers; commit both."""
+    def _split(self, d: _Delivery, plan: FinetunePlan) -> tuple[dict[str, Any], RunData]:
+        """Split the pinned blob once into the drop's sides (staged blocks, committed), then
+        assemble the run's train and validation files from the corpus's sides."""
         assert d.report is not None
-        container = plan.data_container or self.settings.prepared_container
-        train = self.storage.open_writer(BlobRef(container, plan.train_blob))
-        validation = self.storage.open_writer(BlobRef(container, plan.validation_blob))
+        assert d.corpus is not None
+        sha256 = d.report.dataset.sha256
+        train_side, eval_side = drop_refs(self.settings, d.path.line, sha256)
+        train = self.storage.open_writer(train_side)
+        validation = self.storage.open_writer(eval_side)
         counts = split_to(
             self.storage.read_chunks(d.ref, etag=d.etag),
             train.write,
@@ -436,18 +518,34 @@ class Ingest:
             validation_fraction=self.settings.validation_fraction,
             max_line_bytes=self.settings.max_line_bytes,
         )
-        if counts.sha256 != d.report.dataset.sha256:  # pinned reads make this unreachable
+        if counts.sha256 != sha256:  # pinned reads make this unreachable
             raise BlobChangedError(f"{d.ref} read for the split is not the validated content")
-        return {
+        train.commit(content_type=_JSONL)
+        validation.commit(content_type=_JSONL)
+        self._heartbeat(d)
+        container = plan.data_container or self.settings.prepared_container
+        exam = read_golden_exam(self.storage, self.settings, d.path.line)
+        data, train_sha, validation_sha = assemble(
+            self.storage, self.settings, d.corpus.with_run(plan.run_id),
+            train=BlobRef(container, plan.train_blob),
+            validation=BlobRef(container, plan.validation_blob),
+            exam=exam.prompt_digests if exam else frozenset(),
+        )
+        if not data.start_model:
+            data = replace(data, start_model=plan.base_model.id)
+        split = {
             "validation_fraction": self.settings.validation_fraction,
-            "train_examples": counts.train,
-            "validation_examples": counts.validation,
+            "train_examples": data.train_examples,
+            "validation_examples": data.eval_examples,
             "duplicates_dropped": counts.duplicates,
+            "drop_train_examples": counts.train,
+            "drop_validation_examples": counts.validation,
             "train_blob": f"{container}/{plan.train_blob}",
             "validation_blob": f"{container}/{plan.validation_blob}",
-            "train_sha256": train.commit(content_type=_JSONL),
-            "validation_sha256": validation.commit(content_type=_JSONL),
+            "train_sha256": train_sha,
+            "validation_sha256": validation_sha,
         }
+        return split, data
 
     def _duplicate(self, d: _Delivery, original: RunRecord) -> IngestResult:
         rec = self._create_or_get(
@@ -540,6 +638,10 @@ class Ingest:
                 reports={"json": str(json_ref), "md": str(md_ref)},
             )
         if plan is not None:
+            if plan.start_model is not None:
+                start = plan.start_model
+                fields["start_model"] = {"name": start.name, "version": start.version,
+                                         "id": start.id}
             fields.update(
                 fingerprint=plan.fingerprint,
                 base_model=plan.base_model.id,
@@ -593,7 +695,9 @@ class Ingest:
         run_id, state = (rec.run_id, rec.state) if rec else (None, None)
         return IngestResult(outcome, str(d.ref), d.path.line, run_id, state)
 
-    def _write_validation(self, d: _Delivery, *, split: dict[str, Any] | None = None) -> None:
+    def _write_validation(
+        self, d: _Delivery, *, split: dict[str, Any] | None = None, data: RunData | None = None
+    ) -> None:
         assert d.report is not None
         if split is not None:
             d.report = d.report.with_split(split)
@@ -601,8 +705,64 @@ class Ingest:
         doc = d.report.to_dict()
         if d.ingest:
             doc["ingest"] = d.ingest
+        if data is not None:
+            doc["data"] = data.to_dict()
         self.storage.write_json(json_ref, doc)
-        self.storage.write_text(md_ref, d.report.to_markdown() + _ingest_markdown(d.ingest))
+        self.storage.write_text(
+            md_ref,
+            d.report.to_markdown() + _ingest_markdown(d.ingest)
+            + (corpus_markdown(data) if data is not None else ""),
+        )
+
+
+class RetractedDropError(TuneloopError):
+    """The drop was retracted from its line: it does not train again."""
+
+    code = "retracted"
+
+
+def _model_info(value: Any) -> ModelVersionInfo | None:
+    """The start model a run recorded (``{"name", "version", "id"}``)."""
+    from shared.platform.port import ModelVersionInfo
+
+    if isinstance(value, dict) and value.get("name") and value.get("version"):
+        return ModelVersionInfo(str(value["name"]), str(value["version"]),
+                                str(value.get("id") or ""))
+    return None
+
+
+def _without_empty_validation(plan: FinetunePlan, rec: RunRecord) -> FinetunePlan:
+    """The plan to submit: no validation file when the run's validation side is empty (the
+    adapters then leave the optional validation input out)."""
+    data = RunData.from_record(rec)
+    if data is not None and data.eval_examples == 0:
+        return replace(plan, validation_blob="")
+    return plan
+
+
+def corpus_markdown(data: RunData) -> str:
+    """The ``## Trained on`` section of validation.md: the run's drops and counts."""
+    code = markdown_code
+    start = code(data.start_model) if data.start_model else "the base model"
+    lines = [
+        "", "## Trained on", "",
+        f"Mode {code(data.mode)}, starting from {start} ({code(data.start)}): "
+        f"{data.train_examples} training and {data.eval_examples} validation examples from "
+        f"{len(data.drops)} drop(s).", "",
+        "| drop | sha256 | run | train | validation |", "| --- | --- | --- | ---: | ---: |",
+    ]
+    lines += [
+        f"| {markdown_text(d.name)} | {code(d.sha256[:12], cell=True)} | "
+        f"{code(d.run_id, cell=True)} | {d.train_examples} | {d.eval_examples} |"
+        for d in data.drops
+    ]
+    lines += ["", f"- cross-drop duplicates (counted once): {data.cross_drop_duplicates}",
+              f"- left out because the prompt is in the golden exam: {data.exam_excluded}"]
+    if data.capped is not None:
+        lines.append(f"- cap {data.capped.cap}: {data.capped.dropped} older example(s) left out "
+                     "(newest drops whole, older ones sampled by digest)")
+    lines.append(f"- corpus sha256: {code(data.corpus_sha256)}")
+    return "\n".join(lines) + "\n"
 
 
 def _looks_transient(exc: Exception) -> bool:
@@ -632,6 +792,11 @@ def _ingest_markdown(ingest: dict[str, Any]) -> str:
         text = (
             f"Accepted as run {code(str(ingest['run_id']))}; a fine-tune job of that name is "
             "submitted."
+        )
+    elif outcome == "exam":
+        text = (
+            "Valid golden exam file: it stays where it is and is used as (part of) the line's "
+            "exam; it never trains a model."
         )
     elif outcome == "duplicate":
         text = (

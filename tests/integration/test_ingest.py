@@ -258,7 +258,9 @@ def test_twenty_concurrent_deliveries_submit_once(
     assert platform.calls["submit_finetune"] == 1
     assert len(wired.ledger.list_claims()) == 1
     prepared = wired.storage.list_names(wired.settings.prepared_container)
-    assert sorted(prepared) == [f"{runs[0].run_id}/train.jsonl",
+    sha = runs[0].get("dataset_sha256")
+    assert sorted(prepared) == [f"_drops/chat/{sha}/eval.jsonl", f"_drops/chat/{sha}/train.jsonl",
+                                f"{runs[0].run_id}/train.jsonl",
                                 f"{runs[0].run_id}/validation.jsonl"]
 
 

@@ -7,7 +7,8 @@ moves past the lease.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from shared.errors import TransientError
 from shared.ingest import LEASE, Ingest, Outcome
 from shared.ledger import RunState
 from shared.naming import run_id
-from shared.platform.port import BaseModelInfo, FinetunePlan
+from shared.platform.port import BaseModelInfo, FinetunePlan, ModelVersionInfo
 from shared.settings import Settings
 from shared.storage import BlobRef, BlockWriter, Storage
 from tests.fakes.platform import FakePlatform
@@ -46,10 +47,23 @@ class SimplePlanner:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def __call__(self, *, line: str, dataset_sha256: str) -> FinetunePlan:
-        rid = run_id(line, dataset_sha256, "f" * 8)
+    def __call__(
+        self,
+        *,
+        line: str,
+        dataset_sha256: str,
+        corpus: Sequence[str] = (),
+        start_model: ModelVersionInfo | None = None,
+    ) -> FinetunePlan:
+        # the corpus and start model count, as in the real planner's fingerprint
+        others = sorted(set(corpus) - {dataset_sha256})
+        tail = hashlib.sha256(
+            repr((others, start_model.id if start_model else None)).encode()
+        ).hexdigest()[:8] if others or start_model else "f" * 8
+        rid = run_id(line, dataset_sha256, tail)
         return FinetunePlan(
-            run_id=rid, line=line, dataset_sha256=dataset_sha256, fingerprint="f" * 8,
+            run_id=rid, line=line, dataset_sha256=dataset_sha256, fingerprint=tail,
+            start_model=start_model,
             base_model=BaseModelInfo(id="local:tiny", name="tiny", version="1"),
             component_name="chat_completion_pipeline", component_version="0.0.82",
             parameters={"num_train_epochs": 1},
@@ -222,8 +236,10 @@ def test_transient_storage_failure_mid_split_raises_and_retry_finishes(
     assert ingest.handle(incoming, "chat/c.jsonl").outcome is Outcome.SUBMITTED
     (run,) = clients.ledger.list(line="chat")
     assert run.state is RunState.SUBMITTED
+    sha = run.get("dataset_sha256")
     assert names(clients, clients.settings.prepared_container) == [
-        f"{run.run_id}/train.jsonl", f"{run.run_id}/validation.jsonl"
+        f"_drops/chat/{sha}/eval.jsonl", f"_drops/chat/{sha}/train.jsonl",
+        f"{run.run_id}/train.jsonl", f"{run.run_id}/validation.jsonl",
     ]
     assert platform.calls["submit_finetune"] == 1
 
@@ -317,7 +333,7 @@ def test_an_unexpected_error_is_recorded_once_not_retried(
     incoming = clients.settings.incoming_container
     drop(clients, "chat/g.jsonl", valid_dataset(20))
 
-    def broken_planner(*, line: str, dataset_sha256: str) -> FinetunePlan:
+    def broken_planner(*, line: str, dataset_sha256: str, **_: Any) -> FinetunePlan:
         raise RuntimeError("planner bug")
 
     ingest = Ingest(
