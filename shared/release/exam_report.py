@@ -5,7 +5,7 @@ Layout in the reports container (``settings.reports_container``)::
     <line>/_exams/<run>.json     tuneloop.exam/v1: scores of both, decision, the differences
     <line>/_exams/<run>.md       the same, for people
     <line>/_exams/<run>.png      the line's history: exam score and eval loss per version
-    <line>/_exams/history.png    the same chart, rewritten by every exam of the line
+    <line>/_exams/history.png    the line's chart as its latest exam left it (rewritten by each)
 
 The exam (:mod:`shared.release.exam`) builds an :class:`ExamOutcome` and calls
 :func:`write_exam_report` with the line's history (:func:`line_history`). The chart is drawn
@@ -376,7 +376,7 @@ def exam_report_markdown(report: Mapping[str, Any]) -> str:
     if own:
         out.append(
             "The new drop's own evaluation side (information, never decides): "
-            + ", ".join(f"{markdown_text(str(k))} {markdown_text(str(v))}" for k, v in own.items())
+            + ", ".join(f"{markdown_text(str(k))} {_value(v)}" for k, v in own.items())
             + "."
         )
     if report.get("eval_loss") is not None:
@@ -446,6 +446,13 @@ def _short(text: str) -> str:
 
 def _num(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
+
+
+def _value(value: Any) -> str:
+    """A reported value: a count as is, a score to two decimals, anything else escaped."""
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return markdown_text(str(value))
 
 
 # -- the chart ------------------------------------------------------------------------------
@@ -538,13 +545,14 @@ def write_exam_report(
     points = _with_this_exam(history, run, result)
     report = exam_report(run, result, points, refs)
     champion = None if result.champion is None else _finite(result.champion.get(result.metric))
+    # One drawing for both charts (about a second each on a small CPU): the line's
+    # history.png is the line as its latest exam left it, which is this run's chart.
     chart = _png(history_figure(
         points, metric=result.metric, champion_score=champion,
-        title=f"line {run.line}: exam of {run.run_id}",
+        title=f"line {run.line} after the exam of {run.run_id}",
     ))
-    line_chart = _png(history_figure(points, metric=result.metric, title=f"line {run.line}"))
     storage.write_json(refs.json, report)
     storage.write_text(refs.markdown, exam_report_markdown(report))
     storage.write_bytes(refs.chart, chart, content_type="image/png")
-    storage.write_bytes(refs.history_chart, line_chart, content_type="image/png")
+    storage.write_bytes(refs.history_chart, chart, content_type="image/png")
     return refs

@@ -202,14 +202,17 @@ def test_the_markdown_escapes_hostile_user_text(storage: FakeStorage) -> None:
 
 
 def test_the_markdown_has_the_score_table_and_the_calls(storage: FakeStorage) -> None:
-    """The Markdown shows both scores per metric with their difference and the calls spent."""
+    """The Markdown shows both scores per metric with their difference, the calls spent and
+    the new drop's own evaluation score (information)."""
+    own = {"examples": 4, "chrf": 61.23456}
     refs = write_exam_report(storage, storage.settings, run_record(),
-                             outcome([item(40, 30)]), HISTORY)
+                             outcome([item(40, 30)], own_eval=own), HISTORY)
     md = storage.read(refs.markdown.container, refs.markdown.name).decode()
     assert "| chrF (decides) | 61.20 | 55.00 | +6.20 |" in md
     assert "| BLEU | 30.50 | 28.00 | +2.50 |" in md
     assert "**24 endpoint calls**" in md
     assert f"({RUN}.png)" in md
+    assert "(information, never decides): examples 4, chrf 61.23." in md
 
 
 # -- the chart -------------------------------------------------------------------------------
