@@ -29,6 +29,7 @@ from shared.naming import (
     FINGERPRINT_TAG,
     LINE_TAG,
     RUN_TAG,
+    START_MODEL_TAG,
     experiment_name,
     is_valid_line,
 )
@@ -666,6 +667,8 @@ def plan_finetune(
                 DATASET_TAG: dataset_sha256,
                 BASE_MODEL_TAG: base_model.id,
                 FINGERPRINT_TAG: fingerprint,
+                # the job says where it started (Azure ML and local jobs carry plan tags)
+                **({START_MODEL_TAG: start_model.id} if start_model is not None else {}),
             }
         ),
         warnings=tuple(warnings),

@@ -59,6 +59,7 @@ __all__ = [
     "MANAGED_TAG",
     "PROTECT_TAG",
     "RUN_TAG",
+    "START_MODEL_TAG",
     "VERSION_TAG",
     "deployment_name",
     "endpoint_name",
@@ -82,6 +83,8 @@ JOB_TAG = "tuneloop_job"  # the job whose output a model or MLflow run came from
 DATASET_TAG = "tuneloop_dataset"  # the dataset's SHA-256
 BLOB_TAG = "tuneloop_blob"  # the incoming blob the dataset was read from
 BASE_MODEL_TAG = "tuneloop_base_model"  # the base model's asset id
+# the model version a job started from (set only when it is not the base model: issue 11)
+START_MODEL_TAG = "tuneloop_start_model"
 FINGERPRINT_TAG = "tuneloop_fingerprint"  # the plan's fingerprint
 MANAGED_TAG = "tuneloop_managed"  # "true" on endpoints tuneloop created (the sweeper's scope)
 PROTECT_TAG = "tuneloop_protect"  # "true": the sweeper never deletes this endpoint

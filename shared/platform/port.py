@@ -299,7 +299,14 @@ class Platform(Protocol):
         ...
 
     def submit_finetune(self, plan: FinetunePlan) -> JobInfo:
-        """Submit the job named ``plan.run_id``; a second call returns the existing job."""
+        """Submit the job named ``plan.run_id``; a second call returns the existing job.
+
+        With ``plan.start_model`` the job trains on from that registered version (its tags
+        carry it as ``tuneloop_start_model``); a version that is not registered raises
+        NotFoundError before anything is created. An empty ``plan.validation_blob`` is a run
+        without an evaluation side: it is accepted and trains (the local trainer then reports
+        no ``eval_loss``; Azure ML's component splits one off the train file itself).
+        """
         ...
 
     def get_job(self, name: str) -> JobInfo:

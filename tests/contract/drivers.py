@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from shared.clients import Clients
 from shared.finetune import SERVERLESS, Planner, bundled_base_model, bundled_component
-from shared.platform.port import FinetunePlan, JobInfo, Platform
+from shared.platform.port import FinetunePlan, JobInfo, ModelVersionInfo, Platform
 from shared.settings import Settings
 from shared.storage import BlobRef
 from tests.contract.fake_azureml import RG, WS, FakeAzureML
@@ -84,6 +84,27 @@ class Driver:
         platform settles in real time)."""
         return wait_until(check, timeout=self.timeout, what=f"{self.kind}: {what}",
                           every=self.every)
+
+    overrides: dict[str, Any] | None = None  # --set values of the driver's plans
+
+    def plan_for(
+        self, seed: int, *, start_model: ModelVersionInfo | None = None, validation: bool = True
+    ) -> FinetunePlan:
+        """Another run of the line (data seeded by ``seed``), planned by this platform: from
+        ``start_model`` when given, with ``validation_blob`` "" when ``validation`` is false;
+        its data is where the platform reads it from (see :meth:`upload`)."""
+        train, held = chat_rows(16, seed=seed), chat_rows(4, seed=seed + 1)
+        plan = Planner(self.settings, self.platform).plan(
+            line=LINE, dataset_sha256=hashlib.sha256(train + held).hexdigest(),
+            cli_overrides=self.overrides, start_model=start_model,
+        )
+        if not validation:
+            plan = dataclasses.replace(plan, validation_blob="")
+        self.upload(plan, train, held if validation else None)
+        return plan
+
+    def upload(self, plan: FinetunePlan, train: bytes, validation: bytes | None) -> None:
+        """Put the plan's data where its trainer reads it (in-process fakes read none)."""
 
     def finished_job(self) -> JobInfo:
         """The driver's run, submitted through the port (once) and finished."""
@@ -171,13 +192,14 @@ class LocalDriver(Driver):
     compute = SERVERLESS
     timeout = 300.0
     every = 0.25
+    overrides = TINY_RUN
 
     def __init__(self, azurite: str, root: Path) -> None:
         from shared.platform.local import LocalPlatform
 
         self.root = root
         self.settings = isolated_settings(azurite, root / "home")
-        clients = Clients(self.settings)
+        clients = self.clients = Clients(self.settings)
         clients.storage.ensure_containers(self.settings.prepared_container)
         self.platform = self.local = LocalPlatform.from_settings(
             self.settings, storage=clients.storage
@@ -192,6 +214,12 @@ class LocalDriver(Driver):
         clients.storage.write_bytes(BlobRef(container, self.plan.validation_blob), validation)
         # Training starts now and runs while the tests that need no model go first.
         self.platform.submit_finetune(self.plan)
+
+    def upload(self, plan: FinetunePlan, train: bytes, validation: bytes | None) -> None:
+        storage = self.clients.storage
+        storage.write_bytes(BlobRef(plan.data_container, plan.train_blob), train)
+        if validation is not None:
+            storage.write_bytes(BlobRef(plan.data_container, plan.validation_blob), validation)
 
     def finish(self, job_name: str) -> JobInfo:
         def finished() -> JobInfo | None:

@@ -24,7 +24,7 @@ from shared.errors import (
     NotFoundError,
     PlatformError,
 )
-from shared.naming import LINE_TAG, MANAGED_TAG, RUN_TAG
+from shared.naming import LINE_TAG, MANAGED_TAG, RUN_TAG, START_MODEL_TAG
 from shared.platform.port import (
     TERMINAL_JOB_STATUSES,
     DeploymentInfo,
@@ -43,6 +43,7 @@ RACED = "tl-contract-race"
 OWNED = "tl-contract-owned"
 DEPLOYMENT = "blue"
 MODEL = "tuneloop-contract"
+LINE_NAME = "contract"  # the drivers' line (tests.contract.drivers.LINE)
 TAGS = {MANAGED_TAG: "true", LINE_TAG: "contract"}
 INTRUDER = {MANAGED_TAG: "true", LINE_TAG: "Contract"}  # another line: case matters
 PAYLOAD: dict[str, Any] = {
@@ -191,6 +192,51 @@ def test_finished_job_reports_its_training_metrics(platform_under_test: Driver) 
     job = platform_under_test.finished_job()
     assert "eval_loss" in job.metrics
     assert all(isinstance(v, float) for v in job.metrics.values())
+
+
+def test_a_plan_with_a_start_model_trains_on_from_it_and_says_so(
+    platform_under_test: Driver,
+) -> None:
+    """A plan whose start model is a registered version is accepted, and its job (submitted
+    and finished) reports that version in its tags (issue 11: start from live)."""
+    d = platform_under_test
+    job = d.finished_job()
+    start = d.platform.register_model(
+        f"{MODEL}-start", "1", job_name=job.name, tags={RUN_TAG: job.name, LINE_TAG: LINE_NAME}
+    )
+    plan = d.plan_for(5, start_model=start)
+    assert plan.start_model == start
+    submitted = d.platform.submit_finetune(plan)
+    assert submitted.name == plan.run_id
+    assert submitted.tags.get(START_MODEL_TAG) == start.id
+    finished = d.finish(plan.run_id)
+    assert finished.status == "Completed", finished.error
+    assert finished.tags.get(START_MODEL_TAG) == start.id
+    assert finished.outputs.get("trained_model")
+
+
+def test_a_start_model_that_is_not_registered_is_not_found(platform_under_test: Driver) -> None:
+    """A start model the platform does not have raises NotFoundError and creates no job."""
+    d = platform_under_test
+    ghost = ModelVersionInfo(f"{MODEL}-never-registered", "1", "never-registered")
+    plan = d.plan_for(7, start_model=ghost)
+    with pytest.raises(NotFoundError):
+        d.platform.submit_finetune(plan)
+    with pytest.raises(NotFoundError):
+        d.platform.get_job(plan.run_id)
+
+
+def test_a_plan_without_validation_data_is_accepted_and_trains(
+    platform_under_test: Driver,
+) -> None:
+    """A plan with validation_blob "" (a run with no evaluation side) is submitted and
+    completes with its model."""
+    d = platform_under_test
+    plan = d.plan_for(9, validation=False)
+    assert d.platform.submit_finetune(plan).name == plan.run_id
+    finished = d.finish(plan.run_id)
+    assert finished.status == "Completed", finished.error
+    assert finished.outputs.get("trained_model")
 
 
 # -- release --------------------------------------------------------------------------------

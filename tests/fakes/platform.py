@@ -145,6 +145,11 @@ class FakePlatform:
     def submit_finetune(self, plan: FinetunePlan) -> JobInfo:
         with self._lock:
             self._enter("submit_finetune")
+            start = plan.start_model
+            new = plan.run_id not in self.jobs
+            if new and start is not None and (start.name, start.version) not in self.models:
+                # as the adapters refuse a start model that is not registered
+                raise NotFoundError(f"start model {start.name}:{start.version} not found")
             if plan.run_id not in self.jobs:
                 self.jobs[plan.run_id] = JobInfo(
                     plan.run_id, JobStatus.NOT_STARTED, dict(plan.tags)
@@ -167,11 +172,16 @@ class FakePlatform:
         return self.jobs[name]
 
     def complete(self, name: str, metrics: Mapping[str, float] | None = None) -> JobInfo:
-        """Test helper: the job finished well, with its model output and final metrics."""
+        """Test helper: the job finished well, with its model output and final metrics (no
+        eval_loss by default when its plan had no validation blob, as the trainers report)."""
+        if metrics is None:
+            plan = self.plans.get(name)
+            no_eval = plan is not None and not plan.validation_blob
+            metrics = {k: v for k, v in FINAL_METRICS.items() if not (no_eval and k == "eval_loss")}
         return self.set_job(
             name, JobStatus.COMPLETED,
             outputs={TRAINED_MODEL: f"azureml://jobs/{name}/outputs/{TRAINED_MODEL}"},
-            metrics=dict(FINAL_METRICS if metrics is None else metrics), error=None,
+            metrics=dict(metrics), error=None,
         )
 
     # -- release ------------------------------------------------------------------------

@@ -3,16 +3,19 @@ fake HTTP transport: the job PUT says which model training starts from."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from shared.errors import NotFoundError
 from shared.finetune import Planner
 from shared.platform.port import FinetunePlan, ModelVersionInfo
 from shared.settings import Settings
 from tests.fakes.credential import FakeCredential
-from tests.fakes.transport import FakeTransport
+from tests.fakes.transport import FakeTransport, Reply
 from tests.fixtures.azureml.rest import (
     SHA,
     SUB,
@@ -31,10 +34,24 @@ ARM_WORKSPACE = (
 LIVE = ModelVersionInfo("tl-support", "3", f"{ARM_WORKSPACE}/models/tl-support/versions/3")
 
 
+def _release_fixture(file: str, **values: str) -> dict[str, Any]:
+    """A release fixture's body (the workspace's recorded shapes) with __KEY__ filled in."""
+    text = (Path(__file__).parents[1] / "fixtures" / "azureml_release" / file).read_text()
+    for key, value in values.items():
+        text = text.replace(f"__{key}__", value)
+    body: dict[str, Any] = json.loads(text)
+    return body
+
+
 @pytest.fixture
 def transport() -> FakeTransport:
     t = azureml_transport()
     t.add("PUT", WORKSPACE + r"/jobs/", created)
+    t.add("GET", WORKSPACE + r"/models/tl-support/versions/3\?",
+          Reply(200, _release_fixture("model_version.json", NAME="tl-support", VERSION="3",
+                                      JOB="tl-support-v1-job")))
+    t.add("GET", WORKSPACE + r"/models/tl-support/versions/4\?",
+          Reply(404, _release_fixture("error_not_found.json", WHAT="tl-support:4")))
     return t
 
 
@@ -94,3 +111,14 @@ def test_an_empty_validation_blob_leaves_the_validation_input_out(
     inputs = _inputs(transport)
     assert "validation_file_path" not in inputs
     assert inputs["train_file_path"]["uri"].endswith(f"/{plan.run_id}/train.jsonl")
+
+
+def test_a_start_model_missing_from_the_workspace_is_not_found(
+    settings: Settings, platform: Any, transport: FakeTransport
+) -> None:
+    """A start model version the workspace does not have (404) is NotFoundError; no job PUT."""
+    missing = ModelVersionInfo("tl-support", "4", f"{ARM_WORKSPACE}/models/tl-support/versions/4")
+    with pytest.raises(NotFoundError):
+        platform.submit_finetune(_plan(settings, platform, missing))
+    assert not transport.calls("PUT")
+    assert transport.calls("GET", r"/models/tl-support/versions/4")

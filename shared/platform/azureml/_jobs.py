@@ -163,7 +163,10 @@ def build_pipeline_job(plan: FinetunePlan, component: Any, *, datastore: str) ->
     # else: the run has no evaluation side (issue 11, "empty validation"); the input is left
     # out: chat_completion_pipeline 0.0.82 declares validation_file_path ``optional: true``
     # (azureml-assets training/finetune_acft_hf_nlp/components/pipeline_components/
-    # chat_completion/spec.yaml), and its preprocess step then has no validation split.
+    # chat_completion/spec.yaml). Its preprocess step then splits the train file itself
+    # ("an automatic split from train data happens if they are not passed ... 10% of train
+    # data will be assigned to each of them": preprocess/chat_completion/spec.yaml), so such a
+    # job trains on ~80% of the file and its eval_loss is measured on that automatic split.
     inputs["mlflow_model_path"] = Input(type="mlflow_model", path=start_model_path(plan))
     if plan.start_model is not None and MERGE_LORA_INPUT in declared:
         # Continuing from a version of the line: the same spec's ``merge_lora_weights`` ("If
@@ -361,6 +364,12 @@ class JobsMixin(AzureMLBase):
         else:
             log.info("job exists run=%s line=%s status=%s", plan.run_id, plan.line, existing.status)
             return existing
+        if plan.start_model is not None:
+            # The version training continues from must exist: NotFoundError before anything
+            # is created (as on the local platform), not a failed job later.
+            start = plan.start_model
+            with map_sdk_errors(f"start model {start.name}:{start.version}"):
+                self.ml_client.models.get(name=start.name, version=start.version)
         component = self._sdk_component(plan.component_name, plan.component_version)
         job = build_pipeline_job(plan, component, datastore=self.settings.datastore)
         validate_job(job)

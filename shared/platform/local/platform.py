@@ -94,6 +94,8 @@ def _plan_from_json(data: Mapping[str, Any]) -> FinetunePlan:
             if k in {f.name for f in dataclasses.fields(BaseModelInfo) if f.init}}
     fields["base_model"] = BaseModelInfo(**base)
     fields["warnings"] = tuple(fields.get("warnings") or ())
+    start = fields.get("start_model")
+    fields["start_model"] = ModelVersionInfo(**dict(start)) if start else None
     return FinetunePlan(**fields)
 
 
@@ -220,24 +222,41 @@ class LocalPlatform:
         # The tracking store exists before any trainer starts: two first trainers creating
         # its schema at once fail (see registry.ensure_store).
         registry.ensure_store(self.home)
+        start_dir = None
+        if plan.start_model is not None and read_json(job_dir / "job.json") is None:
+            # Before the lock (it reads the MLflow registry): a missing version is NotFound.
+            start_dir = self._start_model_dir(plan.start_model)
         with locked(self.paths):
             exists = read_json(job_dir / "job.json") is not None
             if not exists:
-                proc = self._start_job(plan, job_dir)
+                proc = self._start_job(plan, job_dir, start_dir)
         if exists:
             log.info("job %s exists; not submitting again", name)
             return self._job_info(name)  # outside the lock: it may take it to reap
         log.info("job %s submitted (pid %s) line=%s", name, proc.pid, plan.line)
         return JobInfo(name=name, status=JobStatus.NOT_STARTED, tags=dict(plan.tags))
 
-    def _start_job(self, plan: FinetunePlan, job_dir: Path) -> subprocess.Popen[bytes]:
+    def _start_model_dir(self, model: ModelVersionInfo) -> Path:
+        """The Hugging Face directory of a registered version (what its deployment serves)."""
+        from shared.platform.local import registry
+
+        model_dir, _ = self._resolve_model(model)
+        return registry.hf_model_dir(model_dir)
+
+    def _start_job(
+        self, plan: FinetunePlan, job_dir: Path, start_dir: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         """Record the job and spawn its trainer (caller holds the lock)."""
         name = plan.run_id
+        if plan.start_model is not None and start_dir is None:
+            start_dir = self._start_model_dir(plan.start_model)
         spec = {
             "name": name,
             "plan": _plan_to_json(plan),
             "home": str(self.home),
             "base_model_dir": self.settings.local_base_model,
+            # the registered version training continues from (None: from the base model)
+            "start_model_dir": str(start_dir) if start_dir is not None else None,
             "device": self.settings.local_device,
             "threads": self.threads,
             "submitted": utcnow_iso(),

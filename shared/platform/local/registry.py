@@ -35,6 +35,7 @@ __all__ = [
     "ensure_experiment",
     "ensure_store",
     "find_version",
+    "hf_model_dir",
     "log_chat_model",
     "model_local_dir",
     "store_ready",
@@ -268,3 +269,27 @@ def model_local_dir(home: Path, name: str, mlflow_version: str) -> Path:
     if parsed.scheme not in ("", "file"):
         raise NotFoundError(f"model {name} version {mlflow_version} is not in a local store: {uri}")
     return Path(url2pathname(parsed.path))
+
+
+def hf_model_dir(model_dir: Path) -> Path:
+    """The Hugging Face model directory inside a registered version's MLflow model.
+
+    :func:`log_chat_model` logs the trained directory as the pyfunc artifact ``hf_model``;
+    MLflow copies it under the model and records where in ``MLmodel``
+    (``flavors.python_function.artifacts.hf_model.path``, relative to the model). That is
+    what a deployment serves and what a job continuing from the version starts from.
+    """
+    import yaml
+
+    try:
+        meta = yaml.safe_load((model_dir / "MLmodel").read_text(encoding="utf-8")) or {}
+        relative = meta["flavors"]["python_function"]["artifacts"][ARTIFACT_KEY]["path"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise NotFoundError(
+            f"{model_dir} is not a tuneloop chat model (no {ARTIFACT_KEY} artifact in its "
+            f"MLmodel: {exc})"
+        ) from exc
+    path = model_dir / str(relative)
+    if not (path / "config.json").exists():
+        raise NotFoundError(f"model files of {model_dir} are missing: no {path}/config.json")
+    return path

@@ -239,11 +239,23 @@ def _evaluate(
     return total / max(count, 1)
 
 
+def _load_model(model_dir: Path, dtype: Any) -> Any:
+    """A causal LM from ``model_dir``: whole weights, or (a version saved unmerged) base +
+    LoRA adapter merged into one model, the same files a deployment of it serves."""
+    if (model_dir / "adapter_config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+
+        return AutoPeftModelForCausalLM.from_pretrained(model_dir, dtype=dtype).merge_and_unload()
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+
+
 def run_training(spec: Mapping[str, Any], job_dir: Path, progress: _Progress) -> dict[str, Any]:
     """Fine-tune and log to MLflow; returns metrics, MLflow ids and the model URI."""
     import mlflow
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
+    from transformers import AutoTokenizer, get_scheduler
     from transformers.utils import logging as hf_logging
 
     from shared.platform.local.registry import configure_mlflow, ensure_experiment
@@ -256,14 +268,21 @@ def run_training(spec: Mapping[str, Any], job_dir: Path, progress: _Progress) ->
     hp = hyperparameters(plan["parameters"])
     local_dir = spec.get("base_model_dir")
     base_dir = Path(local_dir) if local_dir else ensure_tiny_model(home)
+    # A start model (issue 11 §2): the registered version's own model files, the directory
+    # its deployment serves; training continues from its weights instead of the base model's.
+    start_dir = spec.get("start_model_dir")
+    from_dir = Path(start_dir) if start_dir else base_dir
 
-    tokenizer: Any = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer: Any = AutoTokenizer.from_pretrained(from_dir)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     container = plan["data_container"]
     splits: dict[str, list[tuple[list[int], list[int]]]] = {}
     skipped = 0
     for split, blob in (("train", plan["train_blob"]), ("validation", plan["validation_blob"])):
+        if not blob:  # validation_blob "": the run has no evaluation side, so no eval_loss
+            splits[split] = []
+            continue
         conversations = _read_jsonl(_download(container, blob), f"{container}/{blob}")
         encoded = [encode_example(tokenizer, c, hp.max_seq_length) for c in conversations]
         splits[split] = [e for e in encoded if e is not None]
@@ -277,7 +296,7 @@ def run_training(spec: Mapping[str, Any], job_dir: Path, progress: _Progress) ->
     # precision "16" is honoured on a GPU (bfloat16); a CPU trains in float32.
     half = hp.half_precision and device.startswith("cuda")
     dtype = torch.bfloat16 if half else torch.float32
-    model: Any = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    model: Any = _load_model(from_dir, dtype)
     model.to(device)
     if hp.apply_lora:
         from peft import LoraConfig, get_peft_model
@@ -312,11 +331,14 @@ def run_training(spec: Mapping[str, Any], job_dir: Path, progress: _Progress) ->
     tags = {**plan.get("tags", {}), JOB_TAG: plan["run_id"]}
     progress(event="start", total_steps=total_steps, train_examples=len(train_rows),
              validation_examples=len(eval_rows), skipped_examples=skipped,
-             base_model=str(base_dir), lora=hp.apply_lora)
+             base_model=str(base_dir), start_model=str(from_dir), lora=hp.apply_lora)
     with mlflow.start_run(experiment_id=experiment, run_name=plan["run_id"], tags=tags) as run:
         write_json(job_dir / "mlflow.json", {"run_id": run.info.run_id})
         mlflow.log_params({k: str(v)[:500] for k, v in plan["parameters"].items()})
+        start = plan.get("start_model") or {}
         mlflow.log_params({"base_model": plan["base_model"]["name"],
+                           "start_model": f"{start['name']}:{start['version']}"
+                           if start else plan["base_model"]["name"],
                            "train_examples": len(train_rows),
                            "validation_examples": len(eval_rows)})
         step, micro, started, first_loss = 0, 0, time.perf_counter(), math.nan
@@ -362,7 +384,9 @@ def run_training(spec: Mapping[str, Any], job_dir: Path, progress: _Progress) ->
         steps_per_second = step / max(time.perf_counter() - started, 1e-9)
 
         model.eval()
-        if hp.apply_lora and hp.merge_lora:
+        # A version a later one continues from is saved whole: merged even if the plan said
+        # otherwise (the planner refuses merge_lora_weights=false with a start model).
+        if hp.apply_lora and (hp.merge_lora or start_dir):
             model = model.merge_and_unload()
         out_dir = job_dir / "output" / "model"
         model.save_pretrained(out_dir)
