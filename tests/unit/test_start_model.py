@@ -117,3 +117,18 @@ def test_the_text_plan_has_a_start_model_line(
     assert main(argv) == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("start_model "))
     assert line.split(None, 1)[1] == bundled_base_model().id
+
+
+def test_a_local_jobs_recorded_plan_keeps_its_start_model(settings: Settings) -> None:
+    """The local platform's job record (job.json) reads back the same plan, start model
+    included (lost jobs are replanned from it)."""
+    import json
+
+    from shared.platform.local.platform import _plan_from_json, _plan_to_json
+
+    plan = _plan(settings, LIVE)
+    back = _plan_from_json(json.loads(json.dumps(_plan_to_json(plan))))
+    assert back.start_model == LIVE
+    assert back.run_id == plan.run_id
+    assert _plan_from_json(json.loads(json.dumps(_plan_to_json(_plan(settings, None))))) \
+        .start_model is None
