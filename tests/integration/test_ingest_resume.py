@@ -22,7 +22,7 @@ from shared.ledger import RunState
 from shared.naming import run_id
 from shared.platform.port import BaseModelInfo, FinetunePlan, ModelVersionInfo
 from shared.settings import Settings
-from shared.storage import BlobRef, BlockWriter, Storage
+from shared.storage import CHUNK, BlobRef, BlockWriter, Storage
 from tests.fakes.platform import FakePlatform
 from tests.integration.test_ingest import invalid_dataset, valid_dataset
 
@@ -110,11 +110,13 @@ class FlakyStorage(Storage):
             raise Crash
         super().write_json(ref, obj)
 
-    def read_chunks(self, ref: BlobRef, *, etag: str | None = None) -> Iterator[bytes]:
+    def read_chunks(
+        self, ref: BlobRef, *, etag: str | None = None, chunk_size: int = CHUNK
+    ) -> Iterator[bytes]:
         if self.fail.startswith("overwrite:") and ref.container == self.settings.incoming_container:
             data, self.fail = self.fail.removeprefix("overwrite:").encode(), ""
             self.write_bytes(ref, data)  # another upload lands between event and read
-        return super().read_chunks(ref, etag=etag)
+        return super().read_chunks(ref, etag=etag, chunk_size=chunk_size)
 
 
 @pytest.fixture
