@@ -31,7 +31,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.errors import (
     AlreadyExistsError,
@@ -45,7 +45,7 @@ from shared.storage import BlobRef
 
 if TYPE_CHECKING:
     from shared.clients import Clients
-    from shared.ingest import PlanDataset
+    from shared.corpus import Corpus
     from shared.ledger import LedgerPort
     from shared.platform.port import FinetunePlan, Platform
     from shared.release.context import ReleaseContext
@@ -56,6 +56,7 @@ __all__ = [
     "RETRACTED_TAG",
     "AmbiguousDatasetError",
     "Drop",
+    "PlanRetrain",
     "RetractResult",
     "Retraction",
     "UnknownDatasetError",
@@ -79,6 +80,14 @@ _TRAINING = frozenset(
 _NOT_TRAINED = frozenset({RunState.REJECTED, RunState.DUPLICATE})
 _HEX = re.compile(r"^[0-9a-f]{8,64}$")
 _MAX_ATTEMPTS = 5  # retrains of one corpus after FAILED runs, as ingest's MAX_ATTEMPTS
+
+
+class PlanRetrain(Protocol):
+    """Plans a run on a corpus (``shared.finetune.Planner.plan``); PlanError when it cannot."""
+
+    def __call__(
+        self, *, line: str, dataset_sha256: str, corpus: Sequence[str]
+    ) -> FinetunePlan: ...
 
 
 class UnknownDatasetError(NotFoundError):
@@ -270,7 +279,7 @@ class Retraction:
         storage: Storage,
         ledger: LedgerPort,
         platform: Platform,
-        planner: PlanDataset,
+        planner: PlanRetrain,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self.settings = settings
@@ -282,7 +291,7 @@ class Retraction:
 
     @classmethod
     def from_clients(
-        cls, clients: Clients, *, planner: PlanDataset | None = None,
+        cls, clients: Clients, *, planner: PlanRetrain | None = None,
         clock: Callable[[], datetime] = _utcnow,
     ) -> Retraction:
         if planner is None:
@@ -303,15 +312,13 @@ class Retraction:
         runs = self.ledger.list(line=line)
         drop = resolve_drop(runs, dataset, line=line)
         result = RetractResult(line=line, drop=drop)
-        gone = retracted(self.ledger, line)
-        result.already = drop.sha256 in gone
+        result.already = not record_retraction(
+            self.ledger, line, drop.sha256, name=drop.name, by=by, reason=reason or "",
+            now=self.clock(),
+        )
         if not result.already:
-            record_retraction(
-                self.ledger, line, drop.sha256, name=drop.name, by=by, reason=reason,
-                now=self.clock(),
-            )
-            gone = retracted(self.ledger, line)
             log.info("retract line=%s dataset=%s sha256=%s recorded", line, drop.name, drop.sha256)
+        gone = retracted(self.ledger, line)
         self._delete_copies(runs, result)
         self._tag_models(runs, gone, result)
         self._retrain(runs, gone, result)
@@ -376,32 +383,42 @@ class Retraction:
 
     # -- 4. the retrain --------------------------------------------------------------------
     def _retrain(self, runs: Sequence[RunRecord], gone: set[str], result: RetractResult) -> None:
-        live = _live(runs)
+        from shared.corpus import live_run, retrain_corpus
+
+        live = live_run(self.ledger, result.line)
         if live is None:
             result.notes.append(f"line {result.line} has no live model: nothing to retrain")
             return
         result.live_run = live.run_id
-        drops = corpus_drops(live)
-        if result.drop.sha256 not in {str(d["sha256"]) for d in drops}:
+        if result.drop.sha256 not in corpus_shas(live):
             result.notes.append(
                 f"the live run {live.run_id} was not trained on it: nothing to retrain"
             )
             return
-        keep = [d for d in drops if str(d["sha256"]) not in gone]
-        if not keep:
+        # The live corpus minus every retracted drop, from the base model whatever the line's
+        # start policy: the live model learned the retracted data, so it is no starting point.
+        corpus = replace(
+            retrain_corpus(self.ledger, self.settings, result.line),
+            start="base", start_model=None,
+        )
+        if not corpus.drops:
             result.no_data = True
             return
-        from shared.corpus import corpus_sha256
-
-        corpus = corpus_sha256([str(d["sha256"]) for d in keep])
-        plan = self.planner(line=result.line, dataset_sha256=corpus)
-        self._start(plan, live, keep, sorted(gone & corpus_shas(live)), result)
+        # No new drop names the run: the corpus does (its sha256 in the run id, its drops in
+        # the fingerprint), so the same corpus is the same run however often it is retracted.
+        plan = self.planner(
+            line=result.line, dataset_sha256=corpus.sha256, corpus=corpus.sha256s
+        )
+        self._start(plan, live, corpus, sorted(gone & corpus_shas(live)), result)
 
     def _start(
-        self, plan: FinetunePlan, live: RunRecord, keep: list[Mapping[str, Any]],
-        without: list[str], result: RetractResult,
+        self, plan: FinetunePlan, live: RunRecord, corpus: Corpus, without: list[str],
+        result: RetractResult,
     ) -> None:
-        """Create (or find) the retrain run and move it RECEIVED → ACCEPTED → SUBMITTED."""
+        """Create (or find) the retrain run and move it RECEIVED → ACCEPTED → SUBMITTED, as
+        ingest moves a drop's run (a FAILED retrain of the same corpus is tried again as the
+        next attempt, ``<run>-r2`` ...)."""
+        from shared.corpus import build_run_files
         from shared.finetune import retry_plan
         from shared.reports import write_run_report
 
@@ -415,11 +432,14 @@ class Retraction:
         while rec.state in (RunState.RECEIVED, RunState.ACCEPTED):
             try:
                 if rec.state == RunState.RECEIVED:
-                    data = self._prepare(plan, rec, keep)
+                    data = build_run_files(
+                        self.storage, self.settings, corpus, run_id=plan.run_id,
+                        base_model_id=plan.base_model.id,
+                    )
                     rec = self.ledger.advance(
-                        rec, RunState.ACCEPTED, data=data,
-                        note=f"{data.get('train_examples')} train / "
-                        f"{data.get('eval_examples')} eval examples from {len(keep)} drops",
+                        rec, RunState.ACCEPTED, data=data.to_dict(),
+                        note=f"{data.train_examples} train / {data.eval_examples} eval examples "
+                        f"from {len(data.drops)} drops",
                     )
                 else:
                     if not (rec.get("data") or {}).get("eval_examples"):
@@ -440,9 +460,7 @@ class Retraction:
     ) -> tuple[RunRecord, bool]:
         from shared.reports import write_run_report
 
-        names = ", ".join(
-            f"{n} ({s[:12]})" for s, n in ((s, _name_of(live, s)) for s in without)
-        )
+        names = ", ".join(f"{_name_of(live, s)} ({s[:12]})" for s in without)
         try:
             rec = self.ledger.create(
                 result.line, plan.run_id, RunState.RECEIVED,
@@ -459,36 +477,12 @@ class Retraction:
         write_run_report(self.storage, self.settings, rec)
         return rec, True
 
-    def _prepare(
-        self, plan: FinetunePlan, rec: RunRecord, keep: list[Mapping[str, Any]]
-    ) -> dict[str, Any]:
-        """Write the run's train/validation files from the kept drops' stored sides; the
-        run's ``data`` (shared.corpus builds both, as for a drop's run)."""
-        from shared.corpus import build_retrain_files
-
-        data = build_retrain_files(
-            self.storage, self.settings, line=rec.line, drops=keep, plan=plan,
-        )
-        return dict(data)
-
 
 def _name_of(rec: RunRecord, sha: str) -> str:
     for d in corpus_drops(rec):
         if d.get("sha256") == sha and d.get("name"):
             return str(d["name"])
     return sha[:12]
-
-
-def _live(runs: Sequence[RunRecord]) -> RunRecord | None:
-    """The line's live run: the PROMOTED run promoted last (shared.release.promote's rule:
-    ``promoted_at``, else its last update)."""
-
-    def promoted_at(rec: RunRecord) -> str:
-        when = rec.release.promoted_at
-        return when.isoformat() if when else str(rec.get("updated") or "")
-
-    promoted = [r for r in runs if r.state == RunState.PROMOTED]
-    return max(promoted, key=promoted_at) if promoted else None
 
 
 def tag_model(platform: Platform, rec: RunRecord, gone: set[str]) -> str | None:

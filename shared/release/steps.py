@@ -43,16 +43,27 @@ from shared.naming import (
 from shared.platform.metadata import size_refusal
 from shared.platform.port import (
     BaseModelInfo,
-    DeploymentSpec,
-    ModelVersionInfo,
     ProvisioningState,
 )
-from shared.release.context import ReleaseContext, advance, hold, recorded, reread, serving
-from shared.release.gate import decide_promotion
+from shared.release.context import (
+    ReleaseContext,
+    advance,
+    deployment_spec,
+    hold,
+    recorded,
+    reread,
+    serving,
+)
+from shared.release.exam import MAX_EXAM_ATTEMPTS, examine
+from shared.release.gate import decide_promotion, uses_exam
 from shared.release.promote import live_run, promote
 from shared.release.smoke import smoke_test
+from shared.retract import hold_if_retracted
 
-__all__ = ["MAX_SMOKE_ATTEMPTS", "MAX_STEP_FAILURES", "advance_release", "inference_allow_list"]
+__all__ = [
+    "MAX_EXAM_ATTEMPTS", "MAX_SMOKE_ATTEMPTS", "MAX_STEP_FAILURES", "advance_release",
+    "inference_allow_list",
+]
 
 log = logging.getLogger(__name__)
 
@@ -240,19 +251,7 @@ def _step_deploying(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, boo
         if problem:
             return hold(ctx, run, problem), True
         run = ctx.ledger.update(run, release=replace(run.release, instance_checked=True))
-    model = ModelVersionInfo(
-        name=recorded(run, run.release.model_name, "model_name"),
-        version=recorded(run, run.release.model_version, "model_version"),
-        id=recorded(run, run.release.model_id, "model_id"),
-    )
-    s = ctx.settings
-    dep = ctx.platform.deploy(
-        DeploymentSpec(
-            endpoint=endpoint, name=deployment, model=model,
-            instance_type=s.inference_instance_type, instance_count=s.inference_instance_count,
-            tags={RUN_TAG: run.run_id, LINE_TAG: run.line},
-        )
-    )
+    dep = ctx.platform.deploy(deployment_spec(ctx, run))
     if dep.provisioning_state == ProvisioningState.SUCCEEDED:
         ready = replace(
             run.release, endpoint_state=ep.provisioning_state,
@@ -317,36 +316,32 @@ def _note_wait(
         return run
 
 
-# -- DEPLOYED: smoke test, gate, promote ----------------------------------------------------
+# -- DEPLOYED: smoke test, gate (the exam), promote -----------------------------------------
 def _step_deployed(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool]:
     endpoint, deployment = serving(run)
     if not run.release.promoting:
-        try:
-            problem = smoke_test(ctx, run)
-        except TransientError as exc:
-            attempts = run.release.smoke_attempts + 1
-            if attempts < MAX_SMOKE_ATTEMPTS:
-                retry = replace(run.release, smoke_attempts=attempts, last_error=str(exc))
-                ctx.ledger.update(run, release=retry)
-                raise
-            problem = f"{deployment} did not answer after {attempts} attempts: {exc}"
+        if (held := hold_if_retracted(ctx, run)) is not None:  # retracted data never goes live
+            return held, True
+        # An exam that stopped (exam_attempts) started after the smoke test passed.
+        problem = None if run.release.exam_attempts else _smoke(ctx, run, deployment)
         if problem:
             ctx.platform.delete_deployment(endpoint, deployment)
             return hold(ctx, run, f"smoke test failed: {problem}"), True
         live = live_run(ctx, run)
-        decision = decide_promotion(
-            ctx.settings.promotion,
-            new_loss=run.release.eval_loss,
-            live_loss=live.release.eval_loss if live else None,
-            has_live=live is not None,
-            tolerance=ctx.settings.gate_tolerance,
-        )
+        exam = None
+        if uses_exam(ctx.settings.promotion):
+            decision, exam = examine(ctx, run, live)  # TransientError: resumes at the next try
+        else:
+            decision = decide_promotion(ctx.settings.promotion)
         if not decision.promote:
             if not decision.keep_deployment:
                 ctx.platform.delete_deployment(endpoint, deployment)
-            return hold(ctx, run, decision.reason), True
+            held_release = replace(run.release, exam=exam or run.release.exam)
+            log.warning("run %s line %s HELD: %s", run.run_id, run.line, decision.reason)
+            run = advance(ctx, run, RunState.HELD, reason=decision.reason, release=held_release)
+            return run, True
         promoting = replace(
-            run.release, promoting=True, gate=decision.reason,
+            run.release, promoting=True, gate=decision.reason, exam=exam or run.release.exam,
             previous_run=live.run_id if live else None,
             previous_deployment=live.release.deployment if live else None,
         )
@@ -354,6 +349,20 @@ def _step_deployed(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool
             run, release=promoting, note=f"smoke test passed; {decision.reason}; promoting"
         )
     return promote(ctx, run), True
+
+
+def _smoke(ctx: ReleaseContext, run: RunRecord, deployment: str) -> str | None:
+    """The smoke test's problem, or None; a transient failure is retried by later tries, up to
+    :data:`MAX_SMOKE_ATTEMPTS` (then it is the problem)."""
+    try:
+        return smoke_test(ctx, run)
+    except TransientError as exc:
+        attempts = run.release.smoke_attempts + 1
+        if attempts < MAX_SMOKE_ATTEMPTS:
+            retry = replace(run.release, smoke_attempts=attempts, last_error=str(exc))
+            ctx.ledger.update(run, release=retry)
+            raise
+        return f"{deployment} did not answer after {attempts} attempts: {exc}"
 
 
 _STEPS: dict[RunState, Step] = {
