@@ -71,6 +71,10 @@ def submit(args: argparse.Namespace, clients: Clients) -> int:
         return report_invalid_dataset("submit", args.dataset, report)
     plan = _plan(args, clients, inputs, report.dataset.sha256)
     split = _upload_split(args.dataset, plan, clients)
+    if _no_validation(split, plan, clients):  # the prompt split may leave validation empty
+        from dataclasses import replace
+
+        plan = replace(plan, validation_blob="")
     job = _submit_and_record(plan, clients, report, split)
     doc = plan_document(plan, None)
     doc["job"] = {"name": job.name, "status": job.status, "studio_url": job.studio_url}
@@ -133,6 +137,17 @@ def _upload_split(path: Path, plan: FinetunePlan, clients: Clients) -> dict[str,
         "train_sha256": train.commit(content_type="application/jsonl"),
         "validation_sha256": validation.commit(content_type="application/jsonl"),
     }
+
+
+def _no_validation(split: dict[str, Any], plan: FinetunePlan, clients: Clients) -> bool:
+    """Whether the run's validation file is empty: then the job gets none (the validation
+    input is optional; the adapters leave it out for ``validation_blob=""``)."""
+    if "validation_examples" in split:
+        return bool(split["validation_examples"] == 0)
+    from shared.storage import BlobRef
+
+    ref = BlobRef(plan.data_container, plan.validation_blob)
+    return bool(clients.storage.properties(ref)["size"] == 0)
 
 
 def _submit_and_record(

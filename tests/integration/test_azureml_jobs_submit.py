@@ -117,6 +117,26 @@ def test_submit_twice_submits_once(
     assert len(transport.calls("PUT")) == 1
 
 
+def test_an_empty_validation_side_submits_without_a_validation_file(
+    azure_clients: tuple[Clients, FakeTransport],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """TUNELOOP_VALIDATION_FRACTION 0 (or a small file whose prompts all split to train): the
+    job gets no validation_file_path instead of an empty file; again once the blobs exist."""
+    clients, transport = azure_clients
+    clients = Clients(clients.settings.model_copy(update={"validation_fraction": 0.0}))
+    clients.use_platform(azure_clients[0].platform)
+    dataset = write_dataset(tmp_path / "support.jsonl")
+    assert submit(args_for(dataset), clients) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["split"]["validation_examples"] == 0
+    inputs = transport.calls("PUT")[0].json()["properties"]["jobs"]["chat_completion_pipeline"][
+        "inputs"]
+    assert "validation_file_path" not in inputs
+    assert "train_file_path" in inputs
+
+
 def test_submit_refuses_an_invalid_dataset(
     azure_clients: tuple[Clients, FakeTransport],
     tmp_path: Path,
