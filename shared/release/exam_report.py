@@ -460,6 +460,8 @@ def _value(value: Any) -> str:
 _STYLE_LIVE = {"marker": "*", "markersize": 16, "color": "#d4a017", "label": "live"}
 _STYLE_HELD = {"marker": "X", "markersize": 10, "color": "#c0392b", "label": "held"}
 _STYLE_OTHER = {"marker": "o", "markersize": 7, "color": "#2c6fbb", "label": "version"}
+# Up to this many versions the x labels stand upright.
+_UPRIGHT_TICKS = 12
 
 
 def history_figure(
@@ -521,6 +523,8 @@ def history_figure(
     if handles:
         score_ax.legend(handles, labels, loc="best", fontsize="small")
     loss_ax.set_xticks(xs, [p.label for p in history])
+    if len(history) > _UPRIGHT_TICKS:  # long lines: slanted labels stay readable
+        loss_ax.tick_params(axis="x", labelrotation=45)
     loss_ax.set_xlabel("version")
     return fig
 

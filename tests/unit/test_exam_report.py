@@ -238,6 +238,15 @@ def test_the_chart_marks_the_live_version_and_the_held_ones() -> None:
     assert fig.axes[1].get_ylabel() == "eval loss"
 
 
+def test_a_long_history_slants_its_version_labels() -> None:
+    """Past twelve versions the x labels are drawn at 45 degrees; up to twelve, upright."""
+    many = [HistoryPoint(f"r{i}", str(i), "RETIRED", score=float(i), metric="chrf")
+            for i in range(1, 14)]
+    for points, angle in ((many, 45.0), (many[:12], 0.0)):
+        fig = history_figure(points, metric="chrf", title="t")
+        assert {t.get_rotation() for t in fig.axes[1].get_xticklabels()} == {angle}
+
+
 def test_the_charts_are_real_pngs(storage: FakeStorage) -> None:
     """The run's chart and the line's history.png are PNG files of non-trivial size."""
     refs = write_exam_report(storage, storage.settings, run_record(),
