@@ -381,3 +381,34 @@ def test_no_eval_prompt_of_any_drop_is_in_any_training_file_of_the_line(
         trained |= {prompt_digest(prompt_of(r["messages"])[0])
                     for r in lines(clients, run_train)}
     assert not eval_prompts & trained
+
+
+def test_a_resumed_ingest_keeps_the_corpus_its_run_recorded(line: Line) -> None:
+    """A handler dies after ACCEPTED; meanwhile another drop is promoted (the live corpus
+    changes). The resumed handler submits the run it accepted, on the corpus it recorded:
+    no superseded run, one job."""
+    from datetime import timedelta
+
+    from shared.ingest import LEASE
+    from tests.integration.test_ingest_resume import Crash
+
+    line.drop("one", [chat(q) for q in range(20)])
+    line.promote("one")
+    line.platform.fail_once("submit_finetune", Crash())
+    with pytest.raises(Crash):
+        line.drop("two", [chat(q) for q in range(40, 60)])
+    accepted = line.run("two")
+    assert accepted.state is RunState.ACCEPTED
+    line.drop("three", [chat(q) for q in range(70, 90)])
+    line.promote("three")
+
+    clock = line.ingest.clock
+    assert isinstance(clock, Clock)
+    clock.now += LEASE + timedelta(seconds=1)
+    (result,) = line.ingest.resume_stale()
+    assert result.outcome is Outcome.SUBMITTED
+    assert result.run_id == accepted.run_id
+    assert [d.name for d in line.data("two").drops] == ["one", "two"]
+    assert accepted.run_id in line.platform.plans
+    assert not [r for r in line.clients.ledger.list(line="support")
+                if r.state is RunState.FAILED]
