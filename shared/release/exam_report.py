@@ -512,8 +512,9 @@ def history_figure(
                 )
         ax.set_ylabel(ylabel)
         ax.grid(visible=True, alpha=0.3)
-        if all(v is None for v in values):
-            ax.text(0.5, 0.5, "no values yet", transform=ax.transAxes, ha="center",
+        if all(v is None for v in values):  # e.g. a run without an evaluation side
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, f"no {ylabel} reported", transform=ax.transAxes, ha="center",
                     va="center", color="#777777")
     if champion_score is not None:
         score_ax.axhline(champion_score, linestyle="--", color="#d4a017", linewidth=1,
