@@ -242,10 +242,11 @@ class RetractResult:
         out.extend(self.kept)
         if self.retrain is not None:
             r = self.retrain
-            verb = "started" if self.retrain_created else "is"
             out.append(
-                f"retrain {verb}: run {r.run_id} {r.state.value} (the live corpus without the "
-                "retracted data; it goes through the gate)"
+                f"retrain started: run {r.run_id} {r.state.value} (the live corpus without the "
+                "retracted data, from the base model; it goes through the gate)"
+                if self.retrain_created else
+                f"retrain run {r.run_id} is {r.state.value} (started by an earlier retract)"
             )
         elif self.no_data:
             out.append(
@@ -439,7 +440,7 @@ class Retraction:
                     rec = self.ledger.advance(
                         rec, RunState.ACCEPTED, data=data.to_dict(),
                         note=f"{data.train_examples} train / {data.eval_examples} eval examples "
-                        f"from {len(data.drops)} drops",
+                        f"from {len(data.drops)} drop(s)",
                     )
                 else:
                     if not (rec.get("data") or {}).get("eval_examples"):
