@@ -67,13 +67,14 @@ param gpuMaxNodes int = 1
 ])
 param inferenceVmSize string = 'Standard_NC24ads_A100_v4'
 
-@description('How a smoke-tested deployment gets live traffic (TUNELOOP_PROMOTION).')
+@description('How a smoke-tested deployment gets live traffic (TUNELOOP_PROMOTION): exam = it sits the line\'s exam beside the live model; gate = deprecated alias of exam.')
 @allowed([
+  'exam'
   'auto'
   'gate'
   'manual'
 ])
-param promotion string = 'auto'
+param promotion string = 'exam'
 
 @description('What the idle-endpoint sweeper does (TUNELOOP_SWEEP_MODE).')
 @allowed([
@@ -201,7 +202,12 @@ var tuneloopSettings = {
   TUNELOOP_INFERENCE_INSTANCE_TYPE: inferenceVmSize
   TUNELOOP_INFERENCE_INSTANCE_COUNT: '1'
   TUNELOOP_PROMOTION: promotion
+  TUNELOOP_GATE_METRIC: 'chrf'
   TUNELOOP_GATE_TOLERANCE: '0.0'
+  TUNELOOP_EXAM_EXAMPLES: '50'
+  TUNELOOP_EXAM_CONCURRENCY: '4'
+  TUNELOOP_EXAM_CALL_TIMEOUT: '120'
+  TUNELOOP_EXAM_MAX_NEW_TOKENS: '128'
   TUNELOOP_SMOKE_EXAMPLES: '2'
   TUNELOOP_RECONCILE_SCHEDULE: '0 */5 * * * *'
   TUNELOOP_SWEEP_SCHEDULE: '0 */30 * * * *'

@@ -7,6 +7,7 @@ root and pass the object in.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,8 +28,11 @@ __all__ = [
     "Settings",
     "load_settings",
     "parse_iso_duration",
+    "release_warnings",
     "settings_error",
 ]
+
+log = logging.getLogger(__name__)
 
 # The ARM-shaped id the embedded local platform uses as its Event Grid topic.
 LOCAL_WORKSPACE_ID = (
@@ -203,8 +207,31 @@ class Settings(BaseSettings):
     )
 
     # --- release ---------------------------------------------------------------------------
-    promotion: Literal["auto", "gate", "manual"] = "auto"
-    gate_tolerance: float = Field(default=0.0, ge=0.0)
+    # exam: the candidate sits the line's exam beside the live model (shared.release.exam);
+    # auto: promoted without comparison; manual: held at 0 % for `tuneloop promote`;
+    # gate: the old eval_loss comparison, now a deprecated alias of exam (see release_warnings).
+    promotion: Literal["exam", "auto", "manual", "gate"] = "exam"
+    gate_metric: Literal["chrf", "bleu", "exact"] = Field(
+        default="chrf", description="The exam score that decides (sacrebleu chrF, BLEU, or "
+        "exact match; every one on a 0-100 scale)."
+    )
+    gate_tolerance: float = Field(
+        default=0.0, ge=0.0, le=100.0,
+        description="Points of the gate metric a candidate may score below the live model.",
+    )
+    gate_min_score: float | None = Field(
+        default=None, ge=0.0, le=100.0,
+        description="Lowest gate-metric score a candidate may have to be promoted (None = any).",
+    )
+    exam_examples: int = Field(
+        default=50, ge=1, le=10_000,
+        description="Examples in a sampled exam (a golden exam is used whole).",
+    )
+    exam_concurrency: int = Field(default=4, ge=1, le=32)
+    exam_call_timeout: float = Field(
+        default=120.0, gt=0.0, description="Seconds one exam answer may take."
+    )
+    exam_max_new_tokens: int = Field(default=128, ge=1, le=512)
     smoke_examples: int = Field(default=2, ge=1, le=3)
     reconcile_schedule: str = "0 */5 * * * *"
 
@@ -239,16 +266,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"not JSON ({exc})") from None
         return value
 
-    @property
-    def workspace_configured(self) -> bool:
-        return bool(self.subscription_id and self.resource_group and self.workspace_name)
-
-    @property
-    def platform_kind(self) -> Literal["local", "azureml"]:
-        if self.platform == "auto":
-            return "azureml" if self.workspace_configured else "local"
-        return self.platform
-
     @field_validator("line_policy", mode="before")
     @classmethod
     def _line_policy(cls, value: Any) -> Any:
@@ -267,6 +284,16 @@ class Settings(BaseSettings):
             start=own.get("start", self.line_start),
             max_train_examples=own.get("max_train_examples", self.line_max_train_examples),
         )
+
+    @property
+    def workspace_configured(self) -> bool:
+        return bool(self.subscription_id and self.resource_group and self.workspace_name)
+
+    @property
+    def platform_kind(self) -> Literal["local", "azureml"]:
+        if self.platform == "auto":
+            return "azureml" if self.workspace_configured else "local"
+        return self.platform
 
     @property
     def workspace_arm_id(self) -> str:
@@ -337,10 +364,33 @@ def _default_text(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def release_warnings(settings: Settings) -> list[str]:
+    """What the release settings choose that a person should know at start (pure)."""
+    if settings.promotion == "auto":
+        return [
+            "TUNELOOP_PROMOTION=auto: every smoke-tested model is promoted without comparing it "
+            "with the live one; unset it to use the exam gate (TUNELOOP_PROMOTION=exam)"
+        ]
+    if settings.promotion == "gate":
+        return [
+            "TUNELOOP_PROMOTION=gate is deprecated: it now means exam (the candidate and the live "
+            "model answer the line's exam; eval_loss is reported, no longer compared); "
+            "set TUNELOOP_PROMOTION=exam"
+        ]
+    return []
+
+
 @lru_cache(maxsize=1)
 def load_settings() -> Settings:
-    """Read the settings once per process; an invalid one raises ConfigError saying which."""
+    """Read the settings once per process; an invalid one raises ConfigError saying which.
+
+    The release choices worth a warning (:func:`release_warnings`) are logged here, once per
+    process: at the Functions worker's start (functions/_root.py), the devhost's and each
+    command's."""
     try:
-        return Settings()
+        settings = Settings()
     except (ValidationError, SettingsError) as exc:
         raise settings_error(exc) from exc
+    for warning in release_warnings(settings):
+        log.warning("%s", warning)
+    return settings

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 from shared import reports
 from shared.errors import NotFoundError
 from shared.ledger import LedgerPort, ReleaseRecord, RunRecord, RunState
-from shared.platform.port import Platform
+from shared.naming import LINE_TAG, RUN_TAG
+from shared.platform.port import DeploymentSpec, ModelVersionInfo, Platform
 from shared.settings import Settings
 from shared.storage import Storage
 
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
     from shared.clients import Clients
 
 __all__ = [
-    "ReleaseContext", "advance", "hold", "recorded", "reread", "serving", "write_run_report",
+    "ReleaseContext", "advance", "deployment_spec", "hold", "recorded", "reread", "serving",
+    "write_run_report",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,22 @@ def serving(run: RunRecord) -> tuple[str, str]:
     """The run's endpoint and deployment, recorded with its model version (on TRAINED)."""
     r = run.release
     return recorded(run, r.endpoint, "endpoint"), recorded(run, r.deployment, "deployment")
+
+
+def deployment_spec(ctx: ReleaseContext, run: RunRecord) -> DeploymentSpec:
+    """The run's deployment at 0 % (DEPLOYING; ``tuneloop promote`` redeploys a held run's)."""
+    endpoint, deployment = serving(run)
+    model = ModelVersionInfo(
+        name=recorded(run, run.release.model_name, "model_name"),
+        version=recorded(run, run.release.model_version, "model_version"),
+        id=recorded(run, run.release.model_id, "model_id"),
+    )
+    s = ctx.settings
+    return DeploymentSpec(
+        endpoint=endpoint, name=deployment, model=model,
+        instance_type=s.inference_instance_type, instance_count=s.inference_instance_count,
+        tags={RUN_TAG: run.run_id, LINE_TAG: run.line},
+    )
 
 
 def reread(ctx: ReleaseContext, run: RunRecord) -> RunRecord:

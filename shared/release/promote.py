@@ -15,7 +15,8 @@ from shared.errors import LedgerConflictError, NotFoundError, NotPromotableError
 from shared.leases import acquire_line, release_line
 from shared.ledger import RunRecord, RunState
 from shared.platform.port import ProvisioningState
-from shared.release.context import ReleaseContext, advance, reread, serving
+from shared.release.context import ReleaseContext, advance, deployment_spec, reread, serving
+from shared.retract import refuse_retracted
 
 __all__ = ["live_run", "promote", "promote_held"]
 
@@ -83,10 +84,13 @@ def promote_held(ctx: ReleaseContext, run_id: str, *, line: str | None = None) -
     """Promote a HELD run by hand: the release's own last step on its kept deployment.
 
     Its deployment (left at 0 % by ``TUNELOOP_PROMOTION=manual``) takes 100 % of the line's
-    endpoint, the previous deployment is deleted and the previous live run RETIRED. A PROMOTED
-    run is returned as it is, and a promotion cut short resumes from what it recorded. Raises
-    NotPromotableError for a run in another state, a deployment that is gone (a failed smoke
-    test or gate removes it) or not ready, or a line whose release is under way now.
+    endpoint, the previous deployment is deleted and the previous live run RETIRED. A run
+    whose deployment was deleted when it was held (by the exam, a failed smoke test) has it
+    deployed again from its registered model version: NotPromotableError says so while it is
+    being created, and the same command promotes it once it is ready. A PROMOTED run is
+    returned as it is, and a promotion cut short resumes from what it recorded. Raises
+    NotPromotableError for a run in another state, held before it had a model or deployment,
+    a deployment not ready, or a line whose release is under way now.
     """
     run = ctx.ledger.get(line, run_id) if line else ctx.ledger.find(run_id)
     if run.state == RunState.PROMOTED:
@@ -107,6 +111,7 @@ def promote_held(ctx: ReleaseContext, run_id: str, *, line: str | None = None) -
                 done = True
                 return run
             _check_promotable(ctx, run)
+            _redeploy_if_gone(ctx, run)
             try:
                 run = _record_manual_promotion(ctx, run)
                 run = promote(ctx, run)
@@ -127,6 +132,7 @@ def _check_promotable(ctx: ReleaseContext, run: RunRecord) -> None:
             f"{where} is {run.state.value}, not HELD; only a held run is promoted by hand",
             hint=f"see `{status}`",
         )
+    refuse_retracted(ctx, run)  # retracted data never goes live, not even by hand
     endpoint, deployment = run.release.endpoint, run.release.deployment
     held = f"held: {run.reason}" if run.reason else "held"
     if not endpoint or not deployment:
@@ -137,10 +143,12 @@ def _check_promotable(ctx: ReleaseContext, run: RunRecord) -> None:
     try:
         dep = ctx.platform.get_deployment(endpoint, deployment)
     except NotFoundError as exc:
+        if run.release.model_id and run.release.model_name and run.release.model_version:
+            return  # deleted when it was held: promote_held deploys it again
         raise NotPromotableError(
-            f"{where}: deployment {deployment} no longer exists on endpoint {endpoint} ({held})",
-            hint="only a run held by TUNELOOP_PROMOTION=manual keeps its deployment; "
-            "submit the dataset again to release it",
+            f"{where}: deployment {deployment} no longer exists on endpoint {endpoint} ({held}) "
+            "and the run has no registered model to deploy again",
+            hint="submit the dataset again to release it",
         ) from exc
     if dep.provisioning_state != ProvisioningState.SUCCEEDED:
         raise NotPromotableError(
@@ -148,6 +156,40 @@ def _check_promotable(ctx: ReleaseContext, run: RunRecord) -> None:
             f"{dep.provisioning_state}, not Succeeded",
             hint="wait for it, or submit the dataset again if it failed",
         )
+
+
+def _redeploy_if_gone(ctx: ReleaseContext, run: RunRecord) -> None:
+    """Deploy a held run's model again at 0 % when its deployment was deleted; raise
+    NotPromotableError until the deployment is ready (Azure takes minutes)."""
+    endpoint, deployment = serving(run)
+    try:
+        ctx.platform.get_deployment(endpoint, deployment)
+        return
+    except NotFoundError:
+        pass
+    where = f"run {run.run_id} on line {run.line}"
+    try:
+        dep = ctx.platform.deploy(deployment_spec(ctx, run))
+    except NotFoundError as exc:
+        raise NotPromotableError(
+            f"{where}: its deployment {deployment} cannot be created again: {exc}",
+            hint="submit the dataset again to release it",
+        ) from exc
+    if dep.provisioning_state == ProvisioningState.SUCCEEDED:
+        log.info("run %s: deployment %s deployed again for a promotion by hand", run.run_id,
+                 deployment)
+        return
+    if dep.provisioning_state in (ProvisioningState.FAILED, ProvisioningState.CANCELED):
+        raise NotPromotableError(
+            f"{where}: deploying {deployment} again on {endpoint} ended "
+            f"{dep.provisioning_state}: {dep.error or 'no detail'}",
+            hint="see the deployment's logs; run the command again to retry",
+        )
+    raise NotPromotableError(
+        f"{where}: its deployment {deployment} was deleted when it was held; it is being "
+        f"deployed again on endpoint {endpoint} ({dep.provisioning_state})",
+        hint=f"run `tuneloop promote {run.run_id}` again once it is ready (Azure takes minutes)",
+    )
 
 
 def _record_manual_promotion(ctx: ReleaseContext, run: RunRecord) -> RunRecord:

@@ -31,6 +31,7 @@ NOT_SET_IN_AZURE = {
     "line_start": "unset = base (the default); set it as an app setting to change it",
     "line_max_train_examples": "unset = no cap on a run's training examples",
     "line_policy": "unset = no per-line override of the line data/start/cap settings",
+    "gate_min_score": "unset = no lowest exam score; the exam compares with the live model",
 }
 # Set for the Azure platform whatever their defaults: the workspace, our storage and the
 # datastore/compute infra/ creates.

@@ -118,7 +118,15 @@ def test_completed_run_is_released_and_promoted(ctx: ReleaseContext, fake: FakeP
     endpoint, deployment, payload = fake.invocations[0]
     assert (endpoint, deployment) == (chat_endpoint(ctx), "v01")
     assert payload["input_data"]["input_string"] == [[{"role": "user", "content": "q0"}]]
-    assert len(fake.invocations) == ctx.settings.smoke_examples
+    smoke = fake.invocations[: ctx.settings.smoke_examples]
+    assert all(i[2]["input_data"]["parameters"]["do_sample"] for i in smoke)
+    # Then the exam: a first version answers its own 5 validation examples, greedily, alone.
+    exam = fake.invocations[ctx.settings.smoke_examples:]
+    assert len(exam) == 5
+    assert {(e, d) for e, d, _ in exam} == {(chat_endpoint(ctx), "v01")}
+    assert all(p["input_data"]["parameters"]["do_sample"] is False for _, _, p in exam)
+    assert rec.release.exam is not None
+    assert rec.release.exam["decision"] == "promote"
     report = ctx.storage.read_json(
         BlobRef(ctx.settings.reports_container, f"{LINE}/{rec.get('name')}/run.json")
     )
@@ -207,22 +215,31 @@ def test_smoke_test_exception_holds(ctx: ReleaseContext, fake: FakePlatform) -> 
     assert fake.endpoints[chat_endpoint(ctx)].deployments == {}
 
 
-def test_gate_holds_a_worse_model(ctx: ReleaseContext, fake: FakePlatform) -> None:
-    """promotion=gate: a higher eval_loss than the live model's (beyond tolerance) is HELD."""
-    gated = with_settings(ctx, promotion="gate", gate_tolerance=0.05)
+def test_deprecated_gate_mode_examines_and_holds_a_worse_model(
+    ctx: ReleaseContext, fake: FakePlatform
+) -> None:
+    """promotion=gate (deprecated) is the exam: a candidate answering the live model's
+    validation prompts worse is HELD whatever its eval_loss, and its deployment deleted."""
+    gated = with_settings(ctx, promotion="gate", gate_tolerance=5.0)
+    fake.answers["v01"] = "a"  # the seeded references are all "a"
     release_one(gated, fake, RUN1, eval_loss=0.5)
-    rec = release_one(gated, fake, RUN2, eval_loss=0.6)
+    fake.answers["v02"] = "something else entirely"
+    rec = release_one(gated, fake, RUN2, eval_loss=0.1)
     assert rec.state is RunState.HELD
-    assert "worse than the live model's 0.5000" in (rec.reason or "")
+    assert "worse than the live model's 100.00" in (rec.reason or "")
     assert traffic(fake, chat_endpoint(ctx)) == {"v01": 100}
     assert "v02" not in fake.endpoints[chat_endpoint(ctx)].deployments
 
 
-def test_gate_promotes_within_tolerance(ctx: ReleaseContext, fake: FakePlatform) -> None:
-    """promotion=gate: a loss within the tolerance of the live one is promoted."""
-    gated = with_settings(ctx, promotion="gate", gate_tolerance=0.05)
-    release_one(gated, fake, RUN1, eval_loss=0.5)
-    assert release_one(gated, fake, RUN2, eval_loss=0.53).state is RunState.PROMOTED
+def test_exam_promotes_within_tolerance(ctx: ReleaseContext, fake: FakePlatform) -> None:
+    """promotion=exam: a score within the tolerance of the live one is promoted."""
+    fake.answers["v01"] = "a"
+    release_one(ctx, fake, RUN1)
+    fake.answers["v02"] = "a"
+    rec = release_one(with_settings(ctx, gate_tolerance=0.0), fake, RUN2, eval_loss=0.9)
+    assert rec.state is RunState.PROMOTED
+    assert rec.release.exam is not None
+    assert rec.release.exam["champion_run"] == RUN1
 
 
 def test_manual_promotion_holds_with_the_deployment_ready(

@@ -137,18 +137,22 @@ def test_run_not_held_is_refused(ctx: ReleaseContext, fake: FakePlatform) -> Non
         promote_held(ctx, "tl-chat-never-seen", line=LINE)
 
 
-def test_held_run_whose_deployment_is_gone_is_refused(
+def test_held_run_whose_deployment_is_gone_is_deployed_again(
     ctx: ReleaseContext, fake: FakePlatform
 ) -> None:
-    """A gate hold deleted the deployment: refused, the live run keeps serving."""
-    gated = with_settings(ctx, promotion="gate", gate_tolerance=0.05)
-    release(gated, fake, RUN1, eval_loss=0.5)
-    assert release(gated, fake, RUN2, eval_loss=0.9).state is RunState.HELD
-    with pytest.raises(NotPromotableError, match="deployment v02 no longer exists"):
+    """The exam's hold deleted the deployment: `promote` deploys it again and says to come
+    back while it is created (the live run keeps serving), then promotes it."""
+    fake.answers["v01"] = "a"
+    release(ctx, fake, RUN1)
+    fake.answers["v02"] = "nothing like the reference"
+    assert release(ctx, fake, RUN2).state is RunState.HELD
+    with pytest.raises(NotPromotableError, match="v02 was deleted when it was held"):
         promote_held(ctx, RUN2, line=LINE)
     assert traffic(fake) == {"v01": 100}
-    assert ctx.ledger.get(LINE, RUN1).state is RunState.PROMOTED
     assert ctx.ledger.get(LINE, RUN2).state is RunState.HELD
+    assert promote_held(ctx, RUN2, line=LINE).state is RunState.PROMOTED
+    assert traffic(fake) == {"v02": 100}
+    assert ctx.ledger.get(LINE, RUN1).state is RunState.RETIRED
 
 
 def test_line_with_a_release_under_way_is_refused(ctx: ReleaseContext, fake: FakePlatform) -> None:

@@ -79,9 +79,9 @@ def test_load_settings_turns_an_invalid_setting_into_one_config_error(
     finally:
         load_settings.cache_clear()
     assert excinfo.value.message == (
-        "TUNELOOP_PROMOTION='yolo' is invalid: input should be 'auto', 'gate' or 'manual'"
+        "TUNELOOP_PROMOTION='yolo' is invalid: input should be 'exam', 'auto', 'manual' or 'gate'"
     )
-    assert excinfo.value.hint == "fix TUNELOOP_PROMOTION or unset it to use the default 'auto'"
+    assert excinfo.value.hint == "fix TUNELOOP_PROMOTION or unset it to use the default 'exam'"
 
 
 def test_line_overrides_json_errors_say_where(monkeypatch: pytest.MonkeyPatch) -> None:
