@@ -38,6 +38,7 @@ from shared.errors import (
     ConfigError,
     LedgerConflictError,
     NotFoundError,
+    NotPromotableError,
 )
 from shared.ledger import RunRecord, RunState
 from shared.naming import line_key
@@ -63,6 +64,7 @@ __all__ = [
     "corpus_drops",
     "corpus_shas",
     "hold_if_retracted",
+    "refuse_retracted",
     "resolve_drop",
     "retract",
     "tag_model",
@@ -522,6 +524,20 @@ def hold_if_retracted(ctx: ReleaseContext, run: RunRecord) -> RunRecord | None:
         ctx, run,
         f"retracted data in its corpus: {names}; the retract started a retrain without it",
     )
+
+
+def refuse_retracted(ctx: ReleaseContext, run: RunRecord) -> None:
+    """NotPromotableError when ``run``'s corpus has a retracted drop: ``tuneloop promote``
+    never puts retracted data live (one ledger read)."""
+    from shared.corpus import retracted
+
+    mine = corpus_shas(run) & retracted(ctx.ledger, run.line)
+    if mine:
+        names = ", ".join(f"{_name_of(run, s)} ({s[:12]})" for s in sorted(mine))
+        raise NotPromotableError(
+            f"run {run.run_id} on line {run.line} trained on retracted data: {names}",
+            hint=f"promote the retrain without it instead (`tuneloop status --line {run.line}`)",
+        )
 
 
 def retract(

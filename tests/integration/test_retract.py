@@ -19,10 +19,11 @@ from cli.commands import retract as retract_command
 from cli.commands import status as status_command
 from shared.clients import Clients
 from shared.corpus import retracted
+from shared.errors import NotPromotableError
 from shared.ledger import LedgerPort, RunRecord, RunState
 from shared.naming import LINE_TAG, line_key, model_name
 from shared.platform.port import FinetunePlan, Platform
-from shared.release import ReleaseContext
+from shared.release import ReleaseContext, promote_held
 from shared.retract import RETRACTED_TAG, Retraction
 from shared.settings import Settings
 from shared.storage import BlobRef, Storage
@@ -237,8 +238,8 @@ def test_an_in_flight_run_on_retracted_data_is_held_before_promotion(
     ctx: ReleaseContext, clients: Clients, fake: FakePlatform
 ) -> None:
     """A run training on drops 1 + 3 when drop 3 is retracted keeps its files while it trains,
-    is HELD at the DEPLOYED step (deployment deleted, model tagged), and a second retract then
-    deletes its files; a control run without retracted data is promoted."""
+    is HELD at the DEPLOYED step (deployment deleted, model tagged), `tuneloop promote` refuses
+    it, and a second retract then deletes its files."""
     ctx = with_settings(ctx, promotion="auto")
     st = clients.settings
     d1 = _drop(clients.storage, st, "support-1", 0)
@@ -264,6 +265,10 @@ def test_an_in_flight_run_on_retracted_data_is_held_before_promotion(
     assert clients.ledger.get(LINE, live.run_id).state == RunState.PROMOTED
     version = held.release.model_version
     assert fake.models[(model_name(LINE), str(version))].tags[RETRACTED_TAG] == d3["sha256"]
+
+    with pytest.raises(NotPromotableError, match="trained on retracted data: support-3"):
+        promote_held(ctx, new.run_id)  # not by hand either (it would deploy it again)
+    assert deployment not in fake.endpoints[endpoint].deployments
 
     again = retraction(clients, fake).retract(LINE, "support-3")
     assert again.already
