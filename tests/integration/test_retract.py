@@ -17,15 +17,16 @@ import pytest
 
 from cli.commands import retract as retract_command
 from cli.commands import status as status_command
+from cli.main import main
 from shared.clients import Clients
-from shared.corpus import retracted
+from shared.corpus import retracted, retractions
 from shared.errors import NotPromotableError
 from shared.ledger import LedgerPort, RunRecord, RunState
 from shared.naming import LINE_TAG, line_key, model_name
 from shared.platform.port import FinetunePlan, Platform
 from shared.release import ReleaseContext, promote_held
 from shared.retract import RETRACTED_TAG, Retraction
-from shared.settings import Settings
+from shared.settings import Settings, load_settings
 from shared.storage import BlobRef, Storage
 from tests.fakes.platform import FakePlatform
 from tests.integration.conftest import with_settings
@@ -292,3 +293,37 @@ def test_a_run_without_retracted_data_is_not_held(
     fake.complete(new.run_id)
     finish(ctx)
     assert clients.ledger.get(LINE, new.run_id).state == RunState.PROMOTED
+
+
+def test_tuneloop_retract_through_main_finds_storage_like_the_other_commands(
+    clients: Clients, fake: FakePlatform, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`tuneloop retract --line L NAME` (cli.main, settings from the environment) retracts and
+    prints what it did; the same again says there is nothing left to do."""
+    s = seed(clients.ledger, clients.storage, fake, clients.settings)
+    st = clients.settings
+    for name, value in {
+        "TUNELOOP_STORAGE_CONNECTION_STRING": st.storage_connection_string,
+        "TUNELOOP_HOME": str(st.home), "TUNELOOP_LEDGER_TABLE": st.ledger_table,
+        "TUNELOOP_INCOMING_CONTAINER": st.incoming_container,
+        "TUNELOOP_PREPARED_CONTAINER": st.prepared_container,
+        "TUNELOOP_REPORTS_CONTAINER": st.reports_container,
+        "TUNELOOP_REJECTED_CONTAINER": st.rejected_container, "TUNELOOP_PLATFORM": "local",
+    }.items():
+        monkeypatch.setenv(name, str(value))
+    monkeypatch.setattr(Clients, "platform", property(lambda self: fake))
+    load_settings.cache_clear()
+    try:
+        assert main(["retract", "--line", LINE, "support-2", "--reason", "wrong facts"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == f"retracted support-2 ({s.d2['sha256'][:12]}) on line {LINE}"
+        assert any(line.startswith("retrain started: run ") for line in out)
+        assert main(["retract", "--line", LINE, "support-2"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].endswith("was already retracted; nothing left to do")
+    finally:
+        load_settings.cache_clear()
+    (entry,) = retractions(clients.ledger, LINE)
+    assert entry["reason"] == "wrong facts"
+    assert entry["name"] == "support-2"
