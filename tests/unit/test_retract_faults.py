@@ -4,13 +4,15 @@ retract stops with the error, and a second retract ends where an uninterrupted o
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from shared.corpus import retracted
-from shared.errors import TransientError
+from shared.errors import TransientError, TuneloopError
 from shared.finetune import Planner
 from shared.retract import Retraction
 from shared.settings import Settings
@@ -96,3 +98,56 @@ def test_a_retract_cut_short_is_finished_by_running_it_again(port: str, method: 
     assert ports.end_state() == expected
     assert ports.platform.calls["submit_finetune"] <= 2
     assert len(ports.platform.jobs) == 1
+
+
+# Every call of the fakes' service surfaces that changes something.
+_WRITE_CALLS = frozenset({
+    "create_entity", "update_entity", "upsert_entity", "delete_entity", "submit_transaction",
+    "upload_blob", "stage_block", "commit_block_list", "delete_blob",
+    "submit_finetune", "update_model_tags", "register_model", "deploy", "delete_deployment",
+})
+
+
+def _crash_at(ports: Ports, n: int | None) -> dict[str, int]:
+    """Make the ``n``-th write of the retraction, over all ports, fail as an outage (None:
+    count the writes only). Returns the live counters (``writes``, ``fired``)."""
+    state = {"writes": 0, "fired": 0}
+    fakes: list[tuple[Any, Callable[[], Exception]]] = [
+        (ports.ledger.table, _outage), (ports.ledger.active, _outage),
+        (ports.storage.blobs, _outage),
+        (ports.platform, lambda: TransientError("platform outage")),
+    ]
+    for fake, outage in fakes:
+        original = fake._enter
+
+        def enter(method: str, original: Any = original, outage: Any = outage) -> None:
+            if method in _WRITE_CALLS:
+                state["writes"] += 1
+                if state["writes"] == n:
+                    state["fired"] += 1
+                    raise outage()
+            original(method)
+
+        fake._enter = enter  # this instance only
+    return state
+
+
+def test_a_crash_between_any_two_writes_is_finished_by_running_it_again() -> None:
+    """For every write the retraction makes (ledger rows, blobs, platform calls), one retract
+    stopped at that write and a second one end where an uninterrupted retract ends."""
+    clean = seeded()
+    counted = _crash_at(clean, None)
+    clean.retraction().retract(LINE, "support-2")
+    expected = clean.end_state()
+    assert counted["writes"] >= 10  # records, deletes, tags, the run and its files, submit
+
+    for n in range(1, counted["writes"] + 1):
+        ports = seeded()
+        state = _crash_at(ports, n)
+        with contextlib.suppress(TuneloopError):
+            ports.retraction().retract(LINE, "support-2")
+        assert state["fired"] == 1, n
+        _crash_at(ports, None)
+        ports.retraction().retract(LINE, "support-2")
+        assert ports.end_state() == expected, f"crash at write {n}"
+        assert len(ports.platform.jobs) == 1, n
