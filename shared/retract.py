@@ -166,6 +166,9 @@ def resolve_drop(runs: Sequence[RunRecord], dataset: str, *, line: str) -> Drop:
         [sha for sha in known if sha.startswith(wanted.lower())]
         if _HEX.match(wanted.lower()) else []
     )
+    if len(matches) > 1:  # a name rejected once and dropped again valid: the one trained on
+        trained = {sha for rec in runs for sha in corpus_shas(rec)}
+        matches = [sha for sha in matches if sha in trained] or matches
     status = f"tuneloop status --line {line}"
     if not matches:
         names = sorted({n for ns in known.values() for n in ns})

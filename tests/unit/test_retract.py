@@ -74,6 +74,14 @@ def test_a_name_dropped_twice_with_other_content_is_ambiguous() -> None:
     assert "full sha256" in str(info.value.hint)
 
 
+def test_a_name_rejected_once_then_trained_on_names_the_trained_drop() -> None:
+    """support-3 was rejected (never trained on), then dropped again valid and trained on:
+    the name means the drop that is in a corpus."""
+    recs = [*runs(), run("r6", RunState.HELD, name="support-3", dataset_sha256="e" * 64,
+                         data={"drops": [drop("support-3", "e" * 64)]})]
+    assert resolve_drop(recs, "support-3", line="support") == Drop("support-3", "e" * 64)
+
+
 def test_a_short_prefix_of_two_sha256s_is_ambiguous() -> None:
     """`aaaaaaaa` is A only, but a prefix two drops share is refused."""
     assert resolve_drop(runs(), "a" * 8, line="support").sha256 == A
