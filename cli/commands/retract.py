@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _who() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # no user name in this environment (containers): still a retraction
+    except (KeyError, OSError):  # no user name here (a container's uid): still a retraction
         return "cli"
 
 
