@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,9 +62,10 @@ class Loop(OnDevHost):
 
 
 @contextlib.contextmanager
-def running_loop(azurite: str, home: Path, line: str) -> Iterator[Loop]:
+def running_loop(azurite: str, home: Path, line: str, **changes: Any) -> Iterator[Loop]:
     """A devhost on fresh containers and ``home``; the demo dataset dropped on ``line`` and
-    promoted. On exit the devhost stops and no child process of the home may be left."""
+    promoted. ``changes`` sets other settings. On exit the devhost stops and no child process
+    of the home may be left."""
     settings = isolated_settings(
         azurite,
         home,
@@ -71,6 +73,7 @@ def running_loop(azurite: str, home: Path, line: str) -> Iterator[Loop]:
         line_overrides={line: {"num_train_epochs": 2}},
         idle_after=timedelta(seconds=3),
         sweep_max_deletions=1,
+        **changes,
     )
     # The sweeper is fired by the tests; its timer never comes due on its own.
     host = DevHost(settings, poll_every=0.2, reconcile_every=1.0, sweep_every=10**9, threads=1)
