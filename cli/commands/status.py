@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Mapping, Sequence
@@ -140,12 +141,16 @@ def run(
     from shared.errors import TuneloopError
 
     stream = out or sys.stdout
+    gone: list[dict[str, Any]] = []
     try:
-        if clients is None:
-            with cli_clients() as own:
-                runs = own.ledger.list(line=args.line)
-        else:
+        with contextlib.ExitStack() as stack:
+            if clients is None:
+                clients = stack.enter_context(cli_clients())
             runs = clients.ledger.list(line=args.line)
+            if args.line and not args.json:
+                from shared.corpus import retractions
+
+                gone = retractions(clients.ledger, args.line)
     except TuneloopError as exc:
         return fail("status", exc)
     if args.json:
@@ -153,4 +158,10 @@ def run(
         stream.write("\n")
     else:
         stream.write(format_runs(runs) + "\n")
+        for entry in gone:  # the line's retracted drops (tuneloop retract)
+            why = f": {entry['reason']}" if entry.get("reason") else ""
+            stream.write(
+                f"retracted: {entry.get('name') or '?'} ({str(entry['sha256'])[:12]}) by "
+                f"{entry.get('by') or '?'} at {entry.get('at') or '?'}{why}\n"
+            )
     return 0

@@ -327,3 +327,15 @@ def test_tuneloop_retract_through_main_finds_storage_like_the_other_commands(
     (entry,) = retractions(clients.ledger, LINE)
     assert entry["reason"] == "wrong facts"
     assert entry["name"] == "support-2"
+
+
+def test_status_of_a_line_lists_its_retractions(clients: Clients, fake: FakePlatform) -> None:
+    """`tuneloop status --line L` ends with the line's retracted drops: who, when and why."""
+    s = seed(clients.ledger, clients.storage, fake, clients.settings)
+    retraction(clients, fake).retract(LINE, "support-2", by="ana", reason="wrong prices")
+    out = io.StringIO()
+    args = argparse.Namespace(line=LINE, json=False)
+    assert status_command.run(args, clients=clients, out=out) == 0
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith(f"retracted: support-2 ({s.d2['sha256'][:12]}) by ana at ")
+    assert last.endswith(": wrong prices")
