@@ -58,6 +58,7 @@ __all__ = [
     "LINE_TAG",
     "MANAGED_TAG",
     "PROTECT_TAG",
+    "RETRACTED_TAG",
     "RUN_TAG",
     "START_MODEL_TAG",
     "VERSION_TAG",
@@ -89,6 +90,7 @@ FINGERPRINT_TAG = "tuneloop_fingerprint"  # the plan's fingerprint
 MANAGED_TAG = "tuneloop_managed"  # "true" on endpoints tuneloop created (the sweeper's scope)
 PROTECT_TAG = "tuneloop_protect"  # "true": the sweeper never deletes this endpoint
 VERSION_TAG = "tuneloop_version"  # our model version on the local (MLflow) registry
+RETRACTED_TAG = "tuneloop_retracted"  # on a model version: the retracted drops it learned (sha256s)
 
 _LINE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 _LOSSLESS = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")  # a slug that is its own line

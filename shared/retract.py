@@ -41,7 +41,7 @@ from shared.errors import (
     NotPromotableError,
 )
 from shared.ledger import RunRecord, RunState
-from shared.naming import line_key
+from shared.naming import RETRACTED_TAG, line_key
 from shared.storage import BlobRef
 
 if TYPE_CHECKING:
@@ -72,7 +72,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RETRACTED_TAG = "tuneloop_retracted"  # on model versions: the retracted sha256s they learned
 
 # Runs whose job may still read its prepared files: they are kept until the training is over.
 _TRAINING = frozenset(
