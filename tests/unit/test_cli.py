@@ -98,7 +98,7 @@ def test_verbose_is_accepted_after_the_command_too(dataset: Path) -> None:
 
 # (setting, value, what the line says is wrong): the first two in every command, the rest in one
 EVERY_COMMAND = [
-    ("TUNELOOP_PROMOTION", "yolo", "should be 'auto', 'gate' or 'manual'"),
+    ("TUNELOOP_PROMOTION", "yolo", "should be 'exam', 'auto', 'manual' or 'gate'"),
     ("TUNELOOP_LINE_OVERRIDES", "{bad", "not JSON"),
 ]
 MORE_SETTINGS = [
