@@ -358,6 +358,43 @@ def test_invoke_targets_a_deployment_at_zero_traffic(served: Served) -> None:
         served.platform.invoke(served.endpoint, PAYLOAD, deployment="nope")
 
 
+def test_an_exam_asks_each_deployment_each_prompt_once(served: Served) -> None:
+    """The exam runner (shared.release.exam.ask) sends 50 prompts to blue and to green of a
+    real local endpoint, greedily and header-targeted: 100 calls, every answer text, stored;
+    asking again costs nothing (the answers are read back)."""
+    from shared.release.context import ReleaseContext
+    from shared.release.exam import Answers, ExamSet, answers_ref, ask, lowest, parse_example
+
+    t = served.trained
+    settings = t.settings.model_copy(update={"exam_max_new_tokens": 16})
+    ctx = ReleaseContext(settings, t.clients.ledger, served.platform, t.clients.storage)
+    t.clients.storage.ensure_containers(settings.reports_container)
+    rows = [json.loads(line) for line in chat_dataset(200, seed=3).splitlines()]
+    for i, row in enumerate(rows):  # two system prompts: more distinct prompts than 6 x 6
+        row["messages"][0]["content"] = ("You answer tersely.", "Answer briefly.")[i % 2]
+    questions = lowest([q for r in rows if (q := parse_example(r)) is not None], 50)
+    exam = ExamSet.of(questions, "sample")
+    assert len(exam.questions) == 50
+
+    def books() -> tuple[Answers, Answers]:
+        def load(d: str) -> Answers:
+            return Answers.load(ctx, answers_ref(ctx, "colors", f"run-{d}", exam.digest), d)
+        return load("blue"), load("green")
+
+    blue, green = books()
+    started = time.monotonic()
+    calls = ask(ctx, served.endpoint, [(blue, exam.questions), (green, exam.questions)],
+                tally=blue)
+    print(f"exam of 50 examples on the local platform: {calls} calls, "
+          f"{time.monotonic() - started:.1f} s (concurrency {settings.exam_concurrency})")
+    assert calls == 100
+    assert all(blue.answers[q.key].strip() for q in exam.questions)
+    assert set(green.answers) == {q.key for q in exam.questions}
+    blue, green = books()
+    assert ask(ctx, served.endpoint, [(blue, exam.questions), (green, exam.questions)],
+               tally=blue) == 0
+
+
 def test_malformed_requests_get_a_clear_4xx_and_the_server_keeps_serving(served: Served) -> None:
     """Bad JSON, a missing input_data, bad messages and bad parameters get 400 with a message."""
     cases: list[Any] = [
