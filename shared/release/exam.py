@@ -35,10 +35,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from shared.corpus import drop_refs, drops_of, read_golden_exam, retracted
 from shared.dataset.split import prompt_digest, prompt_of
 from shared.errors import NotFoundError, TransientError, TuneloopError
 from shared.ledger import RunRecord
-from shared.naming import line_key
 from shared.release.context import ReleaseContext, serving
 from shared.release.exam_report import (
     METRICS,
@@ -151,7 +151,8 @@ def exam_set(ctx: ReleaseContext, run: RunRecord, live: RunRecord | None) -> Exa
     if golden is not None:
         return golden
     trusted = live if live is not None else run
-    questions = _read_questions(ctx, _eval_refs(ctx, trusted))
+    gone = retracted(ctx.ledger, run.line)
+    questions = _read_questions(ctx, _eval_refs(ctx, trusted, gone))
     return ExamSet.of(lowest(questions, ctx.settings.exam_examples), "sample")
 
 
@@ -160,10 +161,10 @@ def own_eval_questions(
 ) -> tuple[ExamQuestion, ...]:
     """The new drop's own evaluation side (the candidate's drops that the live model was not
     trained on), sampled like the exam: scored for the candidate only, never a vote."""
-    behind_live = {d["sha256"] for d in _drops(live)} if live is not None else set()
-    new = [d for d in _drops(run) if d["sha256"] not in behind_live]
-    if _drops(run):
-        refs = [_drop_eval_ref(ctx, run.line, d["sha256"]) for d in new]
+    behind_live = {d.sha256 for d in drops_of(live)} if live is not None else set()
+    if drops_of(run):
+        new = [d.sha256 for d in drops_of(run) if d.sha256 not in behind_live]
+        refs = [drop_refs(ctx.settings, run.line, sha)[1] for sha in new]
     else:  # a run from before the line's corpus: its own validation split
         refs = [_validation_ref(ctx, run)]
     ordered = sorted(
@@ -203,10 +204,6 @@ class _Desc:
 
 
 def _golden(ctx: ReleaseContext, line: str) -> ExamSet | None:
-    try:  # the line's corpus (issue 11 §1) reads the golden exam
-        from shared.corpus import read_golden_exam
-    except ImportError:  # pragma: no cover - until shared.corpus lands
-        return None
     golden = read_golden_exam(ctx.storage, ctx.settings, line)
     if golden is None or not golden.examples:
         return None
@@ -216,24 +213,15 @@ def _golden(ctx: ReleaseContext, line: str) -> ExamSet | None:
     return ExamSet.of(questions, "golden")
 
 
-def _drops(run: RunRecord | None) -> list[Mapping[str, Any]]:
-    """The drops of the run's corpus, oldest first (``data.drops``), those with a sha256."""
-    data = run.get("data") if run is not None else None
-    drops = data.get("drops") if isinstance(data, Mapping) else None
-    if not isinstance(drops, list):
-        return []
-    return [d for d in drops if isinstance(d, Mapping) and isinstance(d.get("sha256"), str)]
-
-
-def _eval_refs(ctx: ReleaseContext, run: RunRecord) -> list[BlobRef]:
-    drops = _drops(run)
+def _eval_refs(ctx: ReleaseContext, run: RunRecord, retracted: set[str]) -> list[BlobRef]:
+    """The evaluation sides of the run's corpus drops, oldest first, retracted ones left out."""
+    drops = drops_of(run)
     if drops:
-        return [_drop_eval_ref(ctx, run.line, d["sha256"]) for d in drops]
+        return [
+            drop_refs(ctx.settings, run.line, d.sha256)[1]
+            for d in drops if d.sha256 not in retracted
+        ]
     return [_validation_ref(ctx, run)]  # a run from before the line's corpus
-
-
-def _drop_eval_ref(ctx: ReleaseContext, line: str, sha256: str) -> BlobRef:
-    return BlobRef(ctx.settings.prepared_container, f"_drops/{line_key(line)}/{sha256}/eval.jsonl")
 
 
 def _validation_ref(ctx: ReleaseContext, run: RunRecord) -> BlobRef:

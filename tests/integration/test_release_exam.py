@@ -275,3 +275,25 @@ def test_run_exam_counts_two_calls_per_example_against_a_fresh_champion(
     fresh = replace(good_line, run_id="tl-chat-000000000009-zzzzzzzz")
     answers = run_exam(ctx, run, fresh, sleep=lambda _: None)
     assert answers.calls == 20
+
+
+def test_a_retracted_drop_leaves_the_exam(
+    ctx: ReleaseContext, fake: FakePlatform, good_line: RunRecord
+) -> None:
+    """A drop retracted from the line no longer sets exam questions, even while its stored
+    copies are still there."""
+    from datetime import UTC, datetime
+
+    from shared.corpus import record_retraction
+
+    drop(ctx, "d9", [example(i, GOOD) for i in range(50, 60)])
+    live = ctx.ledger.update(good_line, data={"drops": [{"name": "d1", "sha256": "d1"},
+                                                        {"name": "d9", "sha256": "d9"}]})
+    with_both = exam_set(ctx, live, live)
+    assert len(with_both.questions) == 20
+    record_retraction(ctx.ledger, LINE, "d9", name="d9", by="test", reason="bad data",
+                      now=datetime.now(UTC))
+    without = exam_set(ctx, live, live)
+    assert {q.prompt[-1]["content"] for q in without.questions} == {
+        f"question {i}: how do I reset it?" for i in range(10)
+    }
