@@ -324,9 +324,19 @@ def _canonical(line: bytes) -> bytes:
     return line[len(_PREFIX):-len(_SUFFIX)]
 
 
-def _prompt_key(canonical: bytes) -> bytes:
-    prompt, _ = prompt_of(_json.loads(canonical))
-    return prompt_digest(prompt)
+def _prompt_key(line: bytes) -> bytes:
+    """The prompt digest of a side-file line (msgspec's typed decoder when present: the line
+    is canonical, so the prompt's canonical bytes are the encoded slice; the same bytes
+    :func:`shared.dataset.prompt_digest` hashes)."""
+    decode = _json.decode_example  # our own canonical line: no check beyond the schema needed
+    if decode is None:
+        prompt, _ = prompt_of(_json.loads(_canonical(line)))
+        return prompt_digest(prompt)
+    messages = decode(line).messages
+    cut = len(messages) - 1
+    while messages[cut].role != "assistant":
+        cut -= 1
+    return hashlib.blake2b(_json.encode(messages[:cut]), digest_size=16).digest()
 
 
 def _sample_key(digest: bytes) -> int:
@@ -365,7 +375,7 @@ def _train_examples(
                 state.duplicates += 1
                 continue
             state.seen.add(digest)
-            if exam and _prompt_key(canonical) in exam:
+            if exam and _prompt_key(line) in exam:
                 state.excluded += 1
                 continue
             yield i, digest, line
