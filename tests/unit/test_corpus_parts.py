@@ -83,3 +83,26 @@ def test_a_missing_drop_copy_is_a_not_found_naming_it() -> None:
     with pytest.raises(NotFoundError, match="_drops/l/" + "c" * 64):
         assemble(storage, SETTINGS, corpus, train=BlobRef("prepared", "r/train.jsonl"),
                  validation=BlobRef("prepared", "r/validation.jsonl"))
+
+
+def test_concurrent_retractions_of_different_drops_are_all_recorded() -> None:
+    """Eight retractions at once on one line (ETag-guarded read-modify-write of its row): all
+    eight are recorded, each once, and recording one again changes nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    from shared.corpus import record_retraction, retracted, retractions
+    from tests.fakes.ledger import FakeLedger
+
+    ledger = FakeLedger()
+    now = datetime(2026, 12, 2, tzinfo=UTC)
+    shas = [f"{i:064x}" for i in range(8)]
+
+    def record(sha: str) -> bool:
+        return record_retraction(ledger, "l", sha, name=sha[-1], by="t", reason="r", now=now)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        assert all(pool.map(record, shas))
+    assert retracted(ledger, "l") == set(shas)
+    assert not record(shas[3])
+    assert len(retractions(ledger, "l")) == 8
