@@ -296,6 +296,7 @@ class Answers:
         with self._lock:
             body = {
                 "deployment": self.deployment, "calls": self.calls, "answers": dict(self.answers),
+                "refused": dict(self.errors),  # prompts answered "" because they were refused
             }
         ctx.storage.write_json(self.ref, body)
 

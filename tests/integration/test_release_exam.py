@@ -297,3 +297,48 @@ def test_a_retracted_drop_leaves_the_exam(
     assert {q.prompt[-1]["content"] for q in without.questions} == {
         f"question {i}: how do I reset it?" for i in range(10)
     }
+
+
+class Slow(FakePlatform):
+    """Answers like the fake, but one prompt hangs for ``delay`` seconds; another is refused."""
+
+    def __init__(self, inner: FakePlatform, *, slow: str, refused: str, delay: float) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.slow, self.refused, self.delay = slow, refused, delay
+
+    def invoke(self, endpoint: str, payload: Mapping[str, Any], *,
+               deployment: str | None = None) -> Any:
+        import time
+
+        from shared.errors import PlatformError
+
+        prompt = payload["input_data"]["input_string"][0][-1]["content"]
+        if prompt == self.refused:
+            raise PlatformError("400 prompt too long for this model")
+        if prompt == self.slow:
+            time.sleep(self.delay)
+        return super().invoke(endpoint, payload, deployment=deployment)
+
+
+def test_an_answer_past_the_timeout_stops_the_exam_with_what_it_has_stored(
+    ctx: ReleaseContext, fake: FakePlatform, good_line: RunRecord
+) -> None:
+    """No answer within TUNELOOP_EXAM_CALL_TIMEOUT stops the exam (TransientError) with every
+    answer so far stored; a prompt refused for good is answered with no text (scored 0)."""
+    from shared.release.exam import Answers, answers_ref, ask
+
+    exam = exam_set(ctx, good_line, None)
+    slow = Slow(fake, slow=exam.questions[-1].prompt[-1]["content"],
+                refused=exam.questions[0].prompt[-1]["content"], delay=2.0)
+    quick = type(ctx)(ctx.settings.model_copy(update={"exam_call_timeout": 0.5,
+                                                      "exam_concurrency": 1}),
+                      ctx.ledger, slow, ctx.storage)
+    ref = answers_ref(quick, LINE, "tl-chat-timeout", exam.digest)
+    book = Answers.load(quick, ref, "v01")
+    with pytest.raises(TransientError, match=r"no answer within 0\.5 s"):
+        ask(quick, chat_endpoint(ctx), [(book, exam.questions)], tally=book,
+            sleep=lambda _: None)
+    stored = Answers.load(quick, ref, "v01")
+    assert len(stored.answers) == len(exam.questions) - 1
+    assert stored.answers[exam.questions[0].key] == ""
+    assert stored.answers[exam.questions[1].key] == GOOD
