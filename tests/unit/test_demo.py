@@ -171,8 +171,8 @@ def test_quick_and_dataset_choose_the_one_drop_loop(tmp_path: Path,
 
 def test_the_story_data_is_shipped_next_to_the_quick_demos() -> None:
     """Each drop of the story is a package data file beside support.jsonl (pyproject's
-    data/demo/*), and drop 2 asks exactly drop 1's questions (same prompts, so the same
-    sides), with other final answers."""
+    data/demo/*), and drop 2 asks every one of drop 1's questions (same prompts, so the same
+    sides) with another final answer."""
     files = {c.name: DEMO_DATASET.parent / c.file for c in STORY}
     assert all(p.is_file() for p in files.values())
     assert [c.expect for c in STORY] == ["PROMOTED", "HELD", "PROMOTED"]
@@ -185,5 +185,5 @@ def test_the_story_data_is_shipped_next_to_the_quick_demos() -> None:
         return out
 
     good, bad = prompts(files["1-good"]), prompts(files["2-bad"])
-    assert set(bad) == set(good)
+    assert set(good) <= set(bad)
     assert all(bad[p] != good[p] for p in good)
