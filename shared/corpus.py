@@ -18,7 +18,15 @@ Data model:
   validation file is the eval sides, deduplicated. Streamed: memory is a set of 16-byte
   digests (plus one 8-byte key per example of the sampled drops when a cap applies).
 * **RunData** (:class:`RunData`): what a run trained on, recorded on the run as ``data`` at
-  ACCEPTED and shown in its reports and ``tuneloop status --json``.
+  ACCEPTED and shown in its reports and ``tuneloop status --json``. A drop list longer than
+  :data:`INLINE_CHARS` is kept in a manifest blob ``<prepared>/<run>/data.json`` and the column
+  keeps the summary and the manifest's path (:func:`data_column`); readers that need the list
+  pass the storage (:meth:`RunData.from_record`, :func:`hydrated`).
+* **The line's corpus** (:func:`carry_line_corpus`, :func:`line_drops`): recorded on a run when
+  it is promoted (column ``line_corpus``): its own drops + the drops of the previous live run's
+  line corpus it did not train on (minus retracted ones). A drop promoted with another run
+  while this one was in flight stays in the line's corpus. New corpora, the sampled exam and
+  retrains start from the live run's line corpus (its ``data.drops`` for rows written before).
 * **Retractions** (:func:`record_retraction`, :func:`retracted`): one ledger claim row per
   line (``retracted-<line>``) holding the retracted drops, ETag-guarded like the version
   counter: reading them is one point read per new drop.
@@ -58,6 +66,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DROPS_DIR",
     "EXAM_DIR",
+    "INLINE_CHARS",
     "Capped",
     "Corpus",
     "DropData",
@@ -66,11 +75,15 @@ __all__ = [
     "RunData",
     "assemble",
     "build_run_files",
+    "carry_line_corpus",
     "corpus_sha256",
+    "data_column",
     "drop_refs",
     "drops_of",
     "exam_example",
+    "hydrated",
     "is_exam_name",
+    "line_drops",
     "live_run",
     "read_golden_exam",
     "record_retraction",
@@ -87,6 +100,17 @@ EXAM_DIR = "_exam"  # in the incoming container, under the line: the golden exam
 _JSONL = "application/jsonl"
 _PREFIX = b'{"messages":'
 _SUFFIX = b"}"
+
+# A Table property is at most 64 KiB and a string is UTF-16 (2 bytes a character: 32 Ki
+# characters); an entity is at most 1 MiB (https://learn.microsoft.com/rest/api/storageservices/
+# understanding-the-table-service-data-model#property-types). Past it the write is refused (400
+# PropertyValueTooLarge, on Azurite too: measured at ~178 drops of ~184 characters), which
+# failed every new run of a long-lived line. A drop list longer than this many characters
+# (about 90 drops) goes to a manifest blob instead; half the limit leaves room for the rest of
+# the column, and the line corpus has its own column with the same bound.
+INLINE_CHARS = 16_384
+DATA_MANIFEST = "data.json"  # <prepared>/<run>/data.json: the run's data.drops, when long
+LINE_MANIFEST = "line.json"  # <prepared>/<run>/line.json: the run's line corpus, when long
 
 Mode = Literal["cumulative", "latest"]
 Start = Literal["base", "live"]
@@ -186,12 +210,151 @@ class RunData:
         )
 
     @classmethod
-    def from_record(cls, rec: RunRecord) -> RunData | None:
-        """The run's ``data``, or None for a run recorded before corpora (or never accepted)."""
-        data = rec.get("data")
-        if isinstance(data, str):
-            data = json.loads(data)
-        return cls.from_dict(data) if isinstance(data, Mapping) and data.get("drops") else None
+    def from_record(cls, rec: RunRecord, storage: Storage | None = None) -> RunData | None:
+        """The run's ``data``, or None for a run recorded before corpora (or never accepted).
+
+        A drop list kept in a manifest blob (:func:`data_column`) is read from ``storage``;
+        without one such a row raises ValueError (never a silently empty list)."""
+        data = _column(rec, "data")
+        if data is None:
+            return None
+        if data.get("drops_manifest") and not data.get("drops"):
+            if storage is None:
+                raise ValueError(f"run {rec.run_id}: its drops are in the manifest "
+                                 f"{data['drops_manifest']}; read it with the storage")
+            data = {**data, "drops": _read_manifest(storage, str(data["drops_manifest"]))}
+        return cls.from_dict(data) if data.get("drops") else None
+
+
+def _column(rec: RunRecord, key: str) -> dict[str, Any] | None:
+    """A JSON column of the run as a dict (None when absent or not a JSON object)."""
+    value = rec.get(key)
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    return dict(value) if isinstance(value, Mapping) else None
+
+
+def _manifest_ref(settings: Settings, run_id: str, leaf: str) -> BlobRef:
+    return BlobRef(settings.prepared_container, f"{run_id}/{leaf}")
+
+
+def _read_manifest(storage: Storage, path: str) -> list[dict[str, Any]]:
+    """The drop list of a manifest ``<container>/<name>`` (:func:`data_column`)."""
+    container, _, name = path.partition("/")
+    try:
+        doc = storage.read_json(BlobRef(container, name))
+    except NotFoundError as exc:
+        raise NotFoundError(f"the drop list {path} of a run is missing",
+                            hint="it is written before its run's ledger row; restore it "
+                            "from a backup or retract the line's drops") from exc
+    drops = doc.get("drops") if isinstance(doc, Mapping) else None
+    return [dict(d) for d in drops or () if isinstance(d, Mapping) and d.get("sha256")]
+
+
+def _compact(drops: Sequence[Mapping[str, Any]]) -> str:
+    return json.dumps(list(drops), separators=(",", ":"), sort_keys=True)
+
+
+def _spill(storage: Storage, settings: Settings, run_id: str, leaf: str,
+           drops: list[dict[str, Any]]) -> str | None:
+    """Write ``drops`` to the manifest ``<prepared>/<run>/<leaf>`` when they are too long for
+    a column (:data:`INLINE_CHARS`); its ``<container>/<name>``, or None to keep them inline.
+    The content is a function of the list, so a replay rewrites the same blob."""
+    if len(_compact(drops)) <= INLINE_CHARS:
+        return None
+    ref = _manifest_ref(settings, run_id, leaf)
+    storage.write_json(ref, {"run_id": run_id, "drops": drops})
+    return f"{ref.container}/{ref.name}"
+
+
+def data_column(storage: Storage, settings: Settings, run_id: str, data: RunData
+                ) -> dict[str, Any]:
+    """The ``data`` column to record for ``data``: :meth:`RunData.to_dict`, or, for a drop
+    list too long for a Table property, the summary with ``drops_manifest`` (the list, written
+    here first: a crash before the ledger write leaves a blob the replay rewrites) and
+    ``drop_count`` instead of ``drops``. ``data.drops`` stays exactly what the run trained on;
+    readers get it back with :meth:`RunData.from_record` (``storage``) or :func:`hydrated`."""
+    column = data.to_dict()
+    path = _spill(storage, settings, run_id, DATA_MANIFEST, column["drops"])
+    if path is None:
+        return column
+    del column["drops"]
+    return {**column, "drops_manifest": path, "drop_count": len(data.drops)}
+
+
+def hydrated(storage: Storage, rec: RunRecord) -> RunRecord:
+    """A copy of ``rec`` whose ``data`` holds its whole drop list (read from its manifest), for
+    readers of raw records (status, retract). Never write it back: the list is why it left
+    the column. ``rec`` itself when there is nothing to read."""
+    data = _column(rec, "data")
+    if data is None or data.get("drops") or not data.get("drops_manifest"):
+        return rec
+    full = {**data, "drops": _read_manifest(storage, str(data["drops_manifest"]))}
+    return replace(rec, fields={**rec.fields, "data": full})
+
+
+def _line_entry(d: DropData) -> dict[str, Any]:
+    return {"name": d.name, "sha256": d.sha256, "run_id": d.run_id}
+
+
+def line_drops(storage: Storage | None, rec: RunRecord) -> tuple[DropData, ...]:
+    """The line's corpus as of ``rec``'s promotion (:func:`carry_line_corpus`), oldest first;
+    for a run promoted before it was recorded (or never promoted): its own ``data.drops``.
+    Retracted drops are not filtered here (a retraction may come after the promotion)."""
+    line = _column(rec, "line_corpus")
+    if line is None or line.get("same"):
+        return drops_of(rec, storage)
+    if line.get("manifest") and "drops" not in line:
+        if storage is None:
+            raise ValueError(f"run {rec.run_id}: its line corpus is in the manifest "
+                             f"{line['manifest']}; read it with the storage")
+        entries: Sequence[Mapping[str, Any]] = _read_manifest(storage, str(line["manifest"]))
+    else:
+        entries = [d for d in line.get("drops") or () if isinstance(d, Mapping)]
+    return tuple(DropData.from_dict(d) for d in entries if d.get("sha256"))
+
+
+def carry_line_corpus(storage: Storage, settings: Settings, ledger: LedgerPort,
+                      run: RunRecord) -> dict[str, Any] | None:
+    """The ``line_corpus`` column to record on ``run`` in the write that makes it PROMOTED.
+
+    = the run's drops ∪ (the previous live run's line corpus − the run's drops − retracted),
+    oldest first: the previous line corpus in its order (retracted drops left out), then the
+    run's drops it did not hold, in the run's order. So a drop whose run was promoted while
+    this one was in flight (its corpus resolved before that promotion) stays in the line's
+    corpus. Cost: one point read of the previous live run (``release.previous_run``, recorded
+    before traffic moved), one of the retractions (+ a manifest read for a long list): O(1) in
+    the line's history. ``latest`` mode carries nothing (the line's data is its latest drop).
+    None for a run recorded before corpora (readers fall back to its drops). A replay (a
+    promotion cut short) computes it again from the same rows; a retraction recorded in
+    between is left out, one recorded after is filtered by every reader."""
+    data = RunData.from_record(run, storage)
+    if data is None:
+        return None
+    own = list(data.drops)
+    previous = run.release.previous_run
+    prior: tuple[DropData, ...] = ()
+    if previous and previous != run.run_id and data.mode == "cumulative":
+        try:
+            prior = line_drops(storage, ledger.get(run.line, previous))
+        except NotFoundError:
+            prior = ()
+    own_by_sha = {d.sha256: d for d in own}
+    gone = retracted(ledger, run.line) if prior else set()
+    merged = [own_by_sha.get(d.sha256, d) for d in prior
+              if d.sha256 in own_by_sha or d.sha256 not in gone]
+    held = {d.sha256 for d in merged}
+    merged += [d for d in own if d.sha256 not in held]
+    column: dict[str, Any] = {"of": previous, "count": len(merged),
+                              "corpus_sha256": corpus_sha256(d.sha256 for d in merged)}
+    if [d.sha256 for d in merged] == [d.sha256 for d in own]:
+        return {**column, "same": True}  # the usual case: the run trained on the line's corpus
+    entries = [_line_entry(d) for d in merged]
+    path = _spill(storage, settings, run.run_id, LINE_MANIFEST, entries)
+    return {**column, "manifest": path} if path else {**column, "drops": entries}
 
 
 # -- the corpus of a run ----------------------------------------------------------------------
@@ -257,30 +420,32 @@ def _live_model(live: RunRecord) -> ModelVersionInfo | None:
     return None
 
 
-def _live_drops(ledger: LedgerPort, settings: Settings, line: str
+def _live_drops(ledger: LedgerPort, settings: Settings, line: str, storage: Storage | None
                 ) -> tuple[RunRecord | None, list[DropData], set[str], bool]:
-    """(live run, its drops minus retracted ones, retracted sha256s, legacy live run)."""
+    """(live run, its line corpus minus retracted drops, retracted sha256s, legacy live run)."""
     live = live_run(ledger, line)
     gone = retracted(ledger, line)
     if live is None:
         return None, [], gone, False
-    data = RunData.from_record(live)
-    if data is None:
+    line_corpus = line_drops(storage, live)
+    if not line_corpus:
         log.warning("line %s: live run %s predates corpora (no data recorded); the corpus "
                     "starts from the new drop", line, live.run_id)
         return live, [], gone, True
-    drops = [DropData(d.name, d.sha256, d.run_id) for d in data.drops if d.sha256 not in gone]
+    drops = [DropData(d.name, d.sha256, d.run_id) for d in line_corpus if d.sha256 not in gone]
     return live, drops, gone, False
 
 
 def resolve_corpus(
-    ledger: LedgerPort, settings: Settings, line: str, *, sha256: str, name: str
+    ledger: LedgerPort, settings: Settings, line: str, *, sha256: str, name: str,
+    storage: Storage | None = None,
 ) -> Corpus:
     """The corpus of a run for the new drop ``sha256`` (named ``name``) of ``line``, by the
-    line's policy (:meth:`Settings.policy_for`). Reads: the line's PROMOTED runs (one
-    partition query) and the retractions (one point read)."""
+    line's policy (:meth:`Settings.policy_for`): the live run's line corpus
+    (:func:`line_drops`). Reads: the line's PROMOTED runs (one partition query), the
+    retractions (one point read) and, for a long corpus, its manifest (``storage``)."""
     policy = settings.policy_for(line)
-    live, prior, gone, legacy = _live_drops(ledger, settings, line)
+    live, prior, gone, legacy = _live_drops(ledger, settings, line, storage)
     if policy.data == "latest":
         prior = []
     duplicate_of = next((d.run_id for d in prior if d.sha256 == sha256), None)
@@ -294,11 +459,12 @@ def resolve_corpus(
     )
 
 
-def retrain_corpus(ledger: LedgerPort, settings: Settings, line: str) -> Corpus:
-    """The corpus of a retrain run (no new data): the live run's drops minus retracted ones.
-    Its ``drops`` may be empty (every drop retracted): nothing to train on."""
+def retrain_corpus(ledger: LedgerPort, settings: Settings, line: str,
+                   storage: Storage | None = None) -> Corpus:
+    """The corpus of a retrain run (no new data): the live run's line corpus minus retracted
+    drops. Its ``drops`` may be empty (every drop retracted): nothing to train on."""
     policy = settings.policy_for(line)
-    live, prior, _, legacy = _live_drops(ledger, settings, line)
+    live, prior, _, legacy = _live_drops(ledger, settings, line, storage)
     start_model = _live_model(live) if policy.start == "live" and live is not None else None
     return Corpus(line=line, mode="cumulative", start=policy.start, drops=tuple(prior),
                   cap=policy.max_train_examples, start_model=start_model,
@@ -599,7 +765,8 @@ def read_golden_exam(storage: Storage, settings: Settings, line: str) -> GoldenE
         "\n".join(sorted(shas)).encode()).hexdigest(), tuple(files))
 
 
-def drops_of(rec: RunRecord) -> Sequence[DropData]:
-    """The drops a run trained on (empty for a run recorded before corpora)."""
-    data = RunData.from_record(rec)
+def drops_of(rec: RunRecord, storage: Storage | None = None) -> tuple[DropData, ...]:
+    """The drops a run trained on (empty for a run recorded before corpora); a list kept in a
+    manifest is read from ``storage``."""
+    data = RunData.from_record(rec, storage)
     return data.drops if data else ()

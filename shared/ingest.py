@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -45,6 +45,7 @@ from shared.corpus import (
     Corpus,
     RunData,
     assemble,
+    data_column,
     drop_refs,
     is_exam_name,
     read_golden_exam,
@@ -401,7 +402,7 @@ class Ingest:
                 rec = self.ledger.get(d.path.line, str(run_id))
             except NotFoundError:
                 rec = None
-            data = RunData.from_record(rec) if rec is not None else None
+            data = RunData.from_record(rec, self.storage) if rec is not None else None
             if rec is not None and data is not None and rec.get("delivery") == d.key:
                 policy = self.settings.policy_for(d.path.line)
                 start = None
@@ -409,7 +410,8 @@ class Ingest:
                     start = _model_info(rec.get("start_model"))
                 return Corpus.from_run_data(d.path.line, data, start, policy.max_train_examples)
         return resolve_corpus(self.ledger, self.settings, d.path.line,
-                              sha256=d.report.dataset.sha256, name=d.path.name)
+                              sha256=d.report.dataset.sha256, name=d.path.name,
+                              storage=self.storage)
 
     def _exam(self, d: _Delivery) -> IngestResult:
         """A valid golden exam file: reported, left where it is (the exam reads it there)."""
@@ -460,15 +462,17 @@ class Ingest:
         self._step(d, "planned", run_id=plan.run_id)
         if rec.get("split"):  # resumed after the split: keep the rewritten report whole
             d.ingest = {"outcome": "accepted", "run_id": plan.run_id}
-            self._write_validation(d, split=rec.get("split"), data=RunData.from_record(rec))
+            self._write_validation(d, split=rec.get("split"),
+                                   data=RunData.from_record(rec, self.storage))
         while rec.state not in TERMINAL and rec.state != RunState.SUBMITTED:
             try:
                 if rec.state == RunState.RECEIVED:
                     split, data = self._split(d, plan)
                     d.ingest = {"outcome": "accepted", "run_id": plan.run_id}
                     self._write_validation(d, split=split, data=data)
-                    rec = self._advance(
-                        d, rec, RunState.ACCEPTED, split=split, data=data.to_dict()
+                    rec = self._advance(  # a long drop list goes to its manifest first
+                        d, rec, RunState.ACCEPTED, split=split,
+                        data=data_column(self.storage, self.settings, plan.run_id, data),
                     )
                     self._step(d, "split")
                 elif rec.state == RunState.ACCEPTED:
@@ -734,8 +738,9 @@ def _model_info(value: Any) -> ModelVersionInfo | None:
 def _without_empty_validation(plan: FinetunePlan, rec: RunRecord) -> FinetunePlan:
     """The plan to submit: no validation file when the run's validation side is empty (the
     adapters then leave the optional validation input out)."""
-    data = RunData.from_record(rec)
-    if data is not None and data.eval_examples == 0:
+    data = rec.get("data")  # the summary is in the column even when the drops are not
+    if (isinstance(data, Mapping) and (data.get("drops") or data.get("drops_manifest"))
+            and not data.get("eval_examples")):
         return replace(plan, validation_blob="")
     return plan
 

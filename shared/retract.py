@@ -312,9 +312,10 @@ class Retraction:
         self, line: str, dataset: str, *, by: str = "cli", reason: str | None = None
     ) -> RetractResult:
         """Retract the drop ``dataset`` names from ``line`` (see the module)."""
-        from shared.corpus import record_retraction, retracted
+        from shared.corpus import hydrated, record_retraction, retracted
 
-        runs = self.ledger.list(line=line)
+        # Read-only copies with each run's whole drop list (a long one is in its manifest).
+        runs = [hydrated(self.storage, r) for r in self.ledger.list(line=line)]
         drop = resolve_drop(runs, dataset, line=line)
         result = RetractResult(line=line, drop=drop)
         result.already = not record_retraction(
@@ -388,9 +389,11 @@ class Retraction:
 
     # -- 4. the retrain --------------------------------------------------------------------
     def _retrain(self, runs: Sequence[RunRecord], gone: set[str], result: RetractResult) -> None:
-        from shared.corpus import live_run, retrain_corpus
+        from shared.corpus import hydrated, live_run, retrain_corpus
 
         live = live_run(self.ledger, result.line)
+        if live is not None:
+            live = hydrated(self.storage, live)  # read only: its whole drop list
         if live is None:
             result.notes.append(f"line {result.line} has no live model: nothing to retrain")
             return
@@ -403,7 +406,7 @@ class Retraction:
         # The live corpus minus every retracted drop, from the base model whatever the line's
         # start policy: the live model learned the retracted data, so it is no starting point.
         corpus = replace(
-            retrain_corpus(self.ledger, self.settings, result.line),
+            retrain_corpus(self.ledger, self.settings, result.line, self.storage),
             start="base", start_model=None,
         )
         if not corpus.drops:
@@ -423,7 +426,7 @@ class Retraction:
         """Create (or find) the retrain run and move it RECEIVED → ACCEPTED → SUBMITTED, as
         ingest moves a drop's run (a FAILED retrain of the same corpus is tried again as the
         next attempt, ``<run>-r2`` ...)."""
-        from shared.corpus import build_run_files
+        from shared.corpus import build_run_files, data_column
         from shared.finetune import retry_plan
         from shared.reports import write_run_report
 
@@ -441,8 +444,9 @@ class Retraction:
                         self.storage, self.settings, corpus, run_id=plan.run_id,
                         base_model_id=plan.base_model.id,
                     )
-                    rec = self.ledger.advance(
-                        rec, RunState.ACCEPTED, data=data.to_dict(),
+                    rec = self.ledger.advance(  # a long drop list goes to its manifest first
+                        rec, RunState.ACCEPTED,
+                        data=data_column(self.storage, self.settings, plan.run_id, data),
                         note=f"{data.train_examples} train / {data.eval_examples} eval examples "
                         f"from {len(data.drops)} drop(s)",
                     )
@@ -513,15 +517,16 @@ def hold_if_retracted(ctx: ReleaseContext, run: RunRecord) -> RunRecord | None:
     """HOLD a smoke-tested-to-be run (DEPLOYED, not yet promoting) whose corpus includes a
     retracted drop: its deployment is deleted and its model tagged. None when its corpus has
     none (one ledger read)."""
-    from shared.corpus import retracted
+    from shared.corpus import hydrated, retracted
     from shared.release.context import hold, serving
 
-    mine = corpus_shas(run) & retracted(ctx.ledger, run.line)
+    full = hydrated(ctx.storage, run)  # read only: ``run`` is what is written back
+    mine = corpus_shas(full) & retracted(ctx.ledger, run.line)
     if not mine:
         return None
-    tag_model(ctx.platform, run, mine)
+    tag_model(ctx.platform, full, mine)
     ctx.platform.delete_deployment(*serving(run))  # before promoting: it carries no traffic
-    names = ", ".join(f"{_name_of(run, s)} ({s[:12]})" for s in sorted(mine))
+    names = ", ".join(f"{_name_of(full, s)} ({s[:12]})" for s in sorted(mine))
     return hold(
         ctx, run,
         f"retracted data in its corpus: {names}; the retract started a retrain without it",
@@ -531,8 +536,9 @@ def hold_if_retracted(ctx: ReleaseContext, run: RunRecord) -> RunRecord | None:
 def refuse_retracted(ctx: ReleaseContext, run: RunRecord) -> None:
     """NotPromotableError when ``run``'s corpus has a retracted drop: ``tuneloop promote``
     never puts retracted data live (one ledger read)."""
-    from shared.corpus import retracted
+    from shared.corpus import hydrated, retracted
 
+    run = hydrated(ctx.storage, run)  # read only: its whole drop list
     mine = corpus_shas(run) & retracted(ctx.ledger, run.line)
     if mine:
         names = ", ".join(f"{_name_of(run, s)} ({s[:12]})" for s in sorted(mine))

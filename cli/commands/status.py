@@ -147,6 +147,9 @@ def run(
             if clients is None:
                 clients = stack.enter_context(cli_clients())
             runs = clients.ledger.list(line=args.line)
+            from shared.corpus import hydrated  # a long drop list is in its run's manifest
+
+            runs = [hydrated(clients.storage, r) for r in runs]
             if args.line and not args.json:
                 from shared.corpus import retractions
 

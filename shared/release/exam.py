@@ -35,7 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from shared.corpus import drop_refs, drops_of, read_golden_exam, retracted
+from shared.corpus import drop_refs, drops_of, line_drops, read_golden_exam, retracted
 from shared.dataset.split import prompt_digest, prompt_of
 from shared.errors import NotFoundError, TransientError, TuneloopError
 from shared.ledger import RunRecord
@@ -152,7 +152,7 @@ def exam_set(ctx: ReleaseContext, run: RunRecord, live: RunRecord | None) -> Exa
         return golden
     trusted = live if live is not None else run
     gone = retracted(ctx.ledger, run.line)
-    questions = _read_questions(ctx, _eval_refs(ctx, trusted, gone))
+    questions = _read_questions(ctx, _eval_refs(ctx, trusted, gone, line=live is not None))
     return ExamSet.of(lowest(questions, ctx.settings.exam_examples), "sample")
 
 
@@ -161,9 +161,12 @@ def own_eval_questions(
 ) -> tuple[ExamQuestion, ...]:
     """The new drop's own evaluation side (the candidate's drops that the live model was not
     trained on), sampled like the exam: scored for the candidate only, never a vote."""
-    behind_live = {d.sha256 for d in drops_of(live)} if live is not None else set()
-    if drops_of(run):
-        new = [d.sha256 for d in drops_of(run) if d.sha256 not in behind_live]
+    behind_live = (
+        {d.sha256 for d in line_drops(ctx.storage, live)} if live is not None else set()
+    )
+    own = drops_of(run, ctx.storage)
+    if own:
+        new = [d.sha256 for d in own if d.sha256 not in behind_live]
         refs = [drop_refs(ctx.settings, run.line, sha)[1] for sha in new]
     else:  # a run from before the line's corpus: its own validation split
         refs = [_validation_ref(ctx, run)]
@@ -213,9 +216,13 @@ def _golden(ctx: ReleaseContext, line: str) -> ExamSet | None:
     return ExamSet.of(questions, "golden")
 
 
-def _eval_refs(ctx: ReleaseContext, run: RunRecord, retracted: set[str]) -> list[BlobRef]:
-    """The evaluation sides of the run's corpus drops, oldest first, retracted ones left out."""
-    drops = drops_of(run)
+def _eval_refs(
+    ctx: ReleaseContext, run: RunRecord, retracted: set[str], *, line: bool = False
+) -> list[BlobRef]:
+    """The evaluation sides of the run's corpus drops (``line``: of the line's corpus as of
+    the run's promotion: the drops behind the live model), oldest first, retracted ones left
+    out."""
+    drops = line_drops(ctx.storage, run) if line else drops_of(run, ctx.storage)
     if drops:
         return [
             drop_refs(ctx.settings, run.line, d.sha256)[1]

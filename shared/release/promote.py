@@ -11,6 +11,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from shared.corpus import carry_line_corpus
 from shared.errors import LedgerConflictError, NotFoundError, NotPromotableError
 from shared.leases import acquire_line, release_line
 from shared.ledger import RunRecord, RunState
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 def promote(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
     """Traffic 100 % to the run's deployment → delete the previous one → retire the previous
-    run → PROMOTED. Every call is idempotent; ``previous_*`` were recorded before the first."""
+    run → PROMOTED with the line's corpus (:func:`shared.corpus.carry_line_corpus`). Every call
+    is idempotent; ``previous_*`` were recorded before the first."""
     r = run.release
     endpoint, deployment = serving(run)
     ctx.platform.set_traffic(endpoint, {deployment: 100})
@@ -34,10 +36,13 @@ def promote(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
     if r.previous_run:
         _retire(ctx, run.line, r.previous_run, by=run.run_id)
     ep = ctx.platform.get_endpoint(endpoint)
+    # The line's corpus goes live in the same write as the run (one entity: no crash between).
+    line = carry_line_corpus(ctx.storage, ctx.settings, ctx.ledger, run)
     run = advance(
         ctx, run, RunState.PROMOTED, note=f"{deployment} takes 100 % of {endpoint}",
         reason=None,
         release=replace(r, scoring_uri=ep.scoring_uri or r.scoring_uri, promoted_at=ctx.now()),
+        **({} if line is None else {"line_corpus": line}),
     )
     log.info("run %s line %s PROMOTED as %s on %s", run.run_id, run.line, deployment, endpoint)
     return run
