@@ -116,6 +116,9 @@ def corpus_drops(rec: RunRecord) -> list[Mapping[str, Any]]:
     data = rec.get("data")
     if isinstance(data, Mapping) and isinstance(data.get("drops"), list):
         return [d for d in data["drops"] if isinstance(d, Mapping) and d.get("sha256")]
+    if isinstance(data, Mapping) and data.get("drops_manifest"):  # never its own drop alone
+        raise ValueError(f"run {rec.run_id}: its drops are in {data['drops_manifest']}; "
+                         "read them first (shared.corpus.hydrated)")
     sha = rec.get("dataset_sha256")
     if not sha or rec.state in _NOT_TRAINED:
         return []

@@ -36,7 +36,7 @@ from shared.ledger import IN_RELEASE, RunRecord, RunState
 from shared.release import ReleaseContext, handle_job_event, reconcile
 from shared.release.exam import exam_set
 from shared.release.promote import promote
-from shared.retract import Retraction
+from shared.retract import Retraction, corpus_shas
 from shared.storage import BlobRef
 from tests.fakes.platform import FakePlatform
 from tests.integration.conftest import with_settings
@@ -224,6 +224,15 @@ def _drops(n: int) -> tuple[DropData, ...]:
                  for i in range(n))
 
 
+def _write_sides(clients: Clients, drops: tuple[DropData, ...]) -> None:
+    """Each drop's stored sides: one train and one eval example."""
+    for d in drops:
+        train, evaluation = drop_refs(clients.settings, LINE, d.sha256)
+        i = int(d.sha256, 16)
+        clients.storage.write_bytes(train, json.dumps(chat(i, "old")).encode() + b"\n")
+        clients.storage.write_bytes(evaluation, json.dumps(chat(-1 - i, "old")).encode() + b"\n")
+
+
 def test_a_line_with_a_thousand_drops_still_ingests_and_status_lists_every_drop(
     clients: Clients, fake: FakePlatform
 ) -> None:
@@ -232,12 +241,7 @@ def test_a_line_with_a_thousand_drops_still_ingests_and_status_lists_every_drop(
     summary), and `status --json` prints every drop of it."""
     s = clients.settings
     old = _drops(1000)
-    for d in old:  # each old drop's stored sides: one train and one eval example
-        train, evaluation = drop_refs(s, LINE, d.sha256)
-        row = chat(int(d.sha256, 16), "old")
-        clients.storage.write_bytes(train, json.dumps(row).encode() + b"\n")
-        clients.storage.write_bytes(evaluation, json.dumps(chat(-1 - int(d.sha256, 16), "old"))
-                                    .encode() + b"\n")
+    _write_sides(clients, old)
     live_id = "tl-chat-000000000999-live0000"
     data = RunData(mode="cumulative", start="base", start_model="local:tiny", drops=old,
                    train_examples=1000, eval_examples=1000)
@@ -304,3 +308,33 @@ def test_a_long_line_corpus_is_carried_in_a_manifest(
     assert len(corpus.drops) == 1002
     assert corpus.drops[-1].name == "next"
     assert hydrated(clients.storage, prev).get("data")["drops"][999]["name"] == "support-0999"
+
+
+def test_retract_reads_the_drop_lists_kept_in_manifests(
+    clients: Clients, fake: FakePlatform
+) -> None:
+    """A live run whose 100 drops are in its manifest: retracting one of them finds that the
+    live model learned it and retrains on the other 99 (their list in the retrain's own
+    manifest); a reader of a raw row never mistakes it for a run of its own drop alone."""
+    s = clients.settings
+    old = _drops(100)
+    _write_sides(clients, old)
+    data = RunData("cumulative", "base", "local:tiny", old, 100, 100)
+    live = clients.ledger.create(LINE, "tl-chat-live", RunState.PROMOTED, name="support-0099",
+                                 dataset_sha256=old[-1].sha256,
+                                 data=data_column(clients.storage, s, "tl-chat-live", data))
+    assert "drops_manifest" in live.get("data")
+    with pytest.raises(ValueError, match="hydrated"):
+        corpus_shas(live)
+    retraction = Retraction(settings=s, storage=clients.storage, ledger=clients.ledger,
+                            platform=fake, planner=SimplePlanner(s),
+                            clock=lambda: datetime(2026, 12, 2, tzinfo=UTC))
+    result = retraction.retract(LINE, "support-0005", by="test")
+    assert result.live_run == live.run_id
+    assert result.retrain is not None
+    assert result.retrain.state is RunState.SUBMITTED
+    assert "drops_manifest" in result.retrain.get("data")
+    retrained = RunData.from_record(result.retrain, clients.storage)
+    assert retrained is not None
+    assert [d.name for d in retrained.drops] == [d.name for d in old if d.name != "support-0005"]
+    assert retrained.train_examples == 99
