@@ -84,12 +84,18 @@ def _data(rec: RunRecord) -> dict[str, Any] | None:
     }
 
 
+_MAX_NAMES = 10  # drop names the table prints per run (--json prints every drop)
+
+
 def _summary(rec: RunRecord) -> list[str]:
     """The run's data and exam in a line each (the table's view of the --json contract)."""
     out = []
     data = _data(rec)
     if data is not None and data["drops"]:
-        names = ", ".join(str(d.get("name") or str(d.get("sha256"))[:12]) for d in data["drops"])
+        shown = [str(d.get("name") or str(d.get("sha256"))[:12]) for d in data["drops"]]
+        if len(shown) > _MAX_NAMES:  # a long-lived line: the first and the newest drops
+            shown = [*shown[:3], f"... {len(shown) - 5} more ...", *shown[-2:]]
+        names = ", ".join(shown)
         out.append(
             f"data: {names} ({data['train_examples']} train / {data['eval_examples']} eval), "
             f"start {data['start_model'] or 'base'}"

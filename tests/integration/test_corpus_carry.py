@@ -275,6 +275,11 @@ def test_a_line_with_a_thousand_drops_still_ingests_and_status_lists_every_drop(
     printed = runs[new.run_id]["data"]["drops"]
     assert [d["name"] for d in printed] == names
     assert all(d["train_examples"] == 1 for d in printed[:1000])
+    out = io.StringIO()  # the table names the first and newest drops, not all 1,001
+    assert status_command.run(argparse.Namespace(line=LINE, json=False), clients=clients,
+                              out=out) == 0
+    assert "data: support-0000, support-0001, support-0002, ... 996 more ..., support-0999, " \
+        "fresh (" in out.getvalue()
 
 
 def test_a_long_line_corpus_is_carried_in_a_manifest(
