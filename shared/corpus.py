@@ -7,8 +7,9 @@ Data model:
   ``.../eval.jsonl`` (:func:`drop_refs`): the corpus's stored copies of the drop. A run's own
   files stay ``<prepared>/<run>/train.jsonl`` and ``<prepared>/<run>/validation.jsonl``.
 * **The corpus of a new run** (:func:`resolve_corpus`): with ``data=cumulative`` (default) the
-  drops behind the line's live run (its ``data.drops``: the live run is the latest PROMOTED
-  one), minus retracted drops, plus the new drop last; with ``data=latest`` the new drop only.
+  drops behind the line's live run (its line corpus, see below: the live run is the latest
+  PROMOTED one), minus retracted drops, plus the new drop last; with ``data=latest`` the new
+  drop only.
   A drop whose run was HELD or FAILED never became live, so it never joins a later corpus. A
   new drop already in the corpus is a duplicate of the run that brought it.
 * **The run's files** (:func:`assemble`): the train sides of the corpus drops, oldest first,
