@@ -69,7 +69,8 @@ COMMANDS: dict[str, str] = {
     "retract": "take a dataset drop out of a line: delete its copies, tag its models, retrain",
     "sweep": "decide (and by default delete) idle endpoints",
     "up": "run the app locally (Azurite, local platform, triggers) until Ctrl-C",
-    "demo": "run the whole loop once on the embedded local platform",
+    "demo": "three drops on the embedded local platform: one promoted, one held by the exam, "
+            "one promoted on drops 1 + 3 (--quick: one drop)",
     "upload": "drop a dataset into incoming/<line>/ (starts the loop)",
     "doctor": "check the configured environment (Azure or the local home) before dropping data",
 }
