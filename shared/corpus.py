@@ -286,12 +286,18 @@ def data_column(storage: Storage, settings: Settings, run_id: str, data: RunData
     return {**column, "drops_manifest": path, "drop_count": len(data.drops)}
 
 
+def drops_in_manifest(rec: RunRecord) -> bool:
+    """Whether ``rec``'s drop list is in its manifest blob (:func:`hydrated` reads storage)."""
+    data = _column(rec, "data")
+    return data is not None and not data.get("drops") and bool(data.get("drops_manifest"))
+
+
 def hydrated(storage: Storage, rec: RunRecord) -> RunRecord:
     """A copy of ``rec`` whose ``data`` holds its whole drop list (read from its manifest), for
     readers of raw records (status, retract). Never write it back: the list is why it left
     the column. ``rec`` itself when there is nothing to read."""
     data = _column(rec, "data")
-    if data is None or data.get("drops") or not data.get("drops_manifest"):
+    if data is None or not drops_in_manifest(rec):
         return rec
     full = {**data, "drops": _read_manifest(storage, str(data["drops_manifest"]))}
     return replace(rec, fields={**rec.fields, "data": full})

@@ -153,9 +153,10 @@ def run(
             if clients is None:
                 clients = stack.enter_context(cli_clients())
             runs = clients.ledger.list(line=args.line)
-            from shared.corpus import hydrated  # a long drop list is in its run's manifest
+            from shared.corpus import drops_in_manifest, hydrated
 
-            runs = [hydrated(clients.storage, r) for r in runs]
+            # a long drop list is in its run's manifest: storage only for those runs
+            runs = [hydrated(clients.storage, r) if drops_in_manifest(r) else r for r in runs]
             if args.line and not args.json:
                 from shared.corpus import retractions
 
