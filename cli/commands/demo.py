@@ -224,9 +224,10 @@ class Demo(OnDevHost):
             f"({stats.get('distinct_examples')} distinct), {len(doc.get('errors') or [])} errors, "
             f"{len(doc.get('warnings') or [])} warnings"
         )
-        if split:
-            text += (f"; split {split.get('train_examples')} train / "
-                     f"{split.get('validation_examples')} validation")
+        if split:  # this drop's own sides; the run's files (its corpus) are shown after
+            train = split.get("drop_train_examples", split.get("train_examples"))
+            held = split.get("drop_validation_examples", split.get("validation_examples"))
+            text += f"; this drop splits {train} train / {held} evaluation"
         self.say(text)
         for issue in (doc.get("errors") or [])[:5]:
             self.say(f"  line {issue.get('line')}: {issue.get('code')}: {issue.get('message')}")
