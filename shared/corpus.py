@@ -86,6 +86,7 @@ __all__ = [
     "is_exam_name",
     "line_drops",
     "live_run",
+    "promoted_at",
     "read_golden_exam",
     "record_retraction",
     "resolve_corpus",
@@ -402,7 +403,8 @@ class Corpus:
         return cls(line, data.mode, data.start, drops, cap, start_model)
 
 
-def _promoted_at(run: RunRecord) -> datetime:
+def promoted_at(run: RunRecord) -> datetime:
+    """When the run was promoted (its last update for rows that did not record it)."""
     when = run.release.promoted_at
     if when is None:
         try:
@@ -412,10 +414,15 @@ def _promoted_at(run: RunRecord) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def live_run(ledger: LedgerPort, line: str) -> RunRecord | None:
-    """The line's live run: its latest PROMOTED run (shared.release.promote's rule)."""
-    promoted = ledger.list(line=line, states=[RunState.PROMOTED])
-    promoted.sort(key=_promoted_at)
+def live_run(
+    ledger: LedgerPort, line: str, *, other_than: str | None = None
+) -> RunRecord | None:
+    """The line's live run: its latest PROMOTED run (by :func:`promoted_at`), leaving out
+    ``other_than`` (a run being promoted: the live run it replaces)."""
+    promoted = [
+        r for r in ledger.list(line=line, states=[RunState.PROMOTED]) if r.run_id != other_than
+    ]
+    promoted.sort(key=promoted_at)
     return promoted[-1] if promoted else None
 
 

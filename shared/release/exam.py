@@ -49,7 +49,7 @@ from shared.release.exam_report import (
     write_exam_report,
 )
 from shared.release.gate import GateDecision, decide_exam
-from shared.release.smoke import answer_text
+from shared.release.smoke import answer_text, validation_ref
 from shared.storage import BlobRef
 
 __all__ = [
@@ -169,7 +169,7 @@ def own_eval_questions(
         new = [d.sha256 for d in own if d.sha256 not in behind_live]
         refs = [drop_refs(ctx.settings, run.line, sha)[1] for sha in new]
     else:  # a run from before the line's corpus: its own validation split
-        refs = [_validation_ref(ctx, run)]
+        refs = [validation_ref(ctx, run)]
     ordered = sorted(
         lowest(_read_questions(ctx, refs), ctx.settings.exam_examples),
         key=lambda q: q.prompt_digest,
@@ -228,16 +228,7 @@ def _eval_refs(
             drop_refs(ctx.settings, run.line, d.sha256)[1]
             for d in drops if d.sha256 not in retracted
         ]
-    return [_validation_ref(ctx, run)]  # a run from before the line's corpus
-
-
-def _validation_ref(ctx: ReleaseContext, run: RunRecord) -> BlobRef:
-    """The run's validation split: as ingest recorded it, else ``<prepared>/<run>/``."""
-    recorded = str(run.get("validation_blob") or "")
-    container, _, name = recorded.partition("/")
-    if container and name:
-        return BlobRef(container, name)
-    return BlobRef(ctx.settings.prepared_container, f"{run.run_id}/validation.jsonl")
+    return [validation_ref(ctx, run)]  # a run from before the line's corpus
 
 
 def _read_questions(ctx: ReleaseContext, refs: Iterable[BlobRef]) -> Iterator[ExamQuestion]:

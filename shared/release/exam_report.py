@@ -190,12 +190,12 @@ def exam_report_refs(settings: Settings, line: str, run_id: str) -> ExamReportRe
 def line_history(ledger: LedgerPort, line: str) -> list[HistoryPoint]:
     """The line's runs that produced a model, oldest first, each with its exam score (as a
     candidate), eval loss, state and whether it is the live version (the latest PROMOTED run,
-    the rule of :func:`shared.release.promote.live_run`)."""
-    from shared.release.promote import _promoted_at  # the live rule stands once, there
+    the rule of :func:`shared.corpus.live_run`)."""
+    from shared.corpus import promoted_at  # the live rule stands once, there
 
     runs = [r for r in ledger.list(line=line) if r.state in _MODEL_STATES]
     promoted = [r for r in runs if r.state == RunState.PROMOTED]
-    live = max(promoted, key=_promoted_at).run_id if promoted else None
+    live = max(promoted, key=promoted_at).run_id if promoted else None
     return [_point(r, live=r.run_id == live) for r in runs]
 
 

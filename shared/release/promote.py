@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import replace
-from datetime import UTC, datetime
 
 from shared.corpus import carry_line_corpus
+from shared.corpus import live_run as corpus_live_run
 from shared.errors import LedgerConflictError, NotFoundError, NotPromotableError
 from shared.leases import acquire_line, release_line
 from shared.ledger import RunRecord, RunState
@@ -50,23 +50,7 @@ def promote(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
 
 def live_run(ctx: ReleaseContext, run: RunRecord) -> RunRecord | None:
     """The line's live (PROMOTED) run other than ``run``: the one a promotion replaces."""
-    live = [
-        r for r in ctx.ledger.list(line=run.line, states=[RunState.PROMOTED])
-        if r.run_id != run.run_id
-    ]
-    live.sort(key=_promoted_at)
-    return live[-1] if live else None
-
-
-def _promoted_at(run: RunRecord) -> datetime:
-    """When the run was promoted (its last update for rows that did not record it)."""
-    when = run.release.promoted_at
-    if when is None:
-        try:
-            when = datetime.fromisoformat(str(run.get("updated")))
-        except ValueError:
-            when = datetime.min
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return corpus_live_run(ctx.ledger, run.line, other_than=run.run_id)
 
 
 def _retire(ctx: ReleaseContext, line: str, run_id: str, *, by: str) -> None:

@@ -12,7 +12,7 @@ from shared.ledger import RunRecord
 from shared.release.context import ReleaseContext, serving
 from shared.storage import BlobRef
 
-__all__ = ["answer_text", "smoke_test"]
+__all__ = ["answer_text", "smoke_test", "validation_ref"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def answer_text(response: Any) -> str:
 
 
 def _smoke_conversations(ctx: ReleaseContext, run: RunRecord) -> list[list[dict[str, Any]]]:
-    ref = _validation_ref(ctx, run)
+    ref = validation_ref(ctx, run)
     try:
         examples = _jsonl_head(ctx.storage.read_chunks(ref), ctx.settings.smoke_examples)
     except NotFoundError:
@@ -80,7 +80,7 @@ def _smoke_conversations(ctx: ReleaseContext, run: RunRecord) -> list[list[dict[
     return conversations or [_PROBE]
 
 
-def _validation_ref(ctx: ReleaseContext, run: RunRecord) -> BlobRef:
+def validation_ref(ctx: ReleaseContext, run: RunRecord) -> BlobRef:
     """The run's validation split: as ingest recorded it, else ``<prepared>/<run>/``."""
     recorded = str(run.get("validation_blob") or "")
     container, _, name = recorded.partition("/")
