@@ -42,15 +42,17 @@ class _Response:
 
 def _post(url: str, *, content: bytes, headers: dict[str, str]) -> _Response:
     """A raw POST (what a client other than the SDK could send)."""
-    request = urllib.request.Request(url, data=content, method="POST", headers=headers)
+    request = urllib.request.Request(  # noqa: S310 -- the test's own 127.0.0.1 URL
+        url, data=content, method="POST", headers=headers
+    )
     try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
             return _Response(resp.status, resp.read())
     except urllib.error.HTTPError as exc:
         return _Response(exc.code, exc.read())
 
 
-def _event(line: str, run: str, state: str, **extra: Any) -> CloudEvent:
+def _event(line: str, run: str, state: str, **extra: Any) -> CloudEvent[Any]:
     return CloudEvent(
         source=f"/tuneloop/local/lines/{line}",
         type=f"tuneloop.run.{state}",
