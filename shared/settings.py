@@ -249,6 +249,14 @@ class Settings(BaseSettings):
     )
     local_device: str = Field(default="cpu", description="torch device for local training.")
 
+    # --- telemetry (shared.telemetry) ------------------------------------------------------
+    telemetry: Literal["auto", "local", "off"] = Field(
+        default="auto",
+        description="auto: Application Insights when APPLICATIONINSIGHTS_CONNECTION_STRING is "
+        "set, else <home>/telemetry/*.jsonl on the local platform; local: the home's files "
+        "always; off: none.",
+    )
+
     @field_validator("idle_after", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:

@@ -47,9 +47,10 @@ def test_core_never_imports_an_entry_point(path: Path) -> None:
 
 
 def test_importing_the_app_stays_light() -> None:
-    """`import function_app` loads no ML SDK, torch, transformers, MLflow or matplotlib (cold
-    starts)."""
-    heavy = ["azure.ai.ml", "torch", "transformers", "mlflow", "peft", "matplotlib"]
+    """`import function_app` loads no ML SDK, torch, transformers, MLflow, matplotlib or
+    OpenTelemetry/Azure Monitor (cold starts; shared.telemetry imports them on first use)."""
+    heavy = ["azure.ai.ml", "torch", "transformers", "mlflow", "peft", "matplotlib",
+             "opentelemetry", "azure.monitor.opentelemetry"]
     code = (
         "import json, sys; import function_app; "
         f"print(json.dumps([m for m in {heavy!r} if m in sys.modules]))"
