@@ -12,7 +12,11 @@ What the host and Event Grid do in Azure, done here on one machine:
 - a failed delivery is retried with exponential back-off and dead-lettered after
   ``max_attempts`` (written to ``<home>/devhost/deadletter/``), as the host and Event Grid do;
 - fires the timer functions (``reconcile_runs``, ``sweep_idle_endpoints``) on their NCRONTAB
-  schedules, or on fixed intervals given by the caller (the demo and tests).
+  schedules, or on fixed intervals given by the caller (the demo and tests);
+- serves the home's Event Grid topic for tuneloop's own lifecycle events
+  (``shared.platform.local.topic``: stored in ``<home>/events/received.jsonl``, forwarded to
+  ``TUNELOOP_WEBHOOK_URL`` when set) and points its app at it (``TUNELOOP_EVENTS_ENDPOINT`` /
+  ``TUNELOOP_EVENTS_KEY``, unless an endpoint is configured); ``devhost.json`` records it.
 
 Every delivery goes through the same function objects ``function_app`` registers, with real
 ``azure.functions`` binding objects.
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
     from shared.platform.local import LocalPlatform
     from shared.platform.local.azurite import LocalStorage
     from shared.platform.local.platform import LostJob
+    from shared.platform.local.topic import LocalTopic
     from shared.platform.port import Platform
 
 __all__ = [
@@ -185,6 +190,7 @@ class DevHost:
     sdk_options: Mapping[str, Any] | None = None
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     _storage: LocalStorage | None = None
+    _topic: LocalTopic | None = None
     _functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
     _seen_blobs: set[tuple[str, str]] = field(default_factory=set)
     _deliveries: dict[str, _Delivery] = field(default_factory=dict)
@@ -218,7 +224,7 @@ class DevHost:
             log.warning("devhost runs the embedded local platform (settings chose %s)",
                         settings.platform_kind)
             settings = settings.model_copy(update={"platform": "local"})
-        self.settings = self._ensure_storage(settings)
+        self.settings = self._ensure_events(self._ensure_storage(settings))
         self._write_state()  # at once: a devhost that dies from here on leaves it recorded
         clients = Clients(self.settings, sdk_options=self.sdk_options)
         clients.storage.ensure_containers()
@@ -282,6 +288,9 @@ class DevHost:
         if self.platform is not None:
             self.platform.close()
         _root.set_clients(None)
+        topic, self._topic = self._topic, None
+        if topic is not None:
+            topic.stop()
         storage, self._storage = self._storage, None
         if storage is not None and storage.owned:
             storage.stop()
@@ -405,6 +414,11 @@ class DevHost:
         return self._storage
 
     @property
+    def topic(self) -> LocalTopic | None:
+        """The home's local Event Grid topic this devhost serves (None before ``start()``)."""
+        return self._topic
+
+    @property
     def azurite_ports(self) -> tuple[int, int, int] | None:
         """(blob, queue, table) of the home's Azurite this devhost uses, if it uses one."""
         return self._storage.ports if self._storage is not None else None
@@ -481,8 +495,38 @@ class DevHost:
             update={"storage_connection_string": self._storage.connection_string}
         )
 
+    def _ensure_events(self, settings: Settings) -> Settings:
+        """Start the home's local Event Grid topic; the settings with the app publishing to it.
+
+        A configured ``TUNELOOP_EVENTS_ENDPOINT`` (a real topic) is kept: the app publishes
+        there, and the local topic still serves whoever posts to it.
+        """
+        from shared.platform.local.topic import LocalTopic, topic_key
+
+        home = Path(settings.home)
+        self._topic = LocalTopic(home, topic_key(home), webhook_url=_webhook_url()).start()
+        fields = type(settings).model_fields
+        if "events_endpoint" not in fields or getattr(settings, "events_endpoint", None):
+            return settings
+        update = {"events_endpoint": self._topic.url}
+        if "events_key" in fields:
+            update["events_key"] = self._topic.key
+        return settings.model_copy(update=update)
+
     def _write_state(self) -> None:
         """Record where this devhost's things are (``tuneloop upload`` reads it)."""
         from shared.platform.local.azurite import write_host_state
 
-        write_host_state(Path(self.settings.home), pid=os.getpid(), storage=self._storage)
+        topic = (self._topic.url, self._topic.key) if self._topic is not None else None
+        write_host_state(
+            Path(self.settings.home), pid=os.getpid(), storage=self._storage, topic=topic
+        )
+
+
+def _webhook_url() -> str | None:
+    """``TUNELOOP_WEBHOOK_URL``: where the local topic forwards each event (None: nowhere).
+
+    Read here, in the devhost (a composition root), rather than as a ``Settings`` field:
+    only the local topic uses it.
+    """
+    return os.environ.get("TUNELOOP_WEBHOOK_URL", "").strip() or None

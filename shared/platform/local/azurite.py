@@ -168,6 +168,8 @@ class HostState:
     azurite_pid: int | None = None
     azurite_ports: tuple[int, int, int] | None = None  # blob, queue, table
     azurite_connection_string: str | None = None
+    events_endpoint: str | None = None  # the devhost's local Event Grid topic (topic.py)
+    events_key: str | None = None  # its key (also in <home>/events/topic.key)
 
     @property
     def host_alive(self) -> bool:
@@ -243,6 +245,9 @@ def read_host_state(home: Path) -> HostState | None:
     started = data.get("started")
     if started is not None and not isinstance(started, str):
         raise _bad(path, f"started must be a time string, not {started!r}")
+    for name in ("events_endpoint", "events_key"):
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise _bad(path, f"{name} must be a string, not {data[name]!r}")
     return HostState(
         path=path,
         pid=_int_field(path, data, "pid"),
@@ -250,15 +255,21 @@ def read_host_state(home: Path) -> HostState | None:
         azurite_pid=_int_field(path, data, "azurite_pid"),
         azurite_ports=parsed,
         azurite_connection_string=conn,
+        events_endpoint=data.get("events_endpoint"),
+        events_key=data.get("events_key"),
     )
 
 
 def write_host_state(
-    home: Path, *, pid: int, storage: LocalStorage | None, started: str | None = None
+    home: Path, *, pid: int, storage: LocalStorage | None, started: str | None = None,
+    topic: tuple[str, str] | None = None,
 ) -> None:
     """Record this devhost (and the home's Azurite it uses) in ``<home>/devhost.json``;
-    ``started`` defaults to now."""
+    ``started`` defaults to now; ``topic`` is the (endpoint, key) of its local Event Grid
+    topic (``shared.platform.local.topic``)."""
     state: dict[str, Any] = {"pid": pid, "started": started or datetime.now(UTC).isoformat()}
+    if topic is not None:
+        state.update(events_endpoint=topic[0], events_key=topic[1])
     if storage is not None:
         state.update(
             azurite_pid=storage.pid,

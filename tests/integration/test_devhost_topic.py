@@ -1,0 +1,71 @@
+"""The devhost serves the home's local Event Grid topic and points its own app at it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.core.credentials import AzureKeyCredential
+from azure.core.messaging import CloudEvent
+from azure.eventgrid import EventGridPublisherClient
+
+from functions.devhost import DevHost
+from shared.platform.local.azurite import read_host_state
+from shared.platform.local.topic import read_events, topic_key
+from shared.settings import Settings
+from tests.integration.test_devhost import HostedFake
+
+pytestmark = pytest.mark.integration
+
+
+def _published(host: DevHost) -> tuple[str, str]:
+    """(endpoint, key) the devhost's app publishes with (G's settings, once they exist)."""
+    endpoint = getattr(host.settings, "events_endpoint", None)
+    key = getattr(host.settings, "events_key", None)
+    topic = host.topic
+    assert topic is not None
+    return (endpoint or topic.url, key or topic.key)
+
+
+def test_the_devhost_serves_the_topic_records_it_and_stops_it(settings: Settings) -> None:
+    """devhost.json names the running topic (URL, key); the app's settings point at it; the
+    real client posts to it and the event lands in the home; stop() closes the port."""
+    host = DevHost(settings, platform=HostedFake(), run_timers=False).start()
+    try:
+        topic = host.topic
+        assert topic is not None
+        state = read_host_state(Path(settings.home))
+        assert state is not None
+        assert state.events_endpoint == topic.url
+        assert state.events_key == topic.key == topic_key(Path(settings.home))
+        if "events_endpoint" in Settings.model_fields:
+            assert getattr(host.settings, "events_endpoint", None) == topic.url
+        endpoint, key = _published(host)
+        event: CloudEvent[Any] = CloudEvent(
+            source="/tuneloop/local/lines/support", type="tuneloop.run.accepted",
+            subject="lines/support/runs/r1", id="r1.accepted.1", data={"line": "support"},
+        )
+        EventGridPublisherClient(endpoint, AzureKeyCredential(key)).send([event])
+        assert [e["id"] for e in read_events(Path(settings.home), "support")] == ["r1.accepted.1"]
+        url = topic.url
+    finally:
+        host.stop()
+    assert host.topic is None
+    with pytest.raises(Exception):  # noqa: B017,PT011 -- connection refused, however mapped
+        EventGridPublisherClient(url, AzureKeyCredential(key)).send([event], retry_total=0)
+
+
+def test_a_configured_events_endpoint_is_kept(settings: Settings) -> None:
+    """With TUNELOOP_EVENTS_ENDPOINT set (a real topic), the app keeps publishing there."""
+    if "events_endpoint" not in Settings.model_fields:
+        pytest.skip("TUNELOOP_EVENTS_ENDPOINT is not a setting yet (helper G)")
+    configured = settings.model_copy(
+        update={"events_endpoint": "https://t.westeurope-1.eventgrid.azure.net/api/events"})
+    host = DevHost(configured, platform=HostedFake(), run_timers=False).start()
+    try:
+        assert getattr(host.settings, "events_endpoint", None) == (
+            "https://t.westeurope-1.eventgrid.azure.net/api/events")
+        assert host.topic is not None  # still served, for whoever posts to it
+    finally:
+        host.stop()
