@@ -139,7 +139,9 @@ def parse_example(example: Any) -> ExamQuestion | None:
         prompt, reference = prompt_of(messages)
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    if not prompt:
+    if not prompt or not reference.strip():
+        # A blank reference cannot tell a good answer from a bad one (chrF and BLEU score
+        # every answer 0 against it, exact match rewards saying nothing): no exam question.
         return None
     return ExamQuestion(tuple(prompt), reference, prompt_digest(prompt))
 
@@ -211,8 +213,17 @@ def _golden(ctx: ReleaseContext, line: str) -> ExamSet | None:
     if golden is None or not golden.examples:
         return None
     questions = [
-        ExamQuestion(tuple(e.prompt), e.reference, e.prompt_digest) for e in golden.examples
+        ExamQuestion(tuple(e.prompt), e.reference, e.prompt_digest)
+        for e in golden.examples if e.reference.strip()
     ]
+    if len(questions) < len(golden.examples):
+        log.warning(
+            "line %s: %d golden exam example(s) left out of the exam: their reference answer "
+            "is empty, so no answer could score on it (%s)", line,
+            len(golden.examples) - len(questions), ", ".join(golden.files),
+        )
+    if not questions:
+        return None
     return ExamSet.of(questions, "golden")
 
 

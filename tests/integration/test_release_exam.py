@@ -342,3 +342,30 @@ def test_an_answer_past_the_timeout_stops_the_exam_with_what_it_has_stored(
     assert len(stored.answers) == len(exam.questions) - 1
     assert stored.answers[exam.questions[0].key] == ""
     assert stored.answers[exam.questions[1].key] == GOOD
+
+
+def test_a_golden_exam_of_empty_references_is_no_exam(
+    ctx: ReleaseContext, fake: FakePlatform, good_line: RunRecord,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Golden examples whose reference is empty are left out with a warning (every answer
+    scores 0 against them, so the gate would promote any candidate); a golden exam left with
+    none falls back to the sample of the line's trusted evaluation side."""
+    blank = [example(i, "") for i in range(100, 103)]
+    ctx.storage.write_bytes(
+        BlobRef(ctx.settings.incoming_container, f"{LINE}/_exam/blank.jsonl"),
+        "\n".join(json.dumps(r) for r in blank).encode(),
+    )
+    with caplog.at_level("WARNING"):
+        got = exam_set(ctx, good_line, good_line)
+    assert got.source == "sample"
+    assert got.questions and all(q.reference == GOOD for q in got.questions)
+    assert "reference answer is empty" in caplog.text
+    mixed = [*blank, example(104, GOOD)]
+    ctx.storage.write_bytes(
+        BlobRef(ctx.settings.incoming_container, f"{LINE}/_exam/blank.jsonl"),
+        "\n".join(json.dumps(r) for r in mixed).encode(),
+    )
+    got = exam_set(ctx, good_line, good_line)
+    assert got.source == "golden"
+    assert [q.reference for q in got.questions] == [GOOD]

@@ -161,3 +161,11 @@ def test_parse_example_splits_prompt_and_reference() -> None:
     assert got.reference == "hello"
     assert parse_example({"messages": [{"role": "user", "content": "hi"}]}) is None
     assert parse_example({"text": "x"}) is None
+
+
+def test_an_example_with_a_blank_reference_is_no_exam_question() -> None:
+    """An example whose final assistant turn is empty or whitespace is left out of the exam:
+    chrF and BLEU score every answer 0 against it, so it could never tell two models apart."""
+    for blank in ("", "   ", "\n"):
+        assert parse_example({"messages": [{"role": "user", "content": "hi"},
+                                           {"role": "assistant", "content": blank}]}) is None
