@@ -46,13 +46,14 @@ from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from azure.core import MatchConditions
 from azure.core.pipeline import Pipeline
 from azure.data.tables import TableClient, UpdateMode
 from azure.data.tables._base_client import TransportWrapper
 
+from shared import telemetry
 from shared.errors import (
     AlreadyExistsError,
     InvalidTransitionError,
@@ -65,6 +66,9 @@ from shared.errors import (
     translate_azure_error,
 )
 
+if TYPE_CHECKING:
+    from shared.lifecycle import Origin
+
 __all__ = [
     "ACTIVE_SUFFIX",
     "CLAIMS_PARTITION",
@@ -73,6 +77,7 @@ __all__ = [
     "IN_FLIGHT",
     "IN_RELEASE",
     "OPEN_PARTITION",
+    "OUTBOX_PARTITION",
     "RELEASE_COLUMNS",
     "SHARDS",
     "TERMINAL",
@@ -80,6 +85,7 @@ __all__ = [
     "InvalidTransitionError",
     "Ledger",
     "LedgerPort",
+    "Outbox",
     "ReleaseRecord",
     "RunRecord",
     "RunState",
@@ -117,6 +123,16 @@ SHARDS = 16
 # (insert, delete): ~300 entities/s at the ~160 concurrent ingests the Functions app allows
 # (4 per instance x 40 instances), well inside the partition's ~2,000/s.
 OPEN_PARTITION = "_open"
+# The outbox (docs/events.md): a run's undelivered lifecycle events live in its own row (column
+# ``outbox``), written in the same entity write as the state change; partition ``_outbox`` of
+# the active table has one row ``o:<line>:<run>`` per run with events to deliver, so the
+# drain on the reconciler timer reads 1 + (runs with undelivered events), not the history.
+# Same ordering as the index: the outbox row before the run, the run (drained) before the row.
+OUTBOX_PARTITION = "_outbox"
+# Bounds on one run's outbox column (a Table property holds 64 KiB; an event is ~1 KiB): a run
+# emits ~10 events in its life, so these bound only an endpoint that refuses for long.
+OUTBOX_KEEP = 40
+FAILED_KEEP = 10
 
 
 class RunState(StrEnum):
@@ -321,6 +337,42 @@ RELEASE_COLUMNS = frozenset(_READ_COLUMN)
 
 
 @dataclass
+class Outbox:
+    """A run's lifecycle events (shared/lifecycle.py) not yet delivered, the ones the endpoint
+    refused for good (``failed``: ``{"event", "error", "at"}``), how many of each kind the run
+    emitted (``counts``: the events' attempt numbers) and the back-off of the current failure
+    (``attempts``, ``retry_at``). Stored as one JSON column, ``outbox``, of the run's row."""
+
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    attempts: int = 0
+    retry_at: str | None = None
+
+    def to_column(self) -> str | None:
+        if not (self.pending or self.failed or self.counts):
+            return None
+        doc: dict[str, Any] = {"pending": self.pending, "counts": self.counts}
+        if self.failed:
+            doc["failed"] = self.failed
+        if self.attempts:
+            doc["attempts"] = self.attempts
+            doc["retry_at"] = self.retry_at
+        return json.dumps(doc, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_column(cls, value: Any) -> Outbox:
+        doc = _document(value) or {}
+        return cls(
+            pending=builtins.list(doc.get("pending") or []),
+            failed=builtins.list(doc.get("failed") or []),
+            counts={str(k): _count(v) for k, v in (doc.get("counts") or {}).items()},
+            attempts=_count(doc.get("attempts")),
+            retry_at=_text(doc.get("retry_at")),
+        )
+
+
+@dataclass
 class RunRecord:
     """One run as stored. ``release`` holds what the release records, typed; ``fields``
     everything else but the keys, state and timeline.
@@ -336,6 +388,10 @@ class RunRecord:
     timeline: list[dict[str, Any]] = field(default_factory=list)
     etag: str | None = None
     release: ReleaseRecord = field(default_factory=ReleaseRecord)
+    outbox: Outbox = field(default_factory=Outbox)
+    # The ETag of the run's outbox row as this process last wrote or read it (not stored):
+    # the drain deletes the row guarded by it, so a row rewritten since stays.
+    outbox_etag: str | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         columns = {k: self.fields.pop(k) for k in list(self.fields) if k in RELEASE_COLUMNS}
@@ -412,6 +468,18 @@ def _index_key(line: str, run_id: str) -> str:
     return f"a:{line}:{run_id}"  # lines never contain ':' (shared.naming)
 
 
+def _outbox_key(line: str, run_id: str) -> str:
+    return f"o:{line}:{run_id}"
+
+
+def _examined(old: RunRecord, new: RunRecord) -> builtins.list[str]:
+    """``["examined"]`` when ``new`` records an exam outcome ``old`` did not have."""
+    exam = new.release.exam
+    if exam and exam.get("decision") and exam != old.release.exam:
+        return ["examined"]
+    return []
+
+
 def _is_run_partition(pk: str) -> bool:
     return not pk.startswith("_")  # lines start with a letter or digit
 
@@ -431,7 +499,7 @@ def _mapped(what: str) -> AbstractContextManager[None]:
     )
 
 
-_RESERVED = {"PartitionKey", "RowKey", "state", "timeline", "Timestamp"}
+_RESERVED = {"PartitionKey", "RowKey", "state", "timeline", "Timestamp", "outbox"}
 
 
 def _to_entity(rec: RunRecord) -> dict[str, Any]:
@@ -450,6 +518,9 @@ def _to_entity(rec: RunRecord) -> dict[str, Any]:
             entity[f"{key}__json"] = json.dumps(value, separators=(",", ":"), sort_keys=True)
         else:
             entity[key] = value
+    outbox = rec.outbox.to_column()
+    if outbox is not None:
+        entity["outbox"] = outbox
     return entity
 
 
@@ -470,6 +541,7 @@ def _from_entity(entity: Mapping[str, Any]) -> RunRecord:
         fields=fields,
         timeline=json.loads(entity.get("timeline") or "[]"),
         etag=etag,
+        outbox=Outbox.from_column(entity.get("outbox")),
     )
 
 
@@ -479,7 +551,10 @@ class Ledger:
 
     ``active`` is the client of the active table (default: :func:`active_table_name` of
     ``table``'s, on the same account and pipeline). ``clock`` dates index rows (tests inject
-    one to age them past :data:`INDEX_GRACE`).
+    one to age them past :data:`INDEX_GRACE`). ``events``: where lifecycle events come from;
+    given, every state change (and exam result) also writes its event to the run's outbox in
+    the same entity write (shared/lifecycle.py, shared/outbox.py); None (no events endpoint
+    configured): no event is recorded.
     """
 
     def __init__(
@@ -488,8 +563,10 @@ class Ledger:
         *,
         active: TableClient | None = None,
         clock: Callable[[], datetime] | None = None,
+        events: Origin | None = None,
     ) -> None:
         self._table = table
+        self._events = events
         self._active = (
             active if active is not None
             else _sibling(table, active_table_name(table.table_name))
@@ -519,15 +596,19 @@ class Ledger:
             line=line, run_id=run_id, state=state, fields={"created": now, "updated": now, **fields}
         )
         rec.timeline.append(_event(state, note))
-        # Directory and index rows first: a crash before the run leaves a row that points at
-        # nothing (harmless, removed later), never a run that cannot be found.
+        self._emit(rec, [state.value.lower()], reason=fields.get("reason") or note, at=now)
+        # Directory, index and outbox rows first: a crash before the run leaves a row that
+        # points at nothing (harmless, removed later), never a run that cannot be found.
         self._put_directory(line, run_id)
         if state in IN_FLIGHT:
             self._put_index(line, run_id)
+        if rec.outbox.pending:
+            self._put_outbox(rec)
         with _mapped(f"creating run {run_id} on line {line}"):
             meta = self._table.create_entity(_to_entity(rec))
         rec.etag = meta.get("etag")
         log.info("ledger create run=%s line=%s state=%s", run_id, line, state.value)
+        telemetry.run_entered(rec, previous="")  # the span's state; final states' metrics
         return rec
 
     def get(self, line: str, run_id: str) -> RunRecord:
@@ -610,13 +691,16 @@ class Ledger:
         note: str | None = None,
         reason: str | None = None,
         release: ReleaseRecord | None = None,
+        events: Sequence[str] = (),
         **fields: Any,
     ) -> RunRecord:
         """Move ``rec`` to ``state`` if the ledger allows it, guarded by the record's ETag.
 
         ``release`` replaces the run's release fields (release columns in ``fields`` are
         applied on top). Raises InvalidTransitionError for a backward move and
-        LedgerConflictError when the stored run changed since ``rec`` was read.
+        LedgerConflictError when the stored run changed since ``rec`` was read. With events
+        on, the same write adds the state's event (after ``examined`` if the exam's outcome
+        changed, before the extra kinds in ``events``, e.g. ``swept``) to the outbox.
         """
         if not can_move(rec.state, state):
             raise InvalidTransitionError(
@@ -631,13 +715,19 @@ class Ledger:
             timeline=[*rec.timeline, _event(state, note or reason)],
             etag=rec.etag,
             release=rec.release if release is None else release,
+            outbox=rec.outbox,
+            outbox_etag=rec.outbox_etag,
         )
         if reason is not None:
             new.fields["reason"] = reason
+        kinds = [*_examined(rec, new), state.value.lower(), *events]
+        self._emit(new, kinds, reason=reason or note, at=new.timeline[-1]["at"])
         entering = state in IN_FLIGHT and rec.state not in IN_FLIGHT
         leaving = rec.state in IN_FLIGHT and state not in IN_FLIGHT
         if entering:  # index first: a crash after it leaves a row the reader removes
             self._put_index(rec.line, rec.run_id)
+        if new.outbox.pending and not rec.outbox.pending:  # outbox row first, likewise
+            self._put_outbox(new)
         out = self._replace(new)
         if leaving:  # run first: a crash after it leaves a row the reader removes
             self._drop_index(rec.line, rec.run_id)
@@ -645,6 +735,7 @@ class Ledger:
             "ledger advance run=%s line=%s %s->%s reason=%s",
             rec.run_id, rec.line, rec.state.value, state.value, reason or "",
         )
+        telemetry.run_entered(out, previous=rec.state.value)  # span state; final-state metrics
         return out
 
     def update(
@@ -657,7 +748,8 @@ class Ledger:
     ) -> RunRecord:
         """Record fields (and optionally a timeline note) without changing state; ETag-guarded.
 
-        ``release`` replaces the run's release fields, as in :meth:`advance`."""
+        ``release`` replaces the run's release fields, as in :meth:`advance`; a new exam
+        outcome in it adds the ``examined`` event to the outbox (events on)."""
         timeline = [*rec.timeline, _event(rec.state, note)] if note else list(rec.timeline)
         new = RunRecord(
             line=rec.line,
@@ -667,8 +759,135 @@ class Ledger:
             timeline=timeline,
             etag=rec.etag,
             release=rec.release if release is None else release,
+            outbox=rec.outbox,
+            outbox_etag=rec.outbox_etag,
         )
+        self._emit(new, _examined(rec, new), reason=note, at=timeline[-1]["at"] if note else None)
+        if new.outbox.pending and not rec.outbox.pending:
+            self._put_outbox(new)
         return self._replace(new)
+
+    # -- the outbox (lifecycle events) ----------------------------------------------------
+    @property
+    def records_events(self) -> bool:
+        """Whether state changes write lifecycle events (an events endpoint is configured)."""
+        return self._events is not None
+
+    def _emit(
+        self, rec: RunRecord, kinds: Sequence[str], *, reason: str | None, at: str | None
+    ) -> None:
+        """Append the events of ``kinds`` for ``rec`` (as it will be stored) to its outbox,
+        dated ``at`` (the timeline entry of the change; None: now)."""
+        if self._events is None or not kinds:
+            return
+        from shared.lifecycle import build
+
+        when = _time(at)
+        box = replace(rec.outbox, pending=[*rec.outbox.pending], counts=dict(rec.outbox.counts))
+        for kind in kinds:
+            attempt = box.counts.get(kind, 0) + 1
+            box.counts[kind] = attempt
+            box.pending.append(build(
+                self._events, rec, kind, attempt=attempt, time=when or self._clock(),
+                reason=reason,
+            ))
+        if len(box.pending) > OUTBOX_KEEP:
+            dropped = box.pending[: len(box.pending) - OUTBOX_KEEP]
+            log.warning("ledger: outbox of run %s full; oldest events dropped: %s", rec.run_id,
+                        ", ".join(str(e.get("id")) for e in dropped))
+            box.pending = box.pending[-OUTBOX_KEEP:]
+        rec.outbox = box
+
+    def _put_outbox(self, rec: RunRecord) -> None:
+        entity = {
+            "PartitionKey": OUTBOX_PARTITION, "RowKey": _outbox_key(rec.line, rec.run_id),
+            "line": rec.line, "run_id": rec.run_id, "since": self._clock().isoformat(),
+        }
+        with _mapped(f"recording the outbox of run {rec.run_id}"):
+            meta = self._active.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        rec.outbox_etag = (meta or {}).get("etag")
+
+    def undelivered(self) -> builtins.list[RunRecord]:
+        """Runs with events to deliver, on every line, through the outbox rows (1 + such
+        runs requests; each returned run carries its row's ETag). Repairs as it reads: a row
+        whose run has nothing pending is removed once older than :data:`INDEX_GRACE` (its
+        writer may be between the row and the run), guarded by the row's ETag."""
+        with _mapped("reading the outbox rows"):
+            entries = builtins.list(self._active.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": OUTBOX_PARTITION}
+            ))
+        out: builtins.list[RunRecord] = []
+        for entry in entries:
+            line, _, run_id = str(entry["RowKey"])[2:].partition(":")
+            try:
+                run: RunRecord | None = self.get(line, run_id)
+            except NotFoundError:
+                run = None
+            if run is not None and run.outbox.pending:
+                run.outbox_etag = getattr(entry, "metadata", {}).get("etag")
+                out.append(run)
+            elif self._aged(entry):
+                self._drop_entry(entry, "outbox row")
+        out.sort(key=lambda r: (str(r.fields.get("created", "")), r.run_id))
+        return out
+
+    def settle_events(
+        self,
+        rec: RunRecord,
+        *,
+        sent: Iterable[str] = (),
+        failed: Mapping[str, str] | None = None,
+        retry_at: datetime | None = None,
+    ) -> RunRecord:
+        """Record a drain of ``rec``'s outbox: the ids ``sent`` leave it, the ids in
+        ``failed`` (id → why) move to its failed list, ``retry_at`` (a transient failure)
+        counts an attempt and delays the next; ETag-guarded, re-read and re-applied when the
+        run changed meanwhile. Once nothing is pending the outbox row is deleted, guarded
+        by its ETag (a writer that added an event since rewrote it: the row stays)."""
+        done, refused = set(sent), dict(failed or {})
+        for _ in range(5):
+            box = rec.outbox
+            now = self._clock().isoformat()
+            gone = [
+                {"event": e, "error": refused[str(e.get("id"))], "at": now}
+                for e in box.pending if str(e.get("id")) in refused
+            ]
+            pending = [e for e in box.pending if str(e.get("id")) not in done | set(refused)]
+            attempts = box.attempts + 1 if retry_at is not None else 0
+            new_box = replace(
+                box, pending=pending, failed=[*box.failed, *gone][-FAILED_KEEP:],
+                attempts=attempts if pending else 0,
+                retry_at=retry_at.isoformat() if retry_at is not None and pending else None,
+            )
+            if new_box == box:
+                break
+            candidate = replace(rec, outbox=new_box)
+            try:
+                rec = self._replace(candidate)
+                break
+            except LedgerConflictError:
+                etag = rec.outbox_etag
+                rec = self.get(rec.line, rec.run_id)
+                rec.outbox_etag = etag
+        else:
+            raise LedgerConflictError(
+                f"run {rec.run_id} kept changing while its events were settled",
+                hint="the next drain sends what is left",
+            )
+        if not rec.outbox.pending and rec.outbox_etag is not None:
+            entry = {
+                "PartitionKey": OUTBOX_PARTITION, "RowKey": _outbox_key(rec.line, rec.run_id),
+            }
+            try:
+                with _mapped(f"closing the outbox of run {rec.run_id}"):
+                    self._active.delete_entity(
+                        OUTBOX_PARTITION, entry["RowKey"], etag=rec.outbox_etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                rec.outbox_etag = None
+            except TuneloopError as exc:
+                log.info("ledger: outbox row of run %s kept (%s)", rec.run_id, exc)
+        return rec
 
     # -- claims -------------------------------------------------------------------------
     def claim(self, key: str, **fields: Any) -> Claim | None:

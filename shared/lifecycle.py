@@ -105,8 +105,9 @@ def _report_path(origin: Origin, rec: RunRecord) -> str:
     return f"{origin.reports_container}/{prefix}/run.json"
 
 
-def run_data(origin: Origin, rec: RunRecord, *, reason: str | None = None) -> dict[str, Any]:
-    """The ``tuneloop.event/v1`` data of ``rec`` as it is now."""
+def run_data(origin: Origin, rec: RunRecord, *, reason: str | None) -> dict[str, Any]:
+    """The ``tuneloop.event/v1`` data of ``rec`` as it is now; ``reason``: why this change
+    (the ledger passes the transition's reason or note; None when it has none)."""
     r = rec.release
     model = (
         {"name": r.model_name, "version": r.model_version}
@@ -121,7 +122,7 @@ def run_data(origin: Origin, rec: RunRecord, *, reason: str | None = None) -> di
         "line": rec.line,
         "run": rec.run_id,
         "state": rec.state.value,
-        "reason": reason if reason is not None else rec.reason,
+        "reason": reason,
         "model": model,
         "endpoint": r.endpoint,
         "deployment": r.deployment,
@@ -141,7 +142,7 @@ def build(
         "source": origin.source(rec.line),
         "subject": f"lines/{rec.line}/runs/{rec.run_id}",
         "id": event_id(rec.run_id, kind, attempt),
-        "time": time.isoformat(),
+        "time": time.isoformat(timespec="milliseconds"),
         "datacontenttype": "application/json",
         "dataschema": SCHEMA_ID,
         "data": run_data(origin, rec, reason=reason),
@@ -168,6 +169,6 @@ def to_wire(event: CloudEvent[Any]) -> dict[str, Any]:
         if value is not None:
             out[name] = value
     if event.time is not None:
-        out["time"] = event.time.isoformat()
+        out["time"] = event.time.isoformat(timespec="milliseconds")  # as the ledger dates
     out["data"] = event.data
     return out

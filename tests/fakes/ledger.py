@@ -37,6 +37,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableEntity
 
 from shared.ledger import Ledger, active_table_name
+from shared.lifecycle import Origin
 from tests.fakes.faults import FaultInjection
 
 __all__ = ["FakeLedger", "InMemoryTable"]
@@ -212,9 +213,12 @@ class FakeLedger(Ledger):
         *,
         active: InMemoryTable | None = None,
         clock: Callable[[], datetime] | None = None,
+        events: Origin | None = None,
     ) -> None:
         self.table = table or InMemoryTable()
         self.active = active or InMemoryTable(active_table_name(self.table.table_name))
         # the TableClient surface used
-        super().__init__(self.table, active=self.active, clock=clock)  # type: ignore[arg-type]
+        super().__init__(  # type: ignore[arg-type]
+            self.table, active=self.active, clock=clock, events=events
+        )
         self.ensure_table()

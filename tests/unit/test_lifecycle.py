@@ -64,7 +64,7 @@ def test_every_event_kind_validates_against_the_schema(kind: str) -> None:
     for rec in runs():
         if kind.upper() in RunState.__members__:
             rec.state = RunState(kind.upper())
-        wire = lifecycle.build(ORIGIN, rec, kind, attempt=1, time=WHEN)
+        wire = lifecycle.build(ORIGIN, rec, kind, attempt=1, time=WHEN, reason=rec.reason)
         errors = [e.message for e in check.iter_errors(wire["data"])]
         assert errors == [], (kind, rec.run_id, errors)
         event = lifecycle.from_wire(wire)
@@ -107,12 +107,12 @@ def test_data_carries_model_endpoint_exam_and_report_paths() -> None:
     """The data names the model version, endpoint, deployment, the exam's scores and the
     reports' paths (run.json in the dataset's folder, the exam report)."""
     full, examined = runs()[1], runs()[2]
-    data = lifecycle.run_data(ORIGIN, full)
+    data = lifecycle.run_data(ORIGIN, full, reason="why")
     assert data["model"] == {"name": "chat", "version": "3"}
     assert (data["endpoint"], data["deployment"]) == ("tl-chat-0a1b2c3d", "v3")
     assert data["reason"] == "why"
     assert data["reports"] == {"run": "reports/chat/drop-2/run.json"}
-    exam = lifecycle.run_data(ORIGIN, examined)
+    exam = lifecycle.run_data(ORIGIN, examined, reason=None)
     assert exam["exam"]["candidate"] == 61.5
     assert exam["exam"]["decision"] == "promote"
     assert "digest" not in exam["exam"]
@@ -124,7 +124,7 @@ def test_the_schema_refuses_what_is_not_v1() -> None:
     """The schema is not a tautology: a wrong schema tag, an unknown state or field, a
     model without a version are refused."""
     check = validator()
-    good = lifecycle.run_data(ORIGIN, runs()[1])
+    good = lifecycle.run_data(ORIGIN, runs()[1], reason=None)
     assert check.is_valid(good)
     for bad in (
         {**good, "schema": "tuneloop.event/v2"},
