@@ -73,6 +73,8 @@ COMMANDS: dict[str, str] = {
             "one promoted on drops 1 + 3 (--quick: one drop)",
     "upload": "drop a dataset into incoming/<line>/ (starts the loop)",
     "doctor": "check the configured environment (Azure or the local home) before dropping data",
+    "trace": "print a run's spans (the local telemetry file) as a timeline",
+    "events": "print the lifecycle events (CloudEvents) the local topic received",
 }
 
 

@@ -37,6 +37,8 @@ def argv_for(command: str, data: Path) -> list[str]:
         "demo": ["demo"],
         "upload": ["upload", str(data), "--line", "support"],
         "doctor": ["doctor"],
+        "trace": ["trace", "tl-support-0123456789ab-0123456789"],
+        "events": ["events"],
     }[command]
 
 
