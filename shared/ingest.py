@@ -41,6 +41,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shared import telemetry
 from shared.corpus import (
     Corpus,
     RunData,
@@ -290,6 +291,17 @@ class Ingest:
 
     # -- one delivery -------------------------------------------------------------------
     def _deliver(self, path: DatasetPath, ref: BlobRef, etag: str) -> IngestResult:
+        # The run's trace starts here: its traceparent is stored on the run (shared.telemetry).
+        with telemetry.span(self.settings, "tuneloop.ingest", line=path.line,
+                            blob=str(ref)) as current:
+            result = self._deliver_traced(path, ref, etag)
+            if current is not None and result.run_id:
+                current.set_attributes({"tuneloop.run": result.run_id,
+                                        "tuneloop.outcome": result.outcome.value,
+                                        "tuneloop.state": str(result.state or "")})
+            return result
+
+    def _deliver_traced(self, path: DatasetPath, ref: BlobRef, etag: str) -> IngestResult:
         key = delivery_key(ref.container, ref.name, etag)
         claim_or_result = self._acquire(path, ref, etag, key)
         if isinstance(claim_or_result, IngestResult):
@@ -364,6 +376,8 @@ class Ingest:
             config=self.exam_config if exam else self.config,
         )
         d.report = report
+        for code, count in report.error_counts.items():
+            telemetry.record("tuneloop.validation.errors", count, line=d.path.line, code=code)
         self._step(d, "validated", valid=report.valid, dataset_sha256=report.dataset.sha256)
         self._write_validation(d)
         if not report.valid:
@@ -476,7 +490,8 @@ class Ingest:
                     )
                     self._step(d, "split")
                 elif rec.state == RunState.ACCEPTED:
-                    job = self.platform.submit_finetune(_without_empty_validation(plan, rec))
+                    job = self.platform.submit_finetune(telemetry.with_trace_tag(
+                        _without_empty_validation(plan, rec), telemetry.run_traceparent(rec)))
                     rec = self._advance(
                         d, rec, RunState.SUBMITTED, job_name=job.name, studio_url=job.studio_url,
                         note=f"job {job.name} submitted",
@@ -632,6 +647,7 @@ class Ingest:
             "etag": d.etag,
             "delivery": d.key,
             "report_prefix": d.prefix,
+            "traceparent": telemetry.current_traceparent(),  # the run's trace (telemetry)
             **extra,
         }
         if d.report is not None:

@@ -53,6 +53,7 @@ from azure.core.pipeline import Pipeline
 from azure.data.tables import TableClient, UpdateMode
 from azure.data.tables._base_client import TransportWrapper
 
+from shared import telemetry
 from shared.errors import (
     AlreadyExistsError,
     InvalidTransitionError,
@@ -607,6 +608,7 @@ class Ledger:
             meta = self._table.create_entity(_to_entity(rec))
         rec.etag = meta.get("etag")
         log.info("ledger create run=%s line=%s state=%s", run_id, line, state.value)
+        telemetry.run_entered(rec, previous="")  # the span's state; final states' metrics
         return rec
 
     def get(self, line: str, run_id: str) -> RunRecord:
@@ -733,6 +735,7 @@ class Ledger:
             "ledger advance run=%s line=%s %s->%s reason=%s",
             rec.run_id, rec.line, rec.state.value, state.value, reason or "",
         )
+        telemetry.run_entered(out, previous=rec.state.value)  # span state; final-state metrics
         return out
 
     def update(

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
+from shared import telemetry
 from shared.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -315,11 +316,22 @@ class Retraction:
         self, line: str, dataset: str, *, by: str = "cli", reason: str | None = None
     ) -> RetractResult:
         """Retract the drop ``dataset`` names from ``line`` (see the module)."""
-        from shared.corpus import hydrated, record_retraction, retracted
+        from shared.corpus import hydrated
 
         # Read-only copies with each run's whole drop list (a long one is in its manifest).
         runs = [hydrated(self.storage, r) for r in self.ledger.list(line=line)]
         drop = resolve_drop(runs, dataset, line=line)
+        # The retraction joins the trace of the run the drop came in with (shared.telemetry).
+        origin = next((r for r in runs if r.get("dataset_sha256") == drop.sha256), None)
+        with telemetry.span(self.settings, "tuneloop.retract", line=line, run=origin,
+                            dataset=drop.sha256):
+            return self._retract(line, runs, drop, by=by, reason=reason)
+
+    def _retract(
+        self, line: str, runs: list[RunRecord], drop: Drop, *, by: str, reason: str | None
+    ) -> RetractResult:
+        from shared.corpus import record_retraction, retracted
+
         result = RetractResult(line=line, drop=drop)
         result.already = not record_retraction(
             self.ledger, line, drop.sha256, name=drop.name, by=by, reason=reason or "",

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
+from shared import telemetry
 from shared.errors import LedgerConflictError, TuneloopError, UnknownTrafficError
 from shared.ledger import IN_RELEASE, InvalidTransitionError, RunState
 from shared.naming import LINE_TAG, MANAGED_TAG, PROTECT_TAG, endpoint_name, endpoint_scope
@@ -382,6 +383,7 @@ def run_sweep(
     report blob (the CLI's ``--no-report``).
     """
     now = _aware(now) or datetime.now(UTC)
+    telemetry.mode(settings)  # installs the metrics _act records (shared.telemetry)
     policy = SweepPolicy.from_settings(settings)
     report = SweepReport(
         started=now, mode=mode or settings.sweep_mode, policy=policy, platform=platform.kind
@@ -440,6 +442,12 @@ def _act(
     except Exception as exc:  # any failure is recorded on the decision; the sweep goes on
         log.warning("sweep: deleting endpoint %s failed: %s", decision.endpoint, exc)
         return replace(decision, outcome="failed", error=_describe(exc))
+    telemetry.record("tuneloop.sweep.endpoints_deleted", 1, line=line)
+    if decision.idle_since is not None:
+        # Estimate: the endpoint would have stayed idle as long again as it had been idle
+        # when deleted (now - idle_since, the decision's own figure).
+        hours = max((now - decision.idle_since).total_seconds(), 0.0) / 3600
+        telemetry.record("tuneloop.sweep.idle_hours_saved", hours, line=line)
     try:
         error = _retire_line(ledger, decision, now) if line is not None else None
     except TuneloopError as exc:

@@ -35,6 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from shared import telemetry
 from shared.corpus import drop_refs, drops_of, line_drops, read_golden_exam, retracted
 from shared.dataset.split import prompt_digest, prompt_of
 from shared.errors import NotFoundError, TransientError, TuneloopError
@@ -560,6 +561,15 @@ def examine(
     re-raises, so the release resumes it later from the stored answers; after
     :data:`MAX_EXAM_ATTEMPTS` tries it decides to hold. It never promotes without a score.
     """
+    with telemetry.span(ctx.settings, "tuneloop.exam", run=run,
+                        champion=live.run_id if live else None):
+        return _examine(ctx, run, live, sleep=sleep)
+
+
+def _examine(
+    ctx: ReleaseContext, run: RunRecord, live: RunRecord | None, *,
+    sleep: Callable[[float], None],
+) -> tuple[GateDecision, dict[str, Any] | None]:
     try:
         answers = run_exam(ctx, run, live, sleep=sleep)
     except TransientError as exc:
@@ -574,6 +584,9 @@ def examine(
     s = ctx.settings
     metric = s.gate_metric
     mine, theirs = answers.scores()
+    for side, scores in (("candidate", mine), ("champion", theirs)):
+        for name, value in (scores or {}).items():
+            telemetry.record("tuneloop.exam.score", value, line=run.line, metric=name, side=side)
     decision = decide_exam(
         metric=metric,
         candidate=mine[metric] if mine else None,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from shared import telemetry
 from shared.errors import LedgerConflictError, NotFoundError, TransientError, TuneloopError
 from shared.events import FAILED_STATUSES, RUNNING_STATUSES, JobEvent, Skip, parse_job_event
 from shared.ledger import IN_FLIGHT, IN_RELEASE, ReleaseRecord, RunRecord, RunState
@@ -49,6 +50,14 @@ def handle_job_event(ctx: ReleaseContext, event: JobEvent) -> RunRecord | None:
         "job event %s run=%s line=%s status=%s state=%s",
         event.event_id, run.run_id, run.line, event.status, run.state.value,
     )
+    with telemetry.span(ctx.settings, "tuneloop.job_event", run=run,
+                        job_status=str(event.status)) as current:
+        run = _on_job_event(ctx, run, event)
+        telemetry.mark(current, run)
+        return run
+
+
+def _on_job_event(ctx: ReleaseContext, run: RunRecord, event: JobEvent) -> RunRecord:
     if event.running:
         return _mark_training(ctx, run)
     if event.failed:
@@ -92,7 +101,9 @@ def reconcile(ctx: ReleaseContext) -> ReconcileSummary:
             continue
         summary.polled += 1
         try:
-            runs[i] = _poll_job(ctx, run)
+            with telemetry.span(ctx.settings, "tuneloop.reconcile.poll", run=run) as current:
+                runs[i] = _poll_job(ctx, run)
+                telemetry.mark(current, runs[i])
         except TransientError as exc:
             summary.errors += 1
             log.warning("reconcile: run %s job status unavailable: %s", run.run_id, exc)

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import replace
 
+from shared import telemetry
 from shared.errors import (
     LedgerConflictError,
     NameOwnedByAnotherLineError,
@@ -87,7 +88,10 @@ def advance_release(ctx: ReleaseContext, run: RunRecord, *, kick: bool = True) -
         return run
     done = False
     try:
-        run = _drive(ctx, reread(ctx, run))
+        # The run's trace (stored at ingest): a release step, from any trigger, joins it.
+        with telemetry.span(ctx.settings, "tuneloop.release", run=run) as current:
+            run = _drive(ctx, reread(ctx, run))
+            telemetry.mark(current, run)
         done = run.state not in IN_RELEASE
     finally:
         release_line(ctx.ledger, run.line, token, done=done)
@@ -333,6 +337,9 @@ def _step_deployed(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool
             decision, exam = examine(ctx, run, live)  # TransientError: resumes at the next try
         else:
             decision = decide_promotion(ctx.settings.promotion)
+        telemetry.record("tuneloop.gate.decisions", 1, line=run.line,
+                         decision="promote" if decision.promote else "hold",
+                         promotion=ctx.settings.promotion)
         if not decision.promote:
             if not decision.keep_deployment:
                 ctx.platform.delete_deployment(endpoint, deployment)
