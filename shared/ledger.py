@@ -40,6 +40,7 @@ import builtins
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -567,6 +568,7 @@ class Ledger:
     ) -> None:
         self._table = table
         self._events = events
+        self._local = threading.local()  # per invocation thread: runs written with events
         self._active = (
             active if active is not None
             else _sibling(table, active_table_name(table.table_name))
@@ -607,6 +609,7 @@ class Ledger:
         with _mapped(f"creating run {run_id} on line {line}"):
             meta = self._table.create_entity(_to_entity(rec))
         rec.etag = meta.get("etag")
+        self._remember(rec)
         log.info("ledger create run=%s line=%s state=%s", run_id, line, state.value)
         telemetry.run_entered(rec, previous="")  # the span's state; final states' metrics
         return rec
@@ -729,6 +732,7 @@ class Ledger:
         if new.outbox.pending and not rec.outbox.pending:  # outbox row first, likewise
             self._put_outbox(new)
         out = self._replace(new)
+        self._remember(out)
         if leaving:  # run first: a crash after it leaves a row the reader removes
             self._drop_index(rec.line, rec.run_id)
         log.info(
@@ -765,7 +769,9 @@ class Ledger:
         self._emit(new, _examined(rec, new), reason=note, at=timeline[-1]["at"] if note else None)
         if new.outbox.pending and not rec.outbox.pending:
             self._put_outbox(new)
-        return self._replace(new)
+        out = self._replace(new)
+        self._remember(out)
+        return out
 
     # -- the outbox (lifecycle events) ----------------------------------------------------
     @property
@@ -797,6 +803,24 @@ class Ledger:
                         ", ".join(str(e.get("id")) for e in dropped))
             box.pending = box.pending[-OUTBOX_KEEP:]
         rec.outbox = box
+
+    def _remember(self, rec: RunRecord) -> None:
+        """Keep the latest record this thread wrote with events pending (for take_written)."""
+        if self._events is None:
+            return
+        written: dict[tuple[str, str], RunRecord] = self._local.__dict__.setdefault("runs", {})
+        if rec.outbox.pending:
+            written[(rec.line, rec.run_id)] = rec
+        else:
+            written.pop((rec.line, rec.run_id), None)
+
+    def take_written(self) -> builtins.list[RunRecord]:
+        """The runs this thread wrote with events still pending since the last call (the
+        step that just ran: what the drain after it sends); no Table request."""
+        written: dict[tuple[str, str], RunRecord] = self._local.__dict__.setdefault("runs", {})
+        out = builtins.list(written.values())
+        written.clear()
+        return out
 
     def _put_outbox(self, rec: RunRecord) -> None:
         entity = {
@@ -887,6 +911,7 @@ class Ledger:
                 rec.outbox_etag = None
             except TuneloopError as exc:
                 log.info("ledger: outbox row of run %s kept (%s)", rec.run_id, exc)
+        self._remember(rec)
         return rec
 
     # -- claims -------------------------------------------------------------------------
