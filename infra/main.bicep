@@ -87,6 +87,9 @@ param sweepMode string = 'delete'
 @minLength(3)
 param idleAfter string = 'PT24H'
 
+@description('Publish tuneloop\'s lifecycle events (CloudEvents) to an Event Grid topic (TUNELOOP_EVENTS_ENDPOINT), the app\'s identity holding EventGrid Data Sender on it; false = no topic, no events published.')
+param lifecycleEvents bool = true
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -105,6 +108,7 @@ var names = {
   functionApp: 'func-${resourceToken}'
   dataTopic: 'evgt-data-${resourceToken}'
   workspaceTopic: 'evgt-mlw-${resourceToken}'
+  lifecycleTopic: 'evgt-tl-${resourceToken}'
   deploymentContainer: 'app-package'
 }
 
@@ -248,6 +252,27 @@ module events 'modules/events.bicep' = {
   }
 }
 
+// tuneloop's own lifecycle events (optional): the topic, then the app's EventGrid Data Sender
+// role on it (two modules: the role needs the app's identity, the app's settings the topic).
+module lifecycleTopic 'modules/lifecycle-topic.bicep' = if (lifecycleEvents) {
+  name: 'lifecycle-topic'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    topicName: names.lifecycleTopic
+  }
+}
+
+module lifecycleTopicRole 'modules/lifecycle-topic-role.bicep' = if (lifecycleEvents) {
+  name: 'lifecycle-topic-role'
+  scope: rg
+  params: {
+    topicName: lifecycleTopic.outputs.topicName
+    appPrincipalId: functionApp.outputs.identityPrincipalId
+  }
+}
+
 module roles 'modules/roles.bicep' = {
   name: 'roles'
   scope: rg
@@ -284,6 +309,7 @@ output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = functionApp.outputs.identityCl
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.dataAccountName
 output AZURE_DATA_TOPIC_NAME string = events.outputs.dataTopicName
 output AZURE_WORKSPACE_TOPIC_NAME string = events.outputs.workspaceTopicName
+output AZURE_LIFECYCLE_TOPIC_NAME string = lifecycleEvents ? names.lifecycleTopic : ''
 output AZURE_ML_WORKSPACE_NAME string = ml.outputs.workspaceName
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
 output TUNELOOP_SUBSCRIPTION_ID string = subscription().subscriptionId
