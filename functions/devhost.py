@@ -508,9 +508,11 @@ class DevHost:
         fields = type(settings).model_fields
         if "events_endpoint" not in fields or getattr(settings, "events_endpoint", None):
             return settings
-        update = {"events_endpoint": self._topic.url}
-        if "events_key" in fields:
-            update["events_key"] = self._topic.key
+        from pydantic import SecretStr
+
+        update: dict[str, Any] = {"events_endpoint": self._topic.url}
+        if "events_key" in fields:  # a secret setting: SecretStr, as load_settings makes it
+            update["events_key"] = SecretStr(self._topic.key)
         return settings.model_copy(update=update)
 
     def _write_state(self) -> None:

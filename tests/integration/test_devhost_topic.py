@@ -9,6 +9,7 @@ import pytest
 from azure.core.credentials import AzureKeyCredential
 from azure.core.messaging import CloudEvent
 from azure.eventgrid import EventGridPublisherClient
+from pydantic import SecretStr
 
 from functions.devhost import DevHost
 from shared.platform.local.azurite import read_host_state
@@ -23,6 +24,7 @@ def _published(host: DevHost) -> tuple[str, str]:
     """(endpoint, key) the devhost's app publishes with (G's settings, once they exist)."""
     endpoint = getattr(host.settings, "events_endpoint", None)
     key = getattr(host.settings, "events_key", None)
+    key = key.get_secret_value() if isinstance(key, SecretStr) else key
     topic = host.topic
     assert topic is not None
     return (endpoint or topic.url, key or topic.key)
@@ -41,6 +43,7 @@ def test_the_devhost_serves_the_topic_records_it_and_stops_it(settings: Settings
         assert state.events_key == topic.key == topic_key(Path(settings.home))
         if "events_endpoint" in Settings.model_fields:
             assert getattr(host.settings, "events_endpoint", None) == topic.url
+            assert _published(host) == (topic.url, topic.key)
         endpoint, key = _published(host)
         event: CloudEvent[Any] = CloudEvent(
             source="/tuneloop/local/lines/support", type="tuneloop.run.accepted",
