@@ -31,12 +31,16 @@ _START = "start `tuneloop up` for this TUNELOOP_HOME in another shell, or set " 
 
 
 def storage_settings(settings: Settings) -> Settings:
-    """``settings`` with the home's running Azurite filled in when no storage is configured.
+    """``settings`` with the home's running Azurite filled in when no storage is configured,
+    and the devhost's local Event Grid topic when the storage is the home's Azurite and no
+    events endpoint is configured (both recorded in ``<home>/devhost.json``).
 
     Raises ConfigError when there is neither (what to start or set is in the hint).
     """
-    if settings.storage_connection_string or settings.storage_account_url:
+    if settings.storage_account_url:
         return settings
+    if settings.storage_connection_string:
+        return _with_home_topic(settings, quiet=True)
     from shared.platform.local.azurite import local_storage
 
     home = Path(settings.home)
@@ -46,7 +50,36 @@ def storage_settings(settings: Settings) -> Settings:
             f"no storage configured and no `tuneloop up` running for home {home.resolve()}",
             hint=_START,
         )
-    return settings.model_copy(update={"storage_connection_string": found})
+    return _with_home_topic(settings.model_copy(update={"storage_connection_string": found}))
+
+
+def _with_home_topic(settings: Settings, *, quiet: bool = False) -> Settings:
+    """The devhost's local topic as the events settings, when ``settings`` use the home's
+    Azurite and configure no events endpoint: a step a command runs against the devhost's
+    storage (retract, promote) publishes its lifecycle events where the devhost's own go.
+    ``quiet``: a corrupt ``devhost.json`` changes nothing (the storage was configured)."""
+    from pydantic import SecretStr
+
+    from shared.platform.local.azurite import read_host_state
+
+    fields = type(settings).model_fields
+    if "events_endpoint" not in fields or getattr(settings, "events_endpoint", None):
+        return settings
+    try:
+        state = read_host_state(Path(settings.home))
+    except ConfigError:
+        if quiet:
+            return settings
+        raise
+    if (
+        state is None or not state.events_endpoint or not state.events_key
+        or state.azurite_connection_string != settings.storage_connection_string
+    ):
+        return settings
+    update: dict[str, Any] = {"events_endpoint": state.events_endpoint}
+    if "events_key" in fields:
+        update["events_key"] = SecretStr(state.events_key)
+    return settings.model_copy(update=update)
 
 
 def cli_clients(settings: Settings | None = None, *, transport: Any = None) -> Clients:

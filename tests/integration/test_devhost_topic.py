@@ -72,3 +72,29 @@ def test_a_configured_events_endpoint_is_kept(settings: Settings) -> None:
         assert host.topic is not None  # still served, for whoever posts to it
     finally:
         host.stop()
+
+
+def test_a_command_on_the_devhosts_storage_publishes_to_its_topic(settings: Settings) -> None:
+    """cli.storage: the home's Azurite (as recorded in devhost.json) brings the devhost's local
+    topic as the events settings; another storage, or a configured endpoint, does not."""
+    import json
+
+    from cli.storage import storage_settings
+
+    if "events_endpoint" not in Settings.model_fields:
+        pytest.skip("TUNELOOP_EVENTS_ENDPOINT is not a setting yet (helper G)")
+    home = Path(settings.home)
+    home.mkdir(parents=True, exist_ok=True)
+    record = {"pid": 1, "azurite_ports": [10000, 10001, 10002],
+              "azurite_connection_string": settings.storage_connection_string,
+              "events_endpoint": "http://127.0.0.1:4321/api/events", "events_key": "a2V5"}
+    (home / "devhost.json").write_text(json.dumps(record), encoding="utf-8")
+    found = storage_settings(settings)
+    assert getattr(found, "events_endpoint", None) == "http://127.0.0.1:4321/api/events"
+    key = getattr(found, "events_key", None)
+    assert isinstance(key, SecretStr)
+    assert key.get_secret_value() == "a2V5"
+    other = settings.model_copy(update={"storage_connection_string": "UseDevelopmentStorage=true"})
+    assert getattr(storage_settings(other), "events_endpoint", None) is None
+    configured = settings.model_copy(update={"events_endpoint": "https://t/api/events"})
+    assert getattr(storage_settings(configured), "events_endpoint", None) == "https://t/api/events"
