@@ -238,3 +238,19 @@ def test_no_secret_in_logs_spans_metrics_or_the_home(
     leaks = [(where, secret[:12]) for where, text in emitted.items()
              for secret in secrets if secret in text]
     assert leaks == []
+
+
+def test_a_retraction_joins_the_trace_of_the_run_its_drop_came_in_with(
+    promoted: tuple[Clients, FakePlatform, str], home: Path,
+) -> None:
+    """`tuneloop retract` of a drop: its span is in the trace of the run that ingested it."""
+    from shared.retract import Retraction
+
+    clients, _, run_id = promoted
+    rec = clients.ledger.get(LINE, run_id)
+    Retraction.from_clients(clients).retract(LINE, str(rec.get("dataset_sha256")), by="test")
+    telemetry.flush()
+    spans = load_spans(telemetry.spans_path(home))
+    (retract,) = [s for s in spans if s["name"] == "tuneloop.retract"]
+    assert retract["context"]["trace_id"] == trace_of(str(rec.get("traceparent")))
+    assert retract["attributes"]["tuneloop.run"] == run_id
