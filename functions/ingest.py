@@ -32,13 +32,16 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 )
 def ingest_dataset(client: blob.BlobClient) -> None:
     """Validate, report, quarantine or split + submit one dataset; only transient errors raise."""
+    c = clients()
     try:
-        ingest_blob(clients(), client.container_name, client.blob_name)
+        ingest_blob(c, client.container_name, client.blob_name)
     except TransientError as exc:
         # Raising makes the host retry the delivery; the ledger claim makes the retry resume.
         log.warning("ingest transient failure blob=%s/%s: %s", client.container_name,
                     client.blob_name, exc)
         raise
+    finally:
+        c.publish_events()  # the lifecycle events of the step (never raises)
 
 
 def binding_for_blob_event(event: Mapping[str, Any], via: Clients) -> Any:

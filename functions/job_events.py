@@ -21,9 +21,12 @@ log = logging.getLogger(__name__)
 @bp.event_grid_trigger(arg_name="event")
 def on_job_event(event: func.EventGridEvent) -> None:
     """One Event Grid delivery (Event Grid schema or CloudEvents) from the workspace topic."""
+    c = clients()
     try:
-        handle_delivery(ReleaseContext.from_clients(clients()), event)
+        handle_delivery(ReleaseContext.from_clients(c), event)
     except (TransientError, PlatformError):
         raise
     except TuneloopError as exc:
         log.error("job event %s not processed: %s", event.id, exc)
+    finally:
+        c.publish_events()  # the lifecycle events of the step (never raises)

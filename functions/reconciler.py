@@ -1,7 +1,8 @@
 """Timer trigger: advance every run mid-release and poll jobs whose events never came.
 
 It also finishes ingest deliveries whose handler died and whose host retries ran out
-(a stale ingest claim), so no dropped dataset is left half-processed.
+(a stale ingest claim), so no dropped dataset is left half-processed, and publishes the
+lifecycle events left in the ledger's outbox (shared/outbox.py).
 """
 
 import azure.functions as func
@@ -19,5 +20,9 @@ def reconcile_runs(timer: func.TimerRequest) -> None:
     """Events make the loop fast; this makes it certain."""
     del timer
     c = clients()
-    Ingest.from_clients(c).resume_stale()
-    reconcile(ReleaseContext.from_clients(c))
+    try:
+        Ingest.from_clients(c).resume_stale()
+        reconcile(ReleaseContext.from_clients(c))
+    finally:
+        # every run's undelivered lifecycle events (this pass's and those a crash left)
+        c.publish_events(undelivered=True)

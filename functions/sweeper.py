@@ -18,5 +18,10 @@ def sweep_idle_endpoints(timer: func.TimerRequest) -> None:
     if timer.past_due:
         log.warning("sweep: timer is past due; sweeping now")
     c = clients()
-    report = run_sweep(platform=c.platform, ledger=c.ledger, storage=c.storage, settings=c.settings)
+    try:
+        report = run_sweep(
+            platform=c.platform, ledger=c.ledger, storage=c.storage, settings=c.settings
+        )
+    finally:
+        c.publish_events()  # the lifecycle events of the runs it retired (never raises)
     log.info("sweep report %s: %s", report.blob, report.summary())

@@ -1,7 +1,8 @@
 """The composition root's clients: each created once, on first use, from the settings.
 
 Every port can be handed in instead (keyword-only, all alike): ``ledger``, ``storage``,
-``platform``, ``clock`` and ``transport`` (given to every Azure SDK client). Tests and the
+``platform``, ``events_publisher``, ``clock`` and ``transport`` (given to every Azure SDK
+client). Tests and the
 devhost wire fakes that way instead of monkey-patching; nothing here runs at import.
 
 ``close()`` (or leaving ``with Clients(...)``) closes what this object created — the SDK
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from azure.storage.blob import BlobServiceClient
 
     from shared.ledger import Ledger
+    from shared.lifecycle import Origin
+    from shared.outbox import DrainReport, EventPublisher
     from shared.platform import Platform
     from shared.storage import Storage
 
@@ -123,6 +126,7 @@ class Clients:
         ledger: Ledger | None = None,
         storage: Storage | None = None,
         platform: Platform | None = None,
+        events_publisher: EventPublisher | None = None,
         clock: Callable[[], datetime] | None = None,
         transport: Any = None,
         sdk_options: Mapping[str, Any] | None = None,
@@ -132,7 +136,10 @@ class Clients:
         self.sdk_options: dict[str, Any] = dict(sdk_options or {})
         self.clock: Callable[[], datetime] = clock or utcnow
         # Given objects are cached as if created, and remembered so that close() spares them.
-        given = {"ledger": ledger, "storage": storage, "platform": platform}
+        given = {
+            "ledger": ledger, "storage": storage, "platform": platform,
+            "events_publisher": events_publisher,
+        }
         self._given: set[str] = {name for name, value in given.items() if value is not None}
         for name in self._given:
             self.__dict__[name] = given[name]
@@ -170,9 +177,52 @@ class Clients:
     def ledger(self) -> Ledger:
         from shared.ledger import Ledger
 
-        ledger = Ledger(self.ledger_table)
+        ledger = Ledger(self.ledger_table, events=self._events_origin())
         ledger.ensure_table()
         return ledger
+
+    def _events_origin(self) -> Origin | None:
+        """Where lifecycle events come from, or None when none are published (no endpoint
+        configured and no publisher given): then the ledger records no event at all."""
+        if not self.settings.events_endpoint and "events_publisher" not in self._given:
+            return None
+        from shared.lifecycle import Origin
+
+        return Origin.from_settings(self.settings)
+
+    @cached_property
+    def events_publisher(self) -> EventPublisher | None:
+        """The Event Grid publisher of ``TUNELOOP_EVENTS_ENDPOINT`` (None: not configured):
+        ``TUNELOOP_EVENTS_KEY`` as the topic key if set, else the app's credential."""
+        endpoint = self.settings.events_endpoint
+        if not endpoint:
+            return None
+        from shared.eventgrid import EventGridPublisher
+
+        key = self.settings.events_key
+        if key is not None:
+            from azure.core.credentials import AzureKeyCredential
+
+            return EventGridPublisher.create(
+                endpoint, AzureKeyCredential(key.get_secret_value()),
+                **sdk_kwargs({}, self.transport),
+            )
+        return EventGridPublisher.create(
+            endpoint, self.credential, **sdk_kwargs({}, self.transport)
+        )
+
+    def publish_events(self, *, undelivered: bool = False) -> DrainReport:
+        """Send the lifecycle events the step that just ran on this thread wrote (the drain
+        after a step), or with ``undelivered`` every run's undelivered events (the
+        reconciler's drain: 1 + such runs Table reads). Never raises: what is not sent stays
+        in the outbox for the next drain."""
+        from shared.outbox import DrainReport, drain_after
+
+        if "ledger" not in self.__dict__ and not undelivered:  # nothing written through us
+            return DrainReport()
+        return drain_after(
+            self.ledger, self.events_publisher, now=self.clock(), undelivered=undelivered
+        )
 
     @cached_property
     def storage(self) -> Storage:
@@ -202,7 +252,10 @@ class Clients:
     # -- lifetime -------------------------------------------------------------------------
     def close(self) -> None:
         """Close every client this object created (not the ones it was given); idempotent."""
-        for name in ("platform", "ledger_table", "table_service", "blob_service", "credential"):
+        for name in (
+            "platform", "events_publisher", "ledger_table", "table_service", "blob_service",
+            "credential",
+        ):
             self._close_created(name)
 
     def _close_created(self, name: str) -> None:

@@ -187,14 +187,18 @@ def drain_after(
     runs: Iterable[RunRecord] | None = None,
     *,
     now: datetime,
+    undelivered: bool = False,
 ) -> DrainReport:
-    """:func:`drain` for a step that just ran: ``runs``, by default the runs this thread
-    wrote with events since the last drain (``Ledger.take_written``: no Table read). Never
-    raises (what is not sent now stays in the outbox for the reconciler's drain). No
+    """:func:`drain` that never raises (what is not sent stays in the outbox for the next
+    drain): of ``runs``; by default of the runs this thread wrote with events since the last
+    drain (``Ledger.take_written``: the step that just ran, no Table read); with
+    ``undelivered`` of every run with undelivered events (the reconciler timer). No
     publisher (no endpoint configured): nothing to do."""
     if publisher is None or not ledger.records_events:
         return DrainReport()
     try:
+        if undelivered:
+            return drain(ledger, publisher, now=now)
         wanted = ledger.take_written() if runs is None else list(runs)
         return drain(ledger, publisher, wanted, now=now)
     except Exception:  # the step succeeded; its events wait in the outbox

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from shared.errors import ConfigError
@@ -127,6 +127,18 @@ class Settings(BaseSettings):
         default=None,
         validation_alias=AliasChoices("azure_client_id", "AZURE_CLIENT_ID"),
         description="AZURE_CLIENT_ID: client id of the app's user-assigned managed identity.",
+    )
+
+    # --- lifecycle events (issue 12; shared/lifecycle.py, shared/outbox.py) -----------------
+    events_endpoint: str | None = Field(
+        default=None,
+        description="Event Grid topic endpoint (https://<topic>.<region>-1.eventgrid.azure.net"
+        "/api/events) the run's lifecycle events are published to; unset: none are recorded.",
+    )
+    events_key: SecretStr | None = Field(
+        default=None,
+        description="The topic's access key (sent as aeg-sas-key); unset: the app's identity "
+        "(EventGrid Data Sender on the topic).",
     )
 
     # --- validation ----------------------------------------------------------------------
@@ -257,6 +269,14 @@ class Settings(BaseSettings):
         "always; off: none.",
     )
 
+    @field_validator("events_endpoint")
+    @classmethod
+    def _events_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError("must be the topic's URL, https://<topic>.<region>-1.eventgrid."
+                             "azure.net/api/events")
+        return value
+
     @field_validator("idle_after", mode="before")
     @classmethod
     def _duration(cls, value: Any) -> Any:
@@ -315,7 +335,7 @@ class Settings(BaseSettings):
 
 
 # Values never echoed in an error message (a connection string carries the account key).
-_SECRET_SETTINGS = frozenset({"storage_connection_string"})
+_SECRET_SETTINGS = frozenset({"storage_connection_string", "events_key"})
 
 
 def settings_error(exc: ValidationError | SettingsError) -> ConfigError:

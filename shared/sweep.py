@@ -485,7 +485,8 @@ def _retire_line(ledger: Ledger, decision: Decision, now: datetime) -> str | Non
 def _retire(ledger: Ledger, rec: RunRecord, reason: str) -> str | None:
     for _ in range(3):
         try:
-            ledger.advance(rec, RunState.RETIRED, reason=reason)
+            # the run's tuneloop.run.retired event, then tuneloop.endpoint.swept (same write)
+            ledger.advance(rec, RunState.RETIRED, reason=reason, events=("swept",))
             return None
         except LedgerConflictError:
             rec = ledger.get(rec.line, rec.run_id)

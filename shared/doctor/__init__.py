@@ -59,7 +59,13 @@ def run_checks(
         checks = azure_checks(
             settings, credential=credential, transport=transport, environ=environ, now=now
         )
-        return Report("azureml", tuple(checks))
+        return Report("azureml", (*checks, *_events(settings)))
     from shared.doctor.local import local_checks
 
-    return Report("local", tuple(local_checks(settings, environ=environ)))
+    return Report("local", (*local_checks(settings, environ=environ), *_events(settings)))
+
+
+def _events(settings: Settings) -> list[Check]:
+    from shared.doctor.events import events_check
+
+    return attempt("events", lambda: events_check(settings))

@@ -32,6 +32,7 @@ NOT_SET_IN_AZURE = {
     "line_max_train_examples": "unset = no cap on a run's training examples",
     "line_policy": "unset = no per-line override of the line data/start/cap settings",
     "gate_min_score": "unset = no lowest exam score; the exam compares with the live model",
+    "events_key": "identity only: the app's identity holds EventGrid Data Sender on the topic",
 }
 # Set for the Azure platform whatever their defaults: the workspace, our storage and the
 # datastore/compute infra/ creates.
