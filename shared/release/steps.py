@@ -28,7 +28,7 @@ from shared.errors import (
     TuneloopError,
 )
 from shared.leases import acquire_line, next_version, release_line
-from shared.ledger import IN_RELEASE, RunRecord, RunState
+from shared.ledger import IN_RELEASE, ReleaseRecord, RunRecord, RunState
 from shared.naming import (
     BLOB_TAG,
     DATASET_TAG,
@@ -326,6 +326,9 @@ def _step_deployed(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool
     if not run.release.promoting:
         if (held := hold_if_retracted(ctx, run)) is not None:  # retracted data never goes live
             return held, True
+        if (run.release.exam or {}).get("decision") == "hold" and run.release.gate:
+            # The exam held it and the worker died before HELD was written: finish the hold.
+            return _hold_examined(ctx, run, run.release, run.release.gate), True
         # An exam that stopped (exam_attempts) started after the smoke test passed.
         problem = None if run.release.exam_attempts else _smoke(ctx, run, deployment)
         if problem:
@@ -341,9 +344,16 @@ def _step_deployed(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool
                          decision="promote" if decision.promote else "hold",
                          promotion=ctx.settings.promotion)
         if not decision.promote:
+            held_release = replace(run.release, exam=exam or run.release.exam)
+            if exam is not None:
+                # The exam's verdict before its deployment is deleted: a worker that dies
+                # between the two leaves a run the next try holds for the exam's reason
+                # (above), not one whose smoke test finds its deployment gone.
+                held_release = replace(held_release, gate=decision.reason)
+                run = ctx.ledger.update(run, release=held_release)
+                return _hold_examined(ctx, run, held_release, decision.reason), True
             if not decision.keep_deployment:
                 ctx.platform.delete_deployment(endpoint, deployment)
-            held_release = replace(run.release, exam=exam or run.release.exam)
             log.warning("run %s line %s HELD: %s", run.run_id, run.line, decision.reason)
             run = advance(ctx, run, RunState.HELD, reason=decision.reason, release=held_release)
             return run, True
@@ -356,6 +366,17 @@ def _step_deployed(ctx: ReleaseContext, run: RunRecord) -> tuple[RunRecord, bool
             run, release=promoting, note=f"smoke test passed; {decision.reason}; promoting"
         )
     return promote(ctx, run), True
+
+
+def _hold_examined(
+    ctx: ReleaseContext, run: RunRecord, held_release: ReleaseRecord, reason: str
+) -> RunRecord:
+    """HELD by the exam (its verdict already on the row): the candidate's deployment is
+    deleted (it bills by the hour; already gone is fine), then the run is HELD."""
+    endpoint, deployment = serving(run)
+    ctx.platform.delete_deployment(endpoint, deployment)
+    log.warning("run %s line %s HELD: %s", run.run_id, run.line, reason)
+    return advance(ctx, run, RunState.HELD, reason=reason, release=held_release)
 
 
 def _smoke(ctx: ReleaseContext, run: RunRecord, deployment: str) -> str | None:

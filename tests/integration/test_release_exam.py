@@ -359,7 +359,8 @@ def test_a_golden_exam_of_empty_references_is_no_exam(
     with caplog.at_level("WARNING"):
         got = exam_set(ctx, good_line, good_line)
     assert got.source == "sample"
-    assert got.questions and all(q.reference == GOOD for q in got.questions)
+    assert got.questions
+    assert all(q.reference == GOOD for q in got.questions)
     assert "reference answer is empty" in caplog.text
     mixed = [*blank, example(104, GOOD)]
     ctx.storage.write_bytes(
@@ -369,3 +370,55 @@ def test_a_golden_exam_of_empty_references_is_no_exam(
     got = exam_set(ctx, good_line, good_line)
     assert got.source == "golden"
     assert [q.reference for q in got.questions] == [GOOD]
+
+
+class _Crash(BaseException):
+    """The worker dies here (nothing in the release catches it)."""
+
+
+class _CrashBeforeHeld:
+    """The ledger of a worker that dies right before it writes HELD (once)."""
+
+    def __init__(self, ledger: Any) -> None:
+        self.ledger = ledger
+        self.crashed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.ledger, name)
+
+    def advance(self, run: RunRecord, state: RunState, **kw: Any) -> RunRecord:
+        if state is RunState.HELD and not self.crashed:
+            self.crashed = True
+            raise _Crash
+        return self.ledger.advance(run, state, **kw)
+
+
+def test_a_worker_dying_after_the_exam_holds_still_ends_held_with_both_scores(
+    ctx: ReleaseContext, fake: FakePlatform, good_line: RunRecord
+) -> None:
+    """The exam holds a candidate and deletes its deployment; the worker dies before HELD is
+    written. The next try ends the run HELD with the exam's verdict and both scores, asking
+    the endpoint nothing again (not a smoke test of the deployment the hold deleted)."""
+    from dataclasses import replace
+
+    drop(ctx, "d2", [example(i, CURT) for i in range(10, 20)])
+    fake.answers["v02"] = CURT
+    seed(ctx, fake, RUN2, ["d1", "d2"], eval_loss=0.23)
+    dying = replace(ctx, ledger=_CrashBeforeHeld(ctx.ledger))  # type: ignore[arg-type]
+    with pytest.raises(_Crash):  # noqa: PT012 - the job event and the reconciler's tries
+        handle_job_event(dying, completed(RUN2))
+        for _ in range(10):
+            reconcile(dying)
+    assert "v02" not in fake.endpoints[chat_endpoint(ctx)].deployments
+    assert ctx.ledger.get(LINE, RUN2).state is RunState.DEPLOYED
+    calls = len(fake.invocations)
+    for _ in range(5):
+        reconcile(ctx)
+    rec = ctx.ledger.get(LINE, RUN2)
+    assert rec.state is RunState.HELD
+    assert rec.release.exam is not None
+    assert rec.release.exam["decision"] == "hold"
+    assert "100.00" in (rec.reason or "")
+    assert (rec.reason or "").startswith("exam:")
+    assert len(fake.invocations) == calls
+    assert fake.endpoints[chat_endpoint(ctx)].info.traffic == {"v01": 100}
