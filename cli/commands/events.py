@@ -7,6 +7,11 @@ oldest first: a line each, or with ``--json`` the JSON list of the events as rec
 (``specversion``, ``type``, ``source``, ``subject``, ``id``, ``time``, ``data``, ...).
 ``--follow`` keeps printing new ones until Ctrl-C (with ``--json``: one JSON object per line).
 It reads the home's files only: no storage, no running devhost needed.
+
+``--failed`` instead lists, from the ledger, the events the topic refused for good (an HTTP
+4xx other than 408/429; :func:`shared.outbox.failed_events`): line, run, id, type, when and
+why, oldest first (``--json``: a list of ``{line, run, id, type, error, at, event}``). With
+``--line`` it reads that line's partition; without, the whole ledger.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-__all__ = ["add_arguments", "format_event", "run"]
+if TYPE_CHECKING:
+    from shared.clients import Clients
+
+__all__ = ["add_arguments", "format_event", "run", "run_failed"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,6 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", action="store_true",
         help="print the JSON list of the events as received (with --follow: one per line)",
+    )
+    parser.add_argument(
+        "--failed", action="store_true",
+        help="list the events the topic refused for good, from the ledger (not the local topic)",
     )
 
 
@@ -62,6 +74,8 @@ def run(
     from shared.settings import load_settings
 
     stream = out or sys.stdout
+    if getattr(args, "failed", False):
+        return run_failed(args, out=stream)
     try:
         if args.line is not None:
             check_line(args.line)
@@ -85,4 +99,41 @@ def run(
         scope = f" for line {args.line}" if args.line else ""
         stream.write(f"no events received{scope} yet in {events_file(where)} (the devhost's "
                      "local topic stores them: `tuneloop up` or `tuneloop demo`)\n")
+    return 0
+
+
+def run_failed(
+    args: argparse.Namespace, *, clients: Clients | None = None, out: TextIO | None = None
+) -> int:
+    """``--failed``: the refused events kept on their runs' rows in the ledger."""
+    import contextlib
+
+    from cli.commands.upload import check_line
+    from cli.storage import cli_clients, fail
+    from shared.errors import ConfigError, TuneloopError
+    from shared.outbox import failed_events
+
+    stream = out or sys.stdout
+    try:
+        if args.follow:
+            raise ConfigError("--failed lists what the ledger holds; it cannot --follow",
+                              hint="drop --follow")
+        if args.line is not None:
+            check_line(args.line)
+        with contextlib.ExitStack() as stack:
+            if clients is None:
+                clients = stack.enter_context(cli_clients())
+            failed = failed_events(clients.ledger, args.line)
+    except TuneloopError as exc:
+        return fail("events", exc)
+    if args.json:
+        json.dump([f.to_dict() for f in failed], stream, indent=2)
+        stream.write("\n")
+        return 0
+    for f in failed:
+        stream.write(f"{f.at}  {f.type}  lines/{f.line}/runs/{f.run}  {f.id}  "
+                     f"{' '.join(f.error.split())}\n")
+    if not failed:
+        scope = f" on line {args.line}" if args.line else ""
+        stream.write(f"no refused events{scope}\n")
     return 0
