@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from shared.errors import ConfigError
+from shared.naming import is_valid_line
 
 __all__ = [
     "AZURITE_ACCOUNT",
@@ -78,6 +79,9 @@ _POLICY_KEYS = {"data": ("cumulative", "latest"), "start": ("base", "live")}
 
 def _policy_entry(line: str, entry: Any) -> dict[str, Any]:
     """One TUNELOOP_LINE_POLICY entry, checked; ValueError naming the line, key and values."""
+    if not is_valid_line(line):  # it could never match a line: a typo, said now
+        raise ValueError(f"entry {line!r} is not a valid line name (1-63 of A-Z a-z 0-9 . _ -, "
+                         "starting with a letter or digit)")
     if not isinstance(entry, dict):
         raise ValueError(f"entry {line!r} must be an object like "
                          '{"data": "latest", "start": "live", "max_train_examples": 500}')

@@ -42,6 +42,8 @@ def test_a_line_entry_overrides_each_key_it_sets(monkeypatch: pytest.MonkeyPatch
         ("TUNELOOP_LINE_POLICY", '{"support": "latest"}', "must be an object"),
         ("TUNELOOP_LINE_POLICY", "[1]", "must be a JSON object"),
         ("TUNELOOP_LINE_POLICY", "{oops", "not JSON"),
+        ("TUNELOOP_LINE_POLICY", '{"support/eu": {"data": "latest"}}',
+         "'support/eu' is not a valid line name"),
         ("TUNELOOP_LINE_DATA", "everything", "'cumulative' or 'latest'"),
         ("TUNELOOP_LINE_START", "scratch", "'base' or 'live'"),
         ("TUNELOOP_LINE_MAX_TRAIN_EXAMPLES", "0", "greater than or equal to 1"),
