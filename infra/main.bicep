@@ -190,6 +190,8 @@ var tuneloopSettings = {
   TUNELOOP_REJECTED_CONTAINER: containers.rejected
   TUNELOOP_PREPARED_CONTAINER: containers.prepared
   TUNELOOP_LEDGER_TABLE: ledgerTable
+  // The lifecycle events topic (optional); '' = unset: no event is recorded or published.
+  TUNELOOP_EVENTS_ENDPOINT: lifecycleEvents ? lifecycleTopic.outputs.endpoint : ''
   TUNELOOP_MAX_LINE_BYTES: '4194304'
   TUNELOOP_MIN_EXAMPLES: '10'
   TUNELOOP_MAX_SEQ_LENGTH: '4096'

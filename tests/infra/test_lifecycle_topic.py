@@ -69,3 +69,13 @@ def test_the_example_subscription_delivers_cloud_events_of_real_types() -> None:
     assert named
     assert named <= published, named - published
     assert any(d["type"] == "secure" for d in parsed["parameters"]["webhookUrl"]["decorators"])
+
+
+def test_the_app_publishes_to_the_topic_when_there_is_one() -> None:
+    """TUNELOOP_EVENTS_ENDPOINT is the topic's endpoint output, or '' (unset) without a topic."""
+    settings = parse(INFRA / "main.bicep")["variables"]["tuneloopSettings"]["value"]
+    operands = settings["TUNELOOP_EVENTS_ENDPOINT"]["operator"]["operands"]
+    assert operands["condition"] == "lifecycleEvents"
+    assert accessor(operands["true_value"]) == ["lifecycleTopic", "outputs", "endpoint"]
+    assert operands["false_value"] == ""
+    assert "TUNELOOP_EVENTS_KEY" not in settings
