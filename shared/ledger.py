@@ -748,12 +748,14 @@ class Ledger:
         *,
         note: str | None = None,
         release: ReleaseRecord | None = None,
+        events: Sequence[str] = (),
         **fields: Any,
     ) -> RunRecord:
         """Record fields (and optionally a timeline note) without changing state; ETag-guarded.
 
         ``release`` replaces the run's release fields, as in :meth:`advance`; a new exam
-        outcome in it adds the ``examined`` event to the outbox (events on)."""
+        outcome in it adds the ``examined`` event to the outbox, then the kinds in
+        ``events`` (e.g. ``retracted``), in the same write (events on)."""
         timeline = [*rec.timeline, _event(rec.state, note)] if note else list(rec.timeline)
         new = RunRecord(
             line=rec.line,
@@ -766,7 +768,8 @@ class Ledger:
             outbox=rec.outbox,
             outbox_etag=rec.outbox_etag,
         )
-        self._emit(new, _examined(rec, new), reason=note, at=timeline[-1]["at"] if note else None)
+        kinds = [*_examined(rec, new), *events]
+        self._emit(new, kinds, reason=note, at=timeline[-1]["at"] if note else None)
         if new.outbox.pending and not rec.outbox.pending:
             self._put_outbox(new)
         out = self._replace(new)

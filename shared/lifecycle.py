@@ -1,17 +1,18 @@
 """Tuneloop's own lifecycle events: CloudEvents 1.0 with ``tuneloop.event/v1`` data. Pure.
 
 One event per state a run enters (``tuneloop.run.<state>``, every :class:`RunState`), per exam
-result (``tuneloop.run.examined``) and per endpoint the sweeper deletes
-(``tuneloop.endpoint.swept``, on the run it retires). The ledger builds them in the same
+result (``tuneloop.run.examined``), per retracted drop (``tuneloop.run.retracted``, on the run
+the drop came in with) and per endpoint the sweeper deletes (``tuneloop.endpoint.swept``, on
+the run it retires). The ledger builds them in the same
 entity write that changes the run (the outbox, shared/ledger.py); shared/outbox.py publishes.
 
 * ``source`` = ``/tuneloop/<scope key>/lines/<line>``: the scope key is
   :func:`shared.naming.scope_key` of the endpoint scope (the workspace's ARM id, or the local
   home), so two deployments never share a source;
 * ``subject`` = ``lines/<line>/runs/<run>``;
-* ``id`` = ``<run>.<kind>.<attempt>`` (kind: the state in lower case, ``examined`` or
-  ``swept``; attempt: the n-th event of that kind for the run, counted on the run's row), so a
-  redelivered event has the same id and subscribers deduplicate on it;
+* ``id`` = ``<run>.<kind>.<attempt>`` (kind: the state in lower case, ``examined``,
+  ``retracted`` or ``swept``; attempt: the n-th event of that kind for the run, counted on
+  the run's row), so a redelivered event has the same id and subscribers deduplicate on it;
 * ``time`` = when the state was entered (the run's timeline entry);
 * ``datacontenttype`` ``application/json``, ``dataschema`` :data:`SCHEMA_ID`
   (schemas/tuneloop.event.v1.json).
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DATA_SCHEMA",
     "EXAMINED",
+    "RETRACTED",
     "SCHEMA_ID",
     "SWEPT",
     "TYPE_PREFIX",
@@ -56,6 +58,7 @@ DATA_SCHEMA = "tuneloop.event/v1"
 SCHEMA_ID = "https://tuneloop.dev/schemas/tuneloop.event.v1.json"
 TYPE_PREFIX = "tuneloop."
 EXAMINED = "examined"
+RETRACTED = "retracted"
 SWEPT = "swept"
 # The exam record's keys an event carries (the whole record stays in the ledger and report).
 _EXAM_KEYS = ("metric", "candidate", "champion", "decision", "examples", "report")
@@ -85,10 +88,11 @@ def event_type(kind: str) -> str:
 
 
 def event_kinds() -> tuple[str, ...]:
-    """Every kind of event the ledger builds: each run state, ``examined``, ``swept``."""
+    """Every kind of event the ledger builds: each run state, ``examined``, ``retracted``,
+    ``swept``."""
     from shared.ledger import RunState
 
-    return (*(state.value.lower() for state in RunState), EXAMINED, SWEPT)
+    return (*(state.value.lower() for state in RunState), EXAMINED, RETRACTED, SWEPT)
 
 
 def event_id(run_id: str, kind: str, attempt: int) -> str:

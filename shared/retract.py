@@ -339,11 +339,36 @@ class Retraction:
         )
         if not result.already:
             log.info("retract line=%s dataset=%s sha256=%s recorded", line, drop.name, drop.sha256)
+        self._announce(runs, drop, by=by, reason=reason)
         gone = retracted(self.ledger, line)
         self._delete_copies(runs, result)
         self._tag_models(runs, gone, result)
         self._retrain(runs, gone, result)
         return result
+
+    def _announce(
+        self, runs: Sequence[RunRecord], drop: Drop, *, by: str, reason: str | None
+    ) -> None:
+        """The ``tuneloop.run.retracted`` event on the run the drop came in with (events on):
+        once per run, also when a retraction is run again to finish it."""
+        if not self.ledger.records_events:
+            return
+        origin = next((r for r in runs if r.get("dataset_sha256") == drop.sha256), None)
+        if origin is None:
+            return
+        why = f"drop {drop.name} ({drop.sha256[:12]}) retracted by {by}"
+        why += f": {reason}" if reason else ""
+        for _ in range(3):
+            rec = self.ledger.get(origin.line, origin.run_id)
+            if rec.outbox.counts.get("retracted"):
+                return
+            try:
+                self.ledger.update(rec, note=why, events=("retracted",))
+                return
+            except LedgerConflictError:
+                continue
+        log.warning("retract: run %s kept changing; its retracted event is sent when the "
+                    "retraction is run again", origin.run_id)
 
     # -- 2. stored copies ------------------------------------------------------------------
     def _delete_copies(self, runs: Sequence[RunRecord], result: RetractResult) -> None:

@@ -85,7 +85,7 @@ def test_the_types_are_the_documented_ones() -> None:
     types = {lifecycle.event_type(k) for k in lifecycle.event_kinds()}
     assert {"tuneloop.run.promoted", "tuneloop.run.held", "tuneloop.run.rejected",
             "tuneloop.run.examined", "tuneloop.endpoint.swept"} <= types
-    assert len(types) == len(RunState) + 2
+    assert len(types) == len(RunState) + 3
     assert schema()["properties"]["state"]["enum"] == [s.value for s in RunState]
 
 
