@@ -40,6 +40,7 @@ def run(
             if clients is None:
                 clients = stack.enter_context(cli_clients())
             rec = promote_held(ReleaseContext.from_clients(clients), args.run_id, line=args.line)
+            clients.publish_events()  # its lifecycle events (never raises; else the timer's)
         except TuneloopError as exc:
             return fail("promote", exc)
     if args.json:

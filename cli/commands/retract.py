@@ -63,6 +63,7 @@ def run(
             result = Retraction.from_clients(clients).retract(
                 args.line, args.dataset, by=_who(), reason=args.reason
             )
+            clients.publish_events()  # its lifecycle events (never raises; else the timer's)
         except TuneloopError as exc:
             return fail("retract", exc)
     if args.json:
