@@ -19,6 +19,7 @@ from shared.clients import Clients
 from shared.events import JobEvent
 from shared.ingest import Ingest, Outcome
 from shared.ledger import IN_RELEASE, RunState
+from shared.platform.local.topic import LocalTopic, read_events
 from shared.release import ReleaseContext, handle_job_event, reconcile
 from shared.settings import Settings, load_settings
 from shared.storage import BlobRef
@@ -210,25 +211,34 @@ def test_no_secret_in_logs_spans_metrics_or_the_home(
     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
 ) -> None:
     """With a storage key, an App Insights connection string and an events key set, a run from
-    drop to promotion (and a rejected drop) emits none of them: not in the logs, the console,
-    the spans, the metrics or any file of the home (events included)."""
+    drop to promotion (and a rejected drop), its lifecycle events published to the local topic
+    with that key, emits none of them: not in the logs, the console, the spans, the metrics or
+    any file of the home (the received events included)."""
     instrumentation_key = "5e3f7a1c-0d2b-4c8e-9f61-7a2b3c4d5e6f"
     app_insights = (f"InstrumentationKey={instrumentation_key};IngestionEndpoint="
                     "https://westeurope-5.in.applicationinsights.azure.com/")
     events_key = "tEsTeVeNtSkEy0123456789abcdefABCDEF=="
     monkeypatch.setenv(telemetry.CONNECTION_STRING, app_insights)
     monkeypatch.setenv("TUNELOOP_EVENTS_KEY", events_key)
-    extra = {"events_key": events_key} if "events_key" in Settings.model_fields else {}
-    settings = isolated_settings(azurite, home, min_examples=10, telemetry="local", **extra)
-    assert settings.storage_connection_string
-    account_key = settings.storage_connection_string.split("AccountKey=")[1].split(";")[0]
-    secrets = [account_key, settings.storage_connection_string, instrumentation_key,
-               app_insights, events_key]
-    caplog.set_level(logging.DEBUG)
-    clients, fake = make_clients(settings)
-    run_id = drop_and_release(clients, fake, "first.jsonl", valid_dataset())
-    drop_and_release(clients, fake, "bad.jsonl", invalid_dataset())
+    # The run's lifecycle events go to the local topic (H) with the key, into the home.
+    topic = LocalTopic(home, events_key).start()
+    try:
+        settings = isolated_settings(azurite, home, min_examples=10, telemetry="local",
+                                     events_endpoint=topic.url, events_key=events_key)
+        assert settings.storage_connection_string
+        account_key = settings.storage_connection_string.split("AccountKey=")[1].split(";")[0]
+        secrets = [account_key, settings.storage_connection_string, instrumentation_key,
+                   app_insights, events_key]
+        caplog.set_level(logging.DEBUG)
+        clients, fake = make_clients(settings)
+        run_id = drop_and_release(clients, fake, "first.jsonl", valid_dataset())
+        drop_and_release(clients, fake, "bad.jsonl", invalid_dataset())
+        clients.publish_events(undelivered=True)
+    finally:
+        topic.stop()
     assert clients.ledger.get(LINE, run_id).state is RunState.PROMOTED
+    assert {e["type"] for e in read_events(home, LINE)} >= {"tuneloop.run.promoted",
+                                                            "tuneloop.run.rejected"}
     out, err = capsys.readouterr()
     files = [p for p in home.rglob("*") if p.is_file()]
     assert telemetry.spans_path(home) in files
