@@ -10,6 +10,7 @@ import logging
 import uuid
 from dataclasses import replace
 
+from shared import telemetry
 from shared.corpus import carry_line_corpus
 from shared.corpus import live_run as corpus_live_run
 from shared.errors import LedgerConflictError, NotFoundError, NotPromotableError
@@ -82,6 +83,14 @@ def promote_held(ctx: ReleaseContext, run_id: str, *, line: str | None = None) -
     a deployment not ready, or a line whose release is under way now.
     """
     run = ctx.ledger.get(line, run_id) if line else ctx.ledger.find(run_id)
+    # Joins the run's trace (stored at ingest; shared.telemetry), from the CLI too.
+    with telemetry.span(ctx.settings, "tuneloop.promote", run=run) as current:
+        run = _promote_held(ctx, run)
+        telemetry.mark(current, run)
+        return run
+
+
+def _promote_held(ctx: ReleaseContext, run: RunRecord) -> RunRecord:
     if run.state == RunState.PROMOTED:
         return run
     _check_promotable(ctx, run)

@@ -264,3 +264,30 @@ def test_a_retraction_joins_the_trace_of_the_run_its_drop_came_in_with(
     (retract,) = [s for s in spans if s["name"] == "tuneloop.retract"]
     assert retract["context"]["trace_id"] == trace_of(str(rec.get("traceparent")))
     assert retract["attributes"]["tuneloop.run"] == run_id
+
+
+def test_a_manual_promotion_joins_the_runs_trace_and_counts_it(
+    azurite: str, home: Path,
+) -> None:
+    """`tuneloop promote` of a run HELD by TUNELOOP_PROMOTION=manual: the tuneloop.promote
+    span is in the run's trace, and the run counts as HELD, then PROMOTED, with its
+    drop→promoted time."""
+    from shared.release import promote_held
+
+    settings = isolated_settings(azurite, home, min_examples=10, telemetry="local",
+                                 promotion="manual")
+    clients, fake = make_clients(settings)
+    run_id = drop_and_release(clients, fake, "first.jsonl", valid_dataset())
+    assert clients.ledger.get(LINE, run_id).state is RunState.HELD
+    promote_held(ReleaseContext.from_clients(clients), run_id)
+    telemetry.flush()
+    rec = clients.ledger.get(LINE, run_id)
+    assert rec.state is RunState.PROMOTED
+    (promote,) = [s for s in load_spans(telemetry.spans_path(home))
+                  if s["name"] == "tuneloop.promote"]
+    assert promote["context"]["trace_id"] == trace_of(str(rec.get("traceparent")))
+    assert promote["attributes"]["tuneloop.state"] == "PROMOTED"
+    points = metric_points(telemetry.telemetry_dir(home) / telemetry.METRICS_FILE)
+    runs = sorted((p["attributes"]["tuneloop.state"], p["value"]) for p in points["tuneloop.runs"])
+    assert runs == [("HELD", 1), ("PROMOTED", 1)]
+    assert [p["count"] for p in points["tuneloop.drop_to_promoted"]] == [1]
