@@ -202,7 +202,15 @@ def span(
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-    context = TraceContextTextMapPropagator().extract({"traceparent": parent}) if parent else None
+    context = None
+    if parent:
+        # The stored trace is the parent unless a span of that trace is current (the exam
+        # inside a release step nests under the step, not under the ingest span).
+        stored = TraceContextTextMapPropagator().extract({"traceparent": parent})
+        here = trace.get_current_span().get_span_context()
+        if not (here.is_valid
+                and here.trace_id == trace.get_current_span(stored).get_span_context().trace_id):
+            context = stored
     attrs: dict[str, Any] = {f"tuneloop.{k}": v for k, v in attributes.items() if v is not None}
     if line is not None:
         attrs["tuneloop.line"] = line

@@ -117,6 +117,9 @@ def test_one_trace_per_run_from_ingest_to_promotion(
     assert ingest["parent_id"] is None  # the root of the run's trace
     assert ingest["attributes"]["tuneloop.line"] == LINE
     last = max((s for s in ours if s["name"] == "tuneloop.release"), key=lambda s: s["end_time"])
+    (exam,) = [s for s in ours if s["name"] == "tuneloop.exam"]
+    releases = {s["context"]["span_id"] for s in ours if s["name"] == "tuneloop.release"}
+    assert exam["parent_id"] in releases  # nested under the release step that ran it
     assert last["attributes"]["tuneloop.state"] == "PROMOTED"
     in_trace = [s for s in spans if s["context"]["trace_id"] == trace_of(traceparent)]
     ids = {s["context"]["span_id"] for s in in_trace}
