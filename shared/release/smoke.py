@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -36,6 +37,15 @@ def smoke_test(ctx: ReleaseContext, run: RunRecord) -> str | None:
     return None
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unicode(text: str) -> str:
+    """``text`` as valid Unicode: a lone UTF-16 surrogate (a JSON ``"\\ud83d"`` cut from its
+    pair, e.g. half an emoji at the token limit) becomes U+FFFD, so it can be written as UTF-8."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def answer_text(response: Any) -> str:
     """The assistant text in a scoring response (``{"output": ...}`` and its variants)."""
     if isinstance(response, bytes):
@@ -44,8 +54,8 @@ def answer_text(response: Any) -> str:
         try:
             decoded = json.loads(response)
         except ValueError:
-            return response.strip()
-        return answer_text(decoded) if not isinstance(decoded, str) else decoded.strip()
+            return _unicode(response.strip())
+        return answer_text(decoded) if not isinstance(decoded, str) else _unicode(decoded.strip())
     if isinstance(response, Mapping):
         for key in ("output", "0", "generated_text", "text"):
             if key in response:

@@ -422,3 +422,19 @@ def test_a_worker_dying_after_the_exam_holds_still_ends_held_with_both_scores(
     assert (rec.reason or "").startswith("exam:")
     assert len(fake.invocations) == calls
     assert fake.endpoints[chat_endpoint(ctx)].info.traffic == {"v01": 100}
+
+
+def test_an_answer_with_a_broken_surrogate_still_gets_its_exam_report(
+    ctx: ReleaseContext, fake: FakePlatform, good_line: RunRecord
+) -> None:
+    """An endpoint answer that decodes to a lone UTF-16 surrogate (a JSON "\\ud83d": half an
+    emoji cut at the token limit) is no valid Unicode; it is stored and reported with U+FFFD
+    in its place, so the exam's Markdown report is written (it could not be encoded)."""
+    drop(ctx, "d2", [example(i, GOOD) for i in range(10, 12)])
+    fake.answers["v02"] = GOOD + " \ud83d"
+    rec = release(ctx, fake, RUN2, ["d1", "d2"])
+    assert rec.release.exam is not None
+    md = b"".join(ctx.storage.read_chunks(BlobRef(
+        ctx.settings.reports_container, f"{LINE}/_exams/{RUN2}.md"))).decode("utf-8")
+    assert "\ufffd" in md
+    assert "\ud83d" not in md
