@@ -98,3 +98,28 @@ def test_a_command_on_the_devhosts_storage_publishes_to_its_topic(settings: Sett
     assert getattr(storage_settings(other), "events_endpoint", None) is None
     configured = settings.model_copy(update={"events_endpoint": "https://t/api/events"})
     assert getattr(storage_settings(configured), "events_endpoint", None) == "https://t/api/events"
+
+
+def test_the_devhost_topic_forwards_to_the_webhook_url(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TUNELOOP_WEBHOOK_URL set: the devhost's topic forwards each event it receives there."""
+    from tests.polling import wait_until
+    from tests.unit.test_local_topic import _Hook
+
+    hook = _Hook(fail=0)
+    monkeypatch.setenv("TUNELOOP_WEBHOOK_URL", hook.url)
+    host = DevHost(settings, platform=HostedFake(), run_timers=False).start()
+    try:
+        topic = host.topic
+        assert topic is not None
+        event: CloudEvent[Any] = CloudEvent(
+            source="/tuneloop/local/lines/support", type="tuneloop.run.promoted",
+            subject="lines/support/runs/r1", id="r1.promoted.1", data={"line": "support"},
+        )
+        EventGridPublisherClient(topic.url, AzureKeyCredential(topic.key)).send([event])
+        wait_until(lambda: hook.bodies, timeout=30, what="the event at the webhook")
+    finally:
+        host.stop()
+        hook.close()
+    assert [b["id"] for b in hook.bodies] == ["r1.promoted.1"]
