@@ -69,8 +69,25 @@ def banner(host: DevHost) -> str:
         f"platform     local: jobs and their logs in {home / 'local' / 'jobs'}; MLflow registry "
         f"sqlite:///{home / 'mlflow.db'}",
     ]
+    lines += _events_lines(host, home)
     lines += _endpoint_lines(host, home)
     return "\n".join(lines)
+
+
+def _events_lines(host: DevHost, home: Path) -> list[str]:
+    """Where tuneloop's lifecycle events go: the devhost's local Event Grid topic."""
+    topic = host.topic
+    if topic is None:
+        return []
+    configured = getattr(host.settings, "events_endpoint", None)
+    to = "the app publishes here" if configured == topic.url else f"the app publishes to " \
+        f"{configured} (configured)"
+    out = [f"events       {topic.url} (Event Grid topic, CloudEvents; {to}); stored in "
+           f"{home / 'events' / 'received.jsonl'}; `tuneloop events --follow`",
+           f"             key: aeg-sas-key from {home / 'events' / 'topic.key'}"]
+    if topic.webhook_url:
+        out.append("             forwarded to TUNELOOP_WEBHOOK_URL")
+    return out
 
 
 def _endpoint_lines(host: DevHost, home: Path) -> list[str]:

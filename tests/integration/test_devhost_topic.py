@@ -123,3 +123,23 @@ def test_the_devhost_topic_forwards_to_the_webhook_url(
         host.stop()
         hook.close()
     assert [b["id"] for b in hook.bodies] == ["r1.promoted.1"]
+
+
+def test_the_up_banner_says_where_events_go(settings: Settings) -> None:
+    """`tuneloop up`'s banner names the topic URL, the store, the key file and the command."""
+    from cli.commands.up import banner
+
+    host = DevHost(settings, platform=HostedFake(), run_timers=False).start()
+    try:
+        topic = host.topic
+        assert topic is not None
+        text = banner(host)
+        url = topic.url
+    finally:
+        host.stop()
+    home = Path(settings.home)
+    assert f"events       {url}" in text
+    assert str(home / "events" / "received.jsonl") in text
+    assert str(home / "events" / "topic.key") in text
+    assert topic.key not in text  # the key itself is never printed
+    assert "tuneloop events --follow" in text
