@@ -8,7 +8,11 @@ from typing import Any
 
 from tests.infra.bicep import INFRA, ROOT, accessor, parse, resource_config
 
-ROLE_MODULES = [INFRA / "modules" / "roles.bicep", INFRA / "modules" / "subscription-roles.bicep"]
+ROLE_MODULES = [
+    INFRA / "modules" / "roles.bicep",
+    INFRA / "modules" / "subscription-roles.bicep",
+    INFRA / "modules" / "lifecycle-topic-role.bicep",
+]
 # Built-in role ids (learn.microsoft.com/azure/role-based-access-control/built-in-roles).
 BUILT_IN = {
     "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
@@ -20,6 +24,7 @@ BUILT_IN = {
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "Monitoring Reader": "43d0d8ad-25c7-4714-9337-8ba259a9fe05",
     "AzureML Data Scientist": "f6c7c914-8db3-469d-8ca1-694a8f32e121",
+    "EventGrid Data Sender": "d5a91429-5739-47e2-a06b-3470a27159e7",
 }
 
 
