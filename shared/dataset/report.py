@@ -209,8 +209,15 @@ _MARKUP = re.compile(
 )
 
 
+# Unicode's Bidi_Control characters: in user text they can reorder what a reader sees around
+# them (a table cell rendered reversed, "Trojan Source"); shown as their code point instead.
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _one_line(text: str) -> str:
-    return " ".join(text.splitlines()) if text else text
+    if not text:
+        return text
+    return _BIDI.sub(lambda m: f"<U+{ord(m.group()):04X}>", " ".join(text.splitlines()))
 
 
 def markdown_text(text: str) -> str:

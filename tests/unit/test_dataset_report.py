@@ -110,3 +110,16 @@ def test_empty_histogram() -> None:
     """No values: every figure is 0."""
     hist = Histogram()
     assert (hist.percentile(50), hist.minimum(), hist.maximum()) == (0, 0, 0)
+
+
+def test_bidi_controls_in_user_text_are_shown_not_obeyed() -> None:
+    """A right-to-left override in a prompt or answer cannot reorder a report's text: each
+    Bidi_Control character is written as its code point, in prose and in code spans."""
+    from shared.dataset.report import markdown_code, markdown_text
+
+    hostile = "refund \u202eyas\u202c ok \u2066x\u2069"
+    for rendered in (markdown_text(hostile), markdown_code(hostile, cell=True)):
+        assert not any(c in rendered for c in "\u202e\u202c\u2066\u2069")
+        assert "<U+202E>" in rendered
+        assert "<U+2066>" in rendered
+    assert markdown_text("שלום עולם") == "שלום עולם"  # right-to-left text itself is kept
