@@ -26,7 +26,8 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "dataset", metavar="DATASET",
-        help="the drop's name (as dropped under incoming/<line>/) or its sha256",
+        help="the drop's name (as dropped under incoming/<line>/), its sha256 or a prefix of "
+        "it (8+ hex digits)",
     )
     parser.add_argument("--line", required=True, help="the line the drop belongs to")
     parser.add_argument("--reason", help="why (recorded with the retraction)")

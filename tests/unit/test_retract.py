@@ -209,6 +209,7 @@ def test_help_names_name_or_sha256(capsys: pytest.CaptureFixture[str]) -> None:
     assert "DATASET" in out
     assert "sha256" in out
     assert "--line" in out
+    assert "8+ hex digits" in " ".join(out.split())  # a prefix works too (resolve_drop)
 
 
 def test_status_table_shows_each_runs_data_and_exam() -> None:
