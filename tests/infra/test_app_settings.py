@@ -33,8 +33,8 @@ NOT_SET_IN_AZURE = {
     "line_policy": "unset = no per-line override of the line data/start/cap settings",
     "gate_min_score": "unset = no lowest exam score; the exam compares with the live model",
     "events_key": "identity only: the app's identity holds EventGrid Data Sender on the topic",
-    "telemetry": "unset = auto: Application Insights through APPLICATIONINSIGHTS_CONNECTION_STRING, "
-    "which the function module sets",
+    "telemetry": "unset = auto: Application Insights through the connection string "
+    "(APPLICATIONINSIGHTS_CONNECTION_STRING) that the function module sets",
 }
 # Set for the Azure platform whatever their defaults: the workspace, our storage and the
 # datastore/compute infra/ creates.
