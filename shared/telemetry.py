@@ -126,10 +126,47 @@ def _install(kind: Mode, home: Path | None) -> Mode:
 
 def _install_azure() -> None:
     from azure.monitor.opentelemetry import configure_azure_monitor
+    from opentelemetry import metrics, trace
+    from opentelemetry._logs import get_logger_provider
 
+    options: dict[str, Any] = {}
+    if not os.environ.get("OTEL_TRACES_SAMPLER"):
+        # The distro's default sampler is rate-limited, 5 traces/s (azure-monitor-opentelemetry
+        # 1.8.10 `_utils/configurations.py::_default_sampling_ratio`); its estimate starts from
+        # the time since it was configured, so a root span right after that - here a worker's
+        # first span, a run's ingest, since we configure lazily at the first span - is dropped
+        # nearly always, and with it the run's trace. Keep every trace (ApplicationInsights
+        # sampler at 1.0: a run is one trace of ~200 spans over hours); an operator still
+        # chooses with OTEL_TRACES_SAMPLER/OTEL_TRACES_SAMPLER_ARG (e.g.
+        # microsoft.rate_limited). Pinned by tests/integration/test_telemetry_azure.py.
+        options["sampling_ratio"] = 1.0
     # The connection string is read by the distro from the environment variable (never
     # passed, logged or put on a span here).
-    configure_azure_monitor()
+    configure_azure_monitor(**options)
+    # The distro's log handler sits on the root logger; at INFO (the Functions worker's level)
+    # the exporter's own posts log through azure-core's HTTP logging policy and "Transmission
+    # succeeded", which the handler exports, which logs again: an endless loop (a flush never
+    # returns; a worker posts for ever). The maintainers' known pitfall (Azure/azure-sdk-for-
+    # python#39104, #34787); drop those two loggers' records from the export (the console keeps
+    # them; Azure SDK calls are spans anyway). Pinned by tests/integration/test_telemetry_azure.py.
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, LoggingHandler):
+            handler.addFilter(_not_the_exporters_own)
+    # flush() pushes the distro's batches too (spans every 5 s, metrics every 60 s otherwise).
+    _providers[:] = [provider for provider in (trace.get_tracer_provider(),
+                                               metrics.get_meter_provider(),
+                                               get_logger_provider())
+                     if hasattr(provider, "force_flush")]
+
+
+_EXPORTER_LOGGERS = ("azure.core.pipeline.policies.http_logging_policy",
+                     "azure.monitor.opentelemetry")
+
+
+def _not_the_exporters_own(record: logging.LogRecord) -> bool:
+    return not record.name.startswith(_EXPORTER_LOGGERS)
 
 
 def _install_local() -> None:
