@@ -356,7 +356,7 @@ class Outbox:
         doc: dict[str, Any] = {"pending": self.pending, "counts": self.counts}
         if self.failed:
             doc["failed"] = self.failed
-        if self.attempts:
+        if self.attempts or self.retry_at:  # a retry_at alone: a writer's hold (put_events)
             doc["attempts"] = self.attempts
             doc["retry_at"] = self.retry_at
         return json.dumps(doc, separators=(",", ":"), sort_keys=True)
@@ -371,6 +371,21 @@ class Outbox:
             attempts=_count(doc.get("attempts")),
             retry_at=_text(doc.get("retry_at")),
         )
+
+
+@dataclass
+class OutboxRow:
+    """Events that belong to no run (a sweep pass's ``tuneloop.sweep.decided``): a row of its
+    own in the ``_outbox`` partition (RowKey ``s:<key>``) holding them in its ``outbox`` column,
+    so the reconciler's range read of that partition finds them with no further read."""
+
+    key: str
+    outbox: Outbox = field(default_factory=Outbox)
+    etag: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def run_id(self) -> str:  # what the drain's log lines name
+        return self.key
 
 
 @dataclass
@@ -467,6 +482,10 @@ def _sibling(table: TableClient, name: str) -> TableClient:
 
 def _index_key(line: str, run_id: str) -> str:
     return f"a:{line}:{run_id}"  # lines never contain ':' (shared.naming)
+
+
+_RUN_OUTBOX = "o:"  # a run's outbox row; "s:" a standalone one (OutboxRow)
+_STANDALONE = "s:"
 
 
 def _outbox_key(line: str, run_id: str) -> str:
@@ -778,6 +797,11 @@ class Ledger:
 
     # -- the outbox (lifecycle events) ----------------------------------------------------
     @property
+    def events_origin(self) -> Origin | None:
+        """Where the events come from (None: events are off)."""
+        return self._events
+
+    @property
     def records_events(self) -> bool:
         """Whether state changes write lifecycle events (an events endpoint is configured)."""
         return self._events is not None
@@ -845,6 +869,8 @@ class Ledger:
             ))
         out: builtins.list[RunRecord] = []
         for entry in entries:
+            if not str(entry["RowKey"]).startswith(_RUN_OUTBOX):  # a standalone row (outbox_rows)
+                continue
             line, _, run_id = str(entry["RowKey"])[2:].partition(":")
             try:
                 run: RunRecord | None = self.get(line, run_id)
@@ -916,6 +942,105 @@ class Ledger:
                 log.info("ledger: outbox row of run %s kept (%s)", rec.run_id, exc)
         self._remember(rec)
         return rec
+
+    # -- standalone outbox rows (events of no run: a sweep pass) -----------------------------
+    def put_events(
+        self, key: str, events: Sequence[dict[str, Any]], *, hold_until: datetime | None = None
+    ) -> OutboxRow | None:
+        """Record ``events`` (wire form) durably in the row ``s:<key>`` of ``_outbox``,
+        replacing what it held (the same ids again: a later, fuller version of them); None
+        when events are off (nothing recorded). ``hold_until``: drains leave the row until
+        then (its writer will rewrite it; a crash leaves it to the reconciler after that)."""
+        if self._events is None:
+            return None
+        row = OutboxRow(key, Outbox(
+            pending=[dict(e) for e in events],
+            retry_at=hold_until.isoformat() if hold_until is not None else None,
+        ))
+        entity = {
+            "PartitionKey": OUTBOX_PARTITION, "RowKey": _STANDALONE + key,
+            "since": self._clock().isoformat(), **_row_columns(row.outbox),
+        }
+        with _mapped(f"recording the events of {key}"):
+            meta = self._active.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        row.etag = (meta or {}).get("etag")
+        rows: dict[str, OutboxRow] = self._local.__dict__.setdefault("rows", {})
+        rows[key] = row
+        return row
+
+    def take_written_rows(self) -> builtins.list[OutboxRow]:
+        """The standalone rows this thread wrote since the last call (no Table request)."""
+        rows: dict[str, OutboxRow] = self._local.__dict__.setdefault("rows", {})
+        out = builtins.list(rows.values())
+        rows.clear()
+        return out
+
+    def outbox_rows(self) -> builtins.list[OutboxRow]:
+        """Every standalone outbox row with events to deliver (one range read of the ``s:``
+        keys of ``_outbox``; a row with nothing pending is removed, ETag-guarded), oldest key
+        first."""
+        with _mapped("reading the outbox rows"):
+            entries = builtins.list(self._active.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters={"pk": OUTBOX_PARTITION, "lo": _STANDALONE, "hi": "s;"},
+            ))
+        out: builtins.list[OutboxRow] = []
+        for entry in entries:
+            key = str(entry["RowKey"])
+            if not key.startswith(_STANDALONE):
+                continue
+            chunks = [str(entry.get(f"outbox{i}") or "") for i in range(_ROW_CHUNKS)]
+            row = OutboxRow(key[len(_STANDALONE):], Outbox.from_column("".join(chunks)),
+                            getattr(entry, "metadata", {}).get("etag"))
+            if row.outbox.pending:
+                out.append(row)
+            else:
+                self._drop_entry(entry, "outbox row")
+        out.sort(key=lambda r: r.key)
+        return out
+
+    def settle_row(
+        self,
+        row: OutboxRow,
+        *,
+        sent: Iterable[str] = (),
+        failed: Mapping[str, str] | None = None,
+        retry_at: datetime | None = None,
+    ) -> OutboxRow:
+        """:meth:`settle_events` for a standalone row: sent and refused ids leave it (refused
+        ones are logged by the drain; a row of no run is not kept for ``--failed``); when
+        nothing is left the row is deleted, else rewritten with the back-off. Both guarded by
+        the row's ETag: a row its writer rewrote meanwhile stays, and its events go again."""
+        gone = set(sent) | set(failed or {})
+        pending = [e for e in row.outbox.pending if str(e.get("id")) not in gone]
+        attempts = row.outbox.attempts + 1 if retry_at is not None and pending else 0
+        new = OutboxRow(row.key, replace(
+            row.outbox, pending=pending, attempts=attempts,
+            retry_at=retry_at.isoformat() if retry_at is not None and pending else None,
+        ), row.etag)
+        rowkey = _STANDALONE + row.key
+        try:
+            if not pending:
+                with _mapped(f"closing the events of {row.key}"):
+                    self._active.delete_entity(
+                        OUTBOX_PARTITION, rowkey, etag=row.etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                new.etag = None
+            else:
+                entity = {
+                    "PartitionKey": OUTBOX_PARTITION, "RowKey": rowkey,
+                    "since": self._clock().isoformat(), **_row_columns(new.outbox),
+                }
+                with _mapped(f"updating the events of {row.key}"):
+                    meta = self._active.update_entity(
+                        entity, mode=UpdateMode.REPLACE, etag=row.etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                new.etag = (meta or {}).get("etag")
+        except TuneloopError as exc:
+            log.info("ledger: outbox row %s kept (%s)", row.key, exc)
+        return new
 
     # -- claims -------------------------------------------------------------------------
     def claim(self, key: str, **fields: Any) -> Claim | None:
@@ -1195,6 +1320,24 @@ class Ledger:
         with _mapped("querying runs"):
             entities = self._table.query_entities(query, parameters=params)
             return [_from_entity(e) for e in entities]
+
+
+# A standalone row's outbox JSON is split over columns of 30,000 characters (a Table string
+# property holds 64 KiB of UTF-16: 32K characters,
+# https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model#property-types);
+# 4 of them hold a 60 KiB sweep event (shared.lifecycle.SWEEP_EVENT_BUDGET) with room to spare.
+_ROW_CHUNK = 30_000
+_ROW_CHUNKS = 4
+
+
+def _row_columns(box: Outbox) -> dict[str, str]:
+    text = box.to_column() or ""
+    if len(text) > _ROW_CHUNK * _ROW_CHUNKS:
+        raise ValueError(f"outbox row of {len(text)} characters exceeds {_ROW_CHUNK * _ROW_CHUNKS}")
+    return {
+        f"outbox{i}": text[i * _ROW_CHUNK:(i + 1) * _ROW_CHUNK]
+        for i in range(_ROW_CHUNKS) if text[i * _ROW_CHUNK:(i + 1) * _ROW_CHUNK]
+    }
 
 
 def _claim(entity: Mapping[str, Any]) -> Claim:

@@ -5,6 +5,9 @@ result (``tuneloop.run.examined``), per retracted drop (``tuneloop.run.retracted
 the drop came in with) and per endpoint the sweeper deletes (``tuneloop.endpoint.swept``, on
 the run it retires). The ledger builds them in the same
 entity write that changes the run (the outbox, shared/ledger.py); shared/outbox.py publishes.
+A sweep pass publishes one ``tuneloop.sweep.decided`` (:func:`sweep_event`: every endpoint's
+decision, subject ``sweeps/<sweep id>``, source without a line), recorded in a standalone
+outbox row (``Ledger.put_events``).
 
 * ``source`` = ``/tuneloop/<scope key>/lines/<line>``: the scope key is
   :func:`shared.naming.scope_key` of the endpoint scope (the workspace's ARM id, or the local
@@ -23,7 +26,7 @@ form Event Grid's CloudEvents schema and the local topic receive.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -41,6 +44,7 @@ __all__ = [
     "EXAMINED",
     "RETRACTED",
     "SCHEMA_ID",
+    "SWEEP_DECIDED",
     "SWEPT",
     "TYPE_PREFIX",
     "Origin",
@@ -50,6 +54,7 @@ __all__ = [
     "event_type",
     "from_wire",
     "run_data",
+    "sweep_event",
     "to_wire",
 ]
 
@@ -60,6 +65,11 @@ TYPE_PREFIX = "tuneloop."
 EXAMINED = "examined"
 RETRACTED = "retracted"
 SWEPT = "swept"
+# One event per sweep pass, its decisions listed (see sweep_event).
+SWEEP_DECIDED = f"{TYPE_PREFIX}sweep.decided"
+# The most a sweep event's JSON may take: 60 KiB keeps it one Event Grid operation (billed per
+# 64 KB of event) and within two Table string properties (64 KiB each, shared/ledger.py).
+SWEEP_EVENT_BUDGET = 60 * 1024
 # The exam record's keys an event carries (the whole record stays in the ledger and report).
 _EXAM_KEYS = ("metric", "candidate", "champion", "decision", "examples", "report")
 
@@ -76,7 +86,11 @@ class Origin:
     def from_settings(cls, settings: Settings) -> Origin:
         return cls(scope_key(endpoint_scope(settings)), settings.reports_container)
 
-    def source(self, line: str) -> str:
+    def source(self, line: str | None) -> str:
+        """``/tuneloop/<scope>/lines/<line>``; without a line (a sweep pass):
+        ``/tuneloop/<scope>``."""
+        if line is None:
+            return f"/tuneloop/{self.scope}"
         return f"/tuneloop/{self.scope}/lines/{line}"
 
 
@@ -176,3 +190,56 @@ def to_wire(event: CloudEvent[Any]) -> dict[str, Any]:
         out["time"] = event.time.isoformat(timespec="milliseconds")  # as the ledger dates
     out["data"] = event.data
     return out
+
+
+def sweep_event(
+    origin: Origin,
+    sweep: Mapping[str, Any],
+    decisions: Sequence[Mapping[str, Any]],
+    *,
+    time: datetime,
+    reason: str,
+    report: str | None,
+) -> dict[str, Any]:
+    """The ``tuneloop.sweep.decided`` event of one sweep pass, in its wire form.
+
+    ``sweep``: the pass (``id``, ``mode``, ``started``, ``finished``, ``metrics_available``,
+    ``metrics_error``, ``summary``); ``decisions``: one per endpoint (``endpoint``, ``line``,
+    ``action``, ``reason``, ``requests``, ``idle_since``, ``outcome``, ``error``), listed until
+    the event would exceed :data:`SWEEP_EVENT_BUDGET`; the rest are counted in ``omitted``
+    (the report at ``report``, ``<container>/<path>``, has them all). ``id`` =
+    ``<sweep id>.decided``: the same pass always gives the same id.
+    """
+    data: dict[str, Any] = {
+        "schema": DATA_SCHEMA, "line": None, "run": None, "state": None, "reason": reason,
+        "model": None, "endpoint": None, "deployment": None, "exam": None,
+        "reports": {"sweep": report} if report else {},
+        "sweep": {**sweep, "decisions": [], "omitted": 0},
+    }
+    event = {
+        "specversion": "1.0",
+        "type": SWEEP_DECIDED,
+        "source": origin.source(None),
+        "subject": f"sweeps/{sweep['id']}",
+        "id": f"{sweep['id']}.decided",
+        "time": time.isoformat(timespec="milliseconds"),
+        "datacontenttype": "application/json",
+        "dataschema": SCHEMA_ID,
+        "data": data,
+    }
+    listed: list[Mapping[str, Any]] = data["sweep"]["decisions"]
+    size = len(_json(event))
+    for index, decision in enumerate(decisions):
+        extra = len(_json(decision)) + 1
+        if size + extra > SWEEP_EVENT_BUDGET:
+            data["sweep"]["omitted"] = len(decisions) - index
+            break
+        listed.append(dict(decision))
+        size += extra
+    return event
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))

@@ -28,7 +28,7 @@ from shared.errors import TransientError, TuneloopError
 if TYPE_CHECKING:
     from azure.core.messaging import CloudEvent
 
-    from shared.ledger import Ledger, RunRecord
+    from shared.ledger import Ledger, OutboxRow, RunRecord
 
 __all__ = [
     "BACKOFF_BASE",
@@ -107,7 +107,7 @@ def is_refusal(exc: BaseException) -> bool:
     return isinstance(status, int) and 400 <= status < 500
 
 
-def _due(rec: RunRecord, now: datetime) -> bool:
+def _due(rec: RunRecord | OutboxRow, now: datetime) -> bool:
     retry_at = rec.outbox.retry_at
     return retry_at is None or datetime.fromisoformat(retry_at) <= now
 
@@ -140,9 +140,10 @@ def _publish(
 
 
 def drain_run(
-    ledger: Ledger, publisher: EventPublisher, rec: RunRecord, *, now: datetime
+    ledger: Ledger, publisher: EventPublisher, rec: RunRecord | OutboxRow, *, now: datetime
 ) -> DrainReport:
-    """Publish ``rec``'s pending events (one batch) and record the outcome on its row."""
+    """Publish ``rec``'s pending events (one batch) and record the outcome on its row (a
+    run's, or a standalone outbox row's: a sweep pass)."""
     pending = list(rec.outbox.pending)
     if not pending:
         return DrainReport()
@@ -155,8 +156,13 @@ def drain_run(
                     retry_at.isoformat(), error)
     for event_id, why in refused.items():
         log.error("events: run %s: event %s refused for good: %s", rec.run_id, event_id, why)
+    from shared.ledger import OutboxRow
+
     try:
-        ledger.settle_events(rec, sent=sent, failed=refused, retry_at=retry_at)
+        if isinstance(rec, OutboxRow):
+            ledger.settle_row(rec, sent=sent, failed=refused, retry_at=retry_at)
+        else:
+            ledger.settle_events(rec, sent=sent, failed=refused, retry_at=retry_at)
     except TuneloopError as exc:  # sent again by the next drain, same ids
         log.warning("events: run %s: outcome not recorded (%s); resent later", rec.run_id, exc)
     return DrainReport(1, len(sent), len(refused), len(pending) - len(sent) - len(refused))
@@ -168,10 +174,18 @@ def drain(
     runs: Iterable[RunRecord] | None = None,
     *,
     now: datetime,
+    rows: Iterable[OutboxRow] = (),
 ) -> DrainReport:
-    """Drain ``runs`` (as just written by a step), or every run with undelivered events
-    (the outbox rows: 1 + such runs Table reads). Runs backing off are left for later."""
-    records = ledger.undelivered() if runs is None else [r for r in runs if r.outbox.pending]
+    """Drain ``runs`` and standalone ``rows`` (as just written by a step), or every run and
+    standalone row with undelivered events (the outbox rows: 2 range reads + 1 read per such
+    run). Runs and rows backing off (or held by their writer) are left for later."""
+    records: list[RunRecord | OutboxRow] = []
+    if runs is None:
+        records.extend(ledger.undelivered())
+        records.extend(ledger.outbox_rows())
+    else:
+        records.extend(r for r in runs if r.outbox.pending)
+        records.extend(r for r in rows if r.outbox.pending)
     report = DrainReport()
     for rec in records:
         if not _due(rec, now):
@@ -199,8 +213,10 @@ def drain_after(
     try:
         if undelivered:
             return drain(ledger, publisher, now=now)
-        wanted = ledger.take_written() if runs is None else list(runs)
-        return drain(ledger, publisher, wanted, now=now)
+        if runs is None:
+            return drain(ledger, publisher, ledger.take_written(), now=now,
+                         rows=ledger.take_written_rows())
+        return drain(ledger, publisher, list(runs), now=now)
     except Exception:  # the step succeeded; its events wait in the outbox
         log.warning("events: drain after the step failed; the reconciler sends them",
                     exc_info=True)

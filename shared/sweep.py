@@ -375,12 +375,16 @@ def run_sweep(
     settings: Settings,
     now: datetime | None = None,
     mode: Literal["delete", "dry-run"] | None = None,
+    publish: bool = True,
 ) -> SweepReport:
     """Gather, decide, act; return the report (also written to the reports container).
 
     A metrics outage deletes nothing (every managed endpoint's traffic is unknown). A failed
     deletion is recorded on its decision and the sweep goes on. ``storage=None`` skips the
-    report blob (the CLI's ``--no-report``).
+    report blob (the CLI's ``--no-report``). With events on and ``publish``, the pass's
+    ``tuneloop.sweep.decided`` event is recorded in the ledger's outbox before anything is
+    deleted and rewritten with the outcomes after (:func:`_record_event`); ``publish=False``
+    (``tuneloop sweep --dry-run``) records none.
     """
     now = _aware(now) or datetime.now(UTC)
     telemetry.mode(settings)  # installs the metrics _act records (shared.telemetry)
@@ -408,6 +412,10 @@ def run_sweep(
         traffic_error=report.metrics_error,
         scope=endpoint_scope(settings),
     )
+    report.decisions = decisions
+    ref = _report_ref(settings, report) if storage is not None else None
+    if publish:  # before acting: a crash while deleting still publishes what was decided
+        _record_event(ledger, report, ref, hold=True)
     report.decisions = [_act(d, platform, ledger, report.mode, now) for d in decisions]
     for d in report.decisions:
         log.info(
@@ -415,6 +423,11 @@ def run_sweep(
             d.endpoint, d.line, d.action.value, d.outcome, d.requests, d.reason,
         )
     report.finished = datetime.now(UTC)
+    if publish:
+        try:  # the outcomes; the decisions are recorded already
+            _record_event(ledger, report, ref, hold=False)
+        except TuneloopError as exc:
+            log.warning("sweep: the outcomes were not added to the sweep event: %s", exc)
     if storage is not None:
         report.blob = _write_report(storage, settings, report)
     log.info("sweep done mode=%s %s", report.mode, report.summary())
@@ -497,13 +510,81 @@ def _retire(ledger: Ledger, rec: RunRecord, reason: str) -> str | None:
     return f"ledger: run {rec.run_id} kept changing; not retired"
 
 
+def _stamp(report: SweepReport) -> str:
+    # Microseconds: two sweeps in one second (timer + CLI) must not overwrite each other.
+    return report.started.strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def _report_ref(settings: Settings, report: SweepReport) -> str:
+    """``<container>/_sweeps/<stamp>.json``: where :func:`_write_report` writes the report."""
+    return f"{settings.reports_container}/{SWEEPS_PREFIX}{_stamp(report)}.json"
+
+
 def _write_report(storage: Storage, settings: Settings, report: SweepReport) -> str:
     from shared.storage import BlobRef
 
-    ref = BlobRef(
-        settings.reports_container,
-        # Microseconds: two sweeps in one second (timer + CLI) must not overwrite each other.
-        f"{SWEEPS_PREFIX}{report.started.strftime('%Y%m%dT%H%M%S.%fZ')}.json",
-    )
+    ref = BlobRef(settings.reports_container, f"{SWEEPS_PREFIX}{_stamp(report)}.json")
     storage.write_json(ref, report.to_dict())
     return str(ref)
+
+
+# How long the drains leave a pass's event alone after it is recorded before the deletions:
+# the pass rewrites it with the outcomes (a Functions invocation lasts at most 10 min); after
+# a crash, the reconciler's drain sends the decisions without outcomes once this has passed.
+EVENT_HOLD = timedelta(minutes=10)
+
+
+def sweep_id(report: SweepReport) -> str:
+    """The pass's id: ``sweep-<started, to the microsecond>`` (the report blob's stamp)."""
+    return f"sweep-{_stamp(report)}"
+
+
+def _record_event(ledger: Ledger, report: SweepReport, ref: str | None, *, hold: bool) -> None:
+    """Record the pass's ``tuneloop.sweep.decided`` event in the ledger's outbox (one row;
+    nothing when events are off). ``hold``: before acting, the decisions without outcomes,
+    left to this pass's own second write (drains skip it for :data:`EVENT_HOLD`)."""
+    if not ledger.records_events:
+        return
+    origin = ledger.events_origin
+    assert origin is not None
+    from shared.lifecycle import sweep_event
+
+    summary = report.summary()
+    if hold:
+        reason = (
+            f"{summary['endpoints']} endpoints: {summary['delete']} to delete, "
+            f"{summary['skip-over-cap']} over the cap, {summary['keep']} kept "
+            f"(mode {report.mode}; decided, not yet acted on)"
+        )
+    else:
+        reason = (
+            f"{summary['endpoints']} endpoints: {summary['deletion_started']} deletions "
+            f"started, {summary['failed']} failed, {summary['skip-over-cap']} over the cap, "
+            f"{summary['keep']} kept (mode {report.mode})"
+        )
+    if report.metrics_error:
+        reason += f"; metrics unavailable, nothing deleted: {report.metrics_error}"
+    sweep = {
+        "id": sweep_id(report),
+        "mode": report.mode,
+        "started": _iso(report.started),
+        "finished": None if hold else _iso(report.finished),
+        "metrics_available": report.metrics_error is None,
+        "metrics_error": report.metrics_error,
+        "summary": summary,
+    }
+    # endpoints with a line first: if the event must leave some out, those without go first
+    ordered = sorted(report.decisions, key=lambda d: d.line is None)
+    decisions = [
+        {
+            "endpoint": d.endpoint, "line": d.line, "action": d.action.value,
+            "reason": d.reason, "requests": d.requests, "idle_since": _iso(d.idle_since),
+            "outcome": d.outcome, "error": d.error,
+        }
+        for d in ordered
+    ]
+    time = report.started if hold or report.finished is None else report.finished
+    event = sweep_event(origin, sweep, decisions, time=time, reason=reason, report=ref)
+    ledger.put_events(
+        str(sweep["id"]), [event], hold_until=report.started + EVENT_HOLD if hold else None
+    )

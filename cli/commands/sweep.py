@@ -77,13 +77,18 @@ def _sweep(args: argparse.Namespace, clients: Clients | None) -> SweepReport:
             return _sweep(args, own)
     settings = clients.settings
     clients.storage.ensure_containers(settings.reports_container)
-    return run_sweep(
-        platform=clients.platform,
-        ledger=clients.ledger,
-        storage=clients.storage,
-        settings=settings,
-        mode="dry-run" if args.dry_run else None,
-    )
+    try:
+        # --dry-run is a person's what-if, answered on the terminal: no sweep event
+        return run_sweep(
+            platform=clients.platform,
+            ledger=clients.ledger,
+            storage=clients.storage,
+            settings=settings,
+            mode="dry-run" if args.dry_run else None,
+            publish=not args.dry_run,
+        )
+    finally:
+        clients.publish_events()  # the sweep's event and retired runs' events (never raises)
 
 
 def run(

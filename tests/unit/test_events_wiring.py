@@ -85,7 +85,8 @@ def test_publish_events_sends_what_the_step_wrote() -> None:
 
 def test_a_swept_endpoint_publishes_retired_then_swept(tmp_path: Path) -> None:
     """The sweeper's retirement of the live run writes tuneloop.run.retired and
-    tuneloop.endpoint.swept (the deleted endpoint, the idle reason) in one write."""
+    tuneloop.endpoint.swept (the deleted endpoint, the idle reason) in one write; the pass's
+    tuneloop.sweep.decided follows."""
     settings = Settings(platform="local", home=tmp_path, idle_after=timedelta(days=1))
     ledger = FakeLedger(events=Origin.from_settings(settings))
     platform = FakePlatform(now=NOW)
@@ -103,8 +104,9 @@ def test_a_swept_endpoint_publishes_retired_then_swept(tmp_path: Path) -> None:
     run_sweep(platform=platform, ledger=ledger, storage=None, settings=settings, now=NOW)
     drain(ledger, publisher, now=NOW)
     types = [e["type"] for e in publisher.received]
-    assert types == ["tuneloop.run.promoted", "tuneloop.run.retired", "tuneloop.endpoint.swept"]
-    swept = publisher.received[-1]
+    assert types == ["tuneloop.run.promoted", "tuneloop.run.retired", "tuneloop.endpoint.swept",
+                     "tuneloop.sweep.decided"]  # the pass's own (tests/unit/test_sweep_events.py)
+    swept = publisher.received[-2]
     assert swept["data"]["endpoint"] == name
     assert "deleted by the sweeper" in swept["data"]["reason"]
 

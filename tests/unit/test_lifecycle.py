@@ -81,12 +81,13 @@ def test_every_event_kind_validates_against_the_schema(kind: str) -> None:
 
 def test_the_types_are_the_documented_ones() -> None:
     """Run states give tuneloop.run.<state>, the exam tuneloop.run.examined, a swept endpoint
-    tuneloop.endpoint.swept; the schema's state enum is exactly the ledger's states."""
+    tuneloop.endpoint.swept; the schema's state enum is exactly the ledger's states (and null,
+    the state of a sweep pass's event)."""
     types = {lifecycle.event_type(k) for k in lifecycle.event_kinds()}
     assert {"tuneloop.run.promoted", "tuneloop.run.held", "tuneloop.run.rejected",
             "tuneloop.run.examined", "tuneloop.endpoint.swept"} <= types
     assert len(types) == len(RunState) + 3
-    assert schema()["properties"]["state"]["enum"] == [s.value for s in RunState]
+    assert schema()["properties"]["state"]["enum"] == [*(s.value for s in RunState), None]
 
 
 def test_ids_are_deterministic_per_run_kind_and_attempt() -> None:
