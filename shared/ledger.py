@@ -1325,7 +1325,8 @@ class Ledger:
 # A standalone row's outbox JSON is split over columns of 30,000 characters (a Table string
 # property holds 64 KiB of UTF-16: 32K characters,
 # https://learn.microsoft.com/rest/api/storageservices/understanding-the-table-service-data-model#property-types);
-# 4 of them hold a 60 KiB sweep event (shared.lifecycle.SWEEP_EVENT_BUDGET) with room to spare.
+# 4 of them hold a 60 KiB sweep event (shared.lifecycle.SWEEP_EVENT_BUDGET: 61,440 characters
+# of ASCII JSON, non-ASCII text counted as its \uXXXX escapes) with room to spare.
 _ROW_CHUNK = 30_000
 _ROW_CHUNKS = 4
 

@@ -67,8 +67,10 @@ RETRACTED = "retracted"
 SWEPT = "swept"
 # One event per sweep pass, its decisions listed (see sweep_event).
 SWEEP_DECIDED = f"{TYPE_PREFIX}sweep.decided"
-# The most a sweep event's JSON may take: 60 KiB keeps it one Event Grid operation (billed per
-# 64 KB of event) and within two Table string properties (64 KiB each, shared/ledger.py).
+# The most a sweep event's JSON may take (as json.dumps writes it: ASCII): 60 KiB keeps it one
+# Event Grid operation ("operations are charged in 64-KB increments"; an event or a batch may be
+# 1 MB, else 413: https://learn.microsoft.com/azure/event-grid/event-schema) and within the
+# outbox row's columns (shared/ledger.py: 4 x 30,000 characters).
 SWEEP_EVENT_BUDGET = 60 * 1024
 # The exam record's keys an event carries (the whole record stays in the ledger and report).
 _EXAM_KEYS = ("metric", "candidate", "champion", "decision", "examples", "report")
@@ -228,18 +230,21 @@ def sweep_event(
         "data": data,
     }
     listed: list[Mapping[str, Any]] = data["sweep"]["decisions"]
+    data["sweep"]["omitted"] = len(decisions)  # sized with the most digits it can take
     size = len(_json(event))
-    for index, decision in enumerate(decisions):
-        extra = len(_json(decision)) + 1
+    for decision in decisions:
+        extra = len(_json(decision)) + 2  # and its ", "
         if size + extra > SWEEP_EVENT_BUDGET:
-            data["sweep"]["omitted"] = len(decisions) - index
             break
         listed.append(dict(decision))
         size += extra
+    data["sweep"]["omitted"] = len(decisions) - len(listed)
     return event
 
 
 def _json(value: Any) -> str:
+    # json.dumps' defaults (", " and ": ", non-ASCII as \uXXXX): the longest form it may take
+    # on the wire or in the outbox row, so the budget holds for both, in bytes and characters
     import json
 
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value)

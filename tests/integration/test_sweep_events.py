@@ -101,3 +101,28 @@ def test_a_pass_publishes_right_after_the_sweep(settings: Settings) -> None:
     )
     assert _rows(c) == []
     assert c.publish_events(undelivered=True).sent == 0
+
+
+def test_a_full_event_of_non_ascii_text_fits_its_outbox_row(settings: Settings) -> None:
+    """A sweep event whose reasons are all CJK text (6 bytes each as \\uXXXX on the wire and in
+    the row) stays within the 60 KiB budget, is stored on Azurite and reads back."""
+    from shared.lifecycle import SWEEP_EVENT_BUDGET, sweep_event
+
+    platform = FakePlatform(now=NOW)
+    c = _clients(settings, platform, FakePublisher())
+    origin = c.ledger.events_origin
+    assert origin is not None
+    decisions = [
+        {"endpoint": f"ep{i}", "line": None, "action": "keep", "reason": "忙碌的端点" * 40,
+         "requests": 1, "idle_since": None, "outcome": None, "error": None}
+        for i in range(200)
+    ]
+    sweep = {"id": "sweep-20260301T120000.000000Z", "mode": "delete",
+             "started": NOW.isoformat(), "finished": None, "metrics_available": True,
+             "metrics_error": None, "summary": {}}
+    event = sweep_event(origin, sweep, decisions, time=NOW, reason="x", report=None)
+    assert event["data"]["sweep"]["omitted"] > 0
+    assert 2 * 30_000 < len(json.dumps(event)) <= SWEEP_EVENT_BUDGET  # three columns
+    c.ledger.put_events(str(sweep["id"]), [event])
+    [row] = c.ledger.outbox_rows()
+    assert row.outbox.pending == [event]
