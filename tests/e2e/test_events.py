@@ -130,7 +130,8 @@ def test_the_quick_demo_leaves_its_events_in_its_home(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     stored = read_events(home)
-    types = [e["type"] for e in stored]
+    # the run's events; a sweep pass the devhost's timer ran meanwhile (:00/:30) adds its own
+    types = [e["type"] for e in stored if e["type"].startswith("tuneloop.run.")]
     assert "tuneloop.run.accepted" in types
     assert types[-1] == "tuneloop.run.promoted", types
     printed = subprocess.run(
