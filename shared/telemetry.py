@@ -41,6 +41,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+
     from shared.ledger import RunRecord
     from shared.platform.port import FinetunePlan
     from shared.settings import Settings
@@ -169,6 +171,35 @@ def _not_the_exporters_own(record: logging.LogRecord) -> bool:
     return not record.name.startswith(_EXPORTER_LOGGERS)
 
 
+def _private_id_generator() -> IdGenerator:
+    """Span and trace ids from the OS's generator (``secrets``), not the global ``random``.
+
+    The SDK's RandomIdGenerator draws from the global ``random`` module: a span started in any
+    thread (an Azure SDK call is one) then moves the global random state under whoever else
+    uses it, and a process that seeds ``random`` (or a forked worker that inherits its state)
+    would repeat trace ids. Same contract as the SDK's: non-zero ids, the trace id random.
+    """
+    import secrets
+
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+    class PrivateIdGenerator(IdGenerator):
+        def generate_span_id(self) -> int:
+            while not (span_id := secrets.randbits(64)):
+                pass
+            return span_id
+
+        def generate_trace_id(self) -> int:
+            while not (trace_id := secrets.randbits(128)):
+                pass
+            return trace_id
+
+        def is_trace_id_random(self) -> bool:
+            return True
+
+    return PrivateIdGenerator()
+
+
 def _install_local() -> None:
     from azure.core.settings import settings as azure_settings
     from opentelemetry import metrics, trace
@@ -183,7 +214,7 @@ def _install_local() -> None:
     from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
     resource = Resource.create({"service.name": "tuneloop"})
-    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = TracerProvider(resource=resource, id_generator=_private_id_generator())
     # Synchronous: a span is in the file when it ends (`tuneloop trace` reads it at once).
     tracer_provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(
         out=cast(Any, _HomeFile(SPANS_FILE)),

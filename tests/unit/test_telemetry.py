@@ -145,3 +145,31 @@ def test_with_trace_tag_adds_the_tag_only_with_a_trace() -> None:
     assert tagged.tags[telemetry.TRACE_TAG].startswith("00-111")
     assert {k: v for k, v in tagged.tags.items() if k != telemetry.TRACE_TAG} == dict(plan.tags)
     assert replace(tagged, tags=plan.tags) == plan
+
+
+def test_spans_leave_the_global_random_state_alone(tmp_path: Path) -> None:
+    """Span and trace ids come from the OS, not the global ``random`` module: before, every
+    span (an Azure SDK call in any thread is one) moved random's state, which Hypothesis
+    reported as a flaky failure of unrelated property tests running meanwhile."""
+    import random
+    import threading
+
+    from opentelemetry import trace
+
+    settings = Settings(platform="local", home=tmp_path / "home")
+    with telemetry.span(settings, "tuneloop.warmup"):
+        pass
+    state = random.getstate()
+
+    def spans() -> None:
+        for _ in range(20):
+            with trace.get_tracer("tests").start_as_current_span("work"):
+                pass
+
+    worker = threading.Thread(target=spans)
+    worker.start()
+    worker.join()
+    with telemetry.span(settings, "tuneloop.ingest", line="chat") as current:
+        assert current is not None
+        assert current.get_span_context().span_id != 0
+    assert random.getstate() == state
