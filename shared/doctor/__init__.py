@@ -59,13 +59,14 @@ def run_checks(
         checks = azure_checks(
             settings, credential=credential, transport=transport, environ=environ, now=now
         )
-        return Report("azureml", (*checks, *_events(settings)))
+        signed_in = not any(c.name == "identity" and c.outcome == Outcome.FAIL for c in checks)
+        return Report("azureml", (*checks, *_events(settings, signed_in=signed_in)))
     from shared.doctor.local import local_checks
 
     return Report("local", (*local_checks(settings, environ=environ), *_events(settings)))
 
 
-def _events(settings: Settings) -> list[Check]:
+def _events(settings: Settings, *, signed_in: bool = True) -> list[Check]:
     from shared.doctor.events import events_check
 
-    return attempt("events", lambda: events_check(settings))
+    return attempt("events", lambda: events_check(settings, signed_in=signed_in))

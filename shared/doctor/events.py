@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from shared.doctor.checks import Check, ok, warn
+from shared.doctor.checks import Check, ok, skip, warn
 from shared.eventgrid import ROLE
 
 if TYPE_CHECKING:
@@ -18,7 +18,11 @@ if TYPE_CHECKING:
 __all__ = ["events_check"]
 
 
-def events_check(settings: Settings) -> Check:
+def events_check(settings: Settings, *, signed_in: bool = True) -> Check:
+    """``signed_in`` False: the identity check failed, so (as every other Azure row) this one
+    is not checked."""
+    if not signed_in:
+        return skip("events", "not checked: no identity signed in", "fix the identity row first")
     endpoint = settings.events_endpoint
     if not endpoint:
         if settings.platform_kind == "local":
