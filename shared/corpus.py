@@ -84,6 +84,7 @@ __all__ = [
     "exam_example",
     "hydrated",
     "is_exam_name",
+    "jsonl_lines",
     "line_drops",
     "live_run",
     "promoted_at",
@@ -486,8 +487,8 @@ def retrain_corpus(ledger: LedgerPort, settings: Settings, line: str,
 
 
 # -- building the run's files -----------------------------------------------------------------
-def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines of a side file (canonical JSONL: no raw newline inside a line)."""
+def jsonl_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The non-empty lines of a file we wrote (canonical JSONL: no raw newline inside a line)."""
     rest = b""
     for chunk in chunks:
         parts = (rest + chunk).split(b"\n")
@@ -527,7 +528,7 @@ def _sample_key(digest: bytes) -> int:
 
 def _read(storage: Storage, ref: BlobRef) -> Iterator[bytes]:
     try:
-        yield from _lines(storage.read_chunks(ref))
+        yield from jsonl_lines(storage.read_chunks(ref))
     except NotFoundError as exc:
         raise NotFoundError(
             f"the corpus's copy {ref} of a drop is missing",

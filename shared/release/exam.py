@@ -36,7 +36,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from shared import telemetry
-from shared.corpus import drop_refs, drops_of, line_drops, read_golden_exam, retracted
+from shared.corpus import (
+    drop_refs,
+    drops_of,
+    jsonl_lines,
+    line_drops,
+    read_golden_exam,
+    retracted,
+)
 from shared.dataset.split import prompt_digest, prompt_of
 from shared.errors import NotFoundError, TransientError, TuneloopError
 from shared.ledger import RunRecord
@@ -248,7 +255,7 @@ def _read_questions(ctx: ReleaseContext, refs: Iterable[BlobRef]) -> Iterator[Ex
     deleted) is skipped, a line that is no exam example is skipped."""
     for ref in refs:
         try:
-            for line in _lines(ctx.storage.read_chunks(ref)):
+            for line in jsonl_lines(ctx.storage.read_chunks(ref)):
                 try:
                     question = parse_example(json.loads(line))
                 except ValueError:
@@ -257,16 +264,6 @@ def _read_questions(ctx: ReleaseContext, refs: Iterable[BlobRef]) -> Iterator[Ex
                     yield question
         except NotFoundError:
             log.info("exam: %s is gone (retracted or never written); skipped", ref)
-
-
-def _lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
-    buffer = b""
-    for chunk in chunks:
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        yield from (line for line in lines if line.strip())
-    if buffer.strip():
-        yield buffer
 
 
 # -- answers, stored as they come -----------------------------------------------------------
